@@ -1,0 +1,1 @@
+"""Click commands, one module per resource; each module's `register(group)` adds its commands."""

@@ -1,0 +1,1 @@
+"""CRM data shared by scoring and forecasting: contracts, stage configuration, loaders, the synthetic CRM."""

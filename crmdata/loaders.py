@@ -1,0 +1,369 @@
+"""Read CSV and Parquet exports into contract-typed frames, reporting every problem at once."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crmdata.contracts import LEAD, OPPORTUNITY, STAGE_HISTORY, Column, Contract
+from crmdata.errors import DataValidationError, Problem
+from crmdata.mapping import ColumnMapping, Join
+from crmdata.stages import DEFAULT_STAGES, StageConfig
+
+TRUE_VALUES = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+FALSE_VALUES = frozenset({"false", "f", "no", "n", "0", "0.0"})
+MAX_PROBLEMS = 100_000
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Opportunities that passed validation, with their stage configuration and optional stage history."""
+
+    opportunities: pd.DataFrame
+    stages: StageConfig
+    history: pd.DataFrame | None = None
+
+
+def read_raw(path: Path, *, missing_values: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a CSV (as text, nothing guessed) or Parquet file; raise a DataValidationError if it cannot be read."""
+    source = str(path)
+    if not path.exists():
+        raise DataValidationError([Problem(source, "-", "file does not exist", code="missing_file")], source=source)
+    suffixes = "".join(path.suffixes).lower()
+    try:
+        if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+            return pd.read_parquet(path)
+        if ".csv" in suffixes or ".txt" in suffixes or ".tsv" in suffixes:
+            sep = "\t" if ".tsv" in suffixes else ","
+            return pd.read_csv(
+                path, sep=sep, dtype=str, keep_default_na=False, na_values=["", *missing_values],
+                encoding="utf-8-sig",
+            )
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataValidationError(
+            [Problem(source, "-", f"cannot be read: {exc}".splitlines()[0], code="unreadable")], source=source
+        ) from exc
+    raise DataValidationError(
+        [Problem(source, "-", "unsupported file type; use .csv, .tsv or .parquet", code="unsupported")],
+        source=source,
+    )
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write CSV or Parquet (by suffix) atomically, so a failure never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame.to_parquet(tmp, index=False, compression="zstd")
+        else:
+            frame.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _normalise_key(values: pd.Series, how: str) -> pd.Series:
+    text = values.astype("string")
+    if how == "casefold":
+        return text.str.casefold().str.strip()
+    if how == "alnum":
+        return text.str.casefold().str.replace(r"[^0-9a-z]", "", regex=True)
+    return text
+
+
+def _apply_join(frame: pd.DataFrame, join: Join, index: int, source: str, base: Path | None) -> list[Problem]:
+    where = f"joins[{index}]"
+    file = join.file if join.file.is_absolute() or base is None else base / join.file
+    lookup = read_raw(file)
+    problems = []
+    if join.on not in frame.columns:
+        problems.append(Problem(source, f"{where}.on", f"column '{join.on}' is not in the export", code="bad_mapping"))
+    missing = [c for c in (join.key, *join.columns.values()) if c not in lookup.columns]
+    if missing:
+        problems.append(Problem(str(file), ", ".join(missing), "column missing from the lookup file",
+                                code="missing_column"))
+    if problems:
+        return problems
+    keys = _normalise_key(lookup[join.key], join.normalize)
+    dupes = keys[keys.duplicated(keep=False) & keys.notna()]
+    if len(dupes):
+        return [Problem(str(file), join.key, f"key is not unique ({dupes.nunique()} repeated values)",
+                        value=str(dupes.iloc[0]), code="duplicate")]
+    table = lookup.assign(_key=keys.to_numpy()).set_index("_key")
+    frame_keys = _normalise_key(frame[join.on], join.normalize)
+    for target, column in join.columns.items():
+        looked_up = frame_keys.map(table[column]).astype(object)
+        if target in frame.columns and join.fill == "missing":
+            frame[target] = frame[target].astype(object).where(frame[target].notna(), looked_up)
+        else:
+            frame[target] = looked_up
+    return []
+
+
+def _parse_column(
+    series: pd.Series, col: Column, mapping: ColumnMapping, table: str
+) -> tuple[pd.Series, list[Problem]]:
+    """Convert one column to its contract type; report each value that does not parse, with its row."""
+    present = series.notna()
+    out: Any
+    if col.kind == "string":
+        text: Any = series.astype("string").str.strip()
+        return text.mask(text == "").astype("string"), []
+    if col.kind in ("float", "int"):
+        if pd.api.types.is_bool_dtype(series.dtype):
+            out = series.astype("Float64")
+        else:
+            text = series if pd.api.types.is_numeric_dtype(series.dtype) else series.astype("string").str.strip()
+            out = pd.to_numeric(text, errors="coerce").astype("Float64")
+        expected = "a number"
+    elif col.kind == "bool":
+        if pd.api.types.is_bool_dtype(series.dtype):
+            return series.astype("boolean"), []
+        text = series.astype("string").str.strip().str.casefold()
+        trues = TRUE_VALUES | {v.casefold() for v in mapping.true_values}
+        falses = FALSE_VALUES | {v.casefold() for v in mapping.false_values}
+        values = np.full(len(series), np.nan, dtype=object)
+        values[text.isin(trues).fillna(False).to_numpy(bool)] = True
+        values[text.isin(falses).fillna(False).to_numpy(bool)] = False
+        out = pd.Series(pd.array(values, dtype="boolean"), index=series.index)
+        expected = "true or false"
+    else:  # datetime
+        if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            out = series
+        else:
+            text = series.astype("string").str.strip()
+            fmt = mapping.date_format or "ISO8601"
+            out = pd.to_datetime(text, errors="coerce", format=fmt, dayfirst=mapping.dayfirst, utc=True)
+        if isinstance(out.dtype, pd.DatetimeTZDtype):
+            out = out.dt.tz_convert("UTC").dt.tz_localize(None)
+        out = out.astype("datetime64[ns]")
+        expected = f"a date ({mapping.date_format or 'ISO 8601, e.g. 2017-03-01'})"
+    bad = present & out.isna()
+    problems = [
+        Problem(table, col.name, f"is not {expected}", row=int(i) + 1, value=str(series.iloc[i]),
+                code="wrong_type" if col.kind != "datetime" else "bad_date")
+        for i in np.flatnonzero(bad.to_numpy(bool))[:MAX_PROBLEMS]
+    ]
+    return out, problems
+
+
+def _rows(mask: pd.Series) -> np.ndarray:
+    return np.flatnonzero(mask.fillna(False).to_numpy(bool))[:MAX_PROBLEMS]
+
+
+def conform(
+    raw: pd.DataFrame,
+    *,
+    contract: Contract,
+    mapping: ColumnMapping | None = None,
+    source: str | None = None,
+    base: Path | None = None,
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """Rename, join, type and check a raw frame against a contract; return it with every problem found.
+
+    Structural problems (a missing column) do not stop the checks: the column is treated as empty, so one pass
+    reports everything that is wrong with the file.
+    """
+    mapping = mapping or ColumnMapping()
+    table = source or contract.name
+    problems = mapping.check_against(contract)
+    frame = raw.reset_index(drop=True).copy()
+    renames = {src: target for target, src in mapping.columns.items()}
+    absent_sources = {target for target, src in mapping.columns.items() if src not in frame.columns}
+    for target in sorted(absent_sources):
+        problems.append(Problem(table, mapping.columns[target], "column is missing from the file",
+                                code="missing_column"))
+    taken = set(renames.values())
+    clashes = [c for c in frame.columns if c in taken and c not in renames]
+    frame = frame.drop(columns=clashes).rename(columns=renames)
+    for i, join in enumerate(mapping.joins):
+        if join.on in absent_sources:
+            continue  # already reported as a missing column
+        problems += _apply_join(frame, join, i, table, base)
+    absent_columns = set(absent_sources)
+    for col in contract.columns:
+        if col.name not in frame.columns:
+            absent_columns.add(col.name)
+            if col.required and col.name not in absent_sources:
+                problems.append(Problem(table, col.name, "required column is missing", code="missing_column"))
+            frame[col.name] = pd.Series(pd.NA, index=frame.index, dtype="object")
+
+    for col in contract.columns:
+        absent = frame[col.name].isna()
+        parsed, col_problems = _parse_column(frame[col.name], col, mapping, table)
+        frame[col.name] = parsed
+        problems += col_problems
+        if not col.nullable and col.name not in absent_columns:
+            for i in _rows(absent):
+                problems.append(Problem(table, col.name, "is empty; a value is required", row=int(i) + 1,
+                                        code="missing_value"))
+        if col.non_negative:
+            for i in _rows(parsed < 0):
+                problems.append(Problem(table, col.name, "is negative", row=int(i) + 1,
+                                        value=str(parsed.iloc[i]), code="negative"))
+        if col.unique:
+            dup = parsed.duplicated(keep="first") & parsed.notna()
+            if dup.any():
+                first = parsed[parsed.notna()].drop_duplicates(keep="first")
+                first_row = pd.Series(first.index.to_numpy() + 1, index=first.to_numpy())
+                for i in _rows(dup):
+                    problems.append(Problem(table, col.name, f"duplicate id (first in row {first_row[parsed.iloc[i]]})",
+                                            row=int(i) + 1, value=str(parsed.iloc[i]), code="duplicate"))
+    ordered = [*contract.names, *[c for c in frame.columns if c not in contract.names]]
+    return frame[ordered], problems
+
+
+def raise_if_any(problems: list[Problem], *, source: str, mapping: ColumnMapping | None = None) -> None:
+    """Raise one DataValidationError with every problem, named by the export's own column names, row order."""
+    if not problems:
+        return
+    if mapping is not None and mapping.columns:
+        problems = [
+            replace(p, field=f"{mapping.columns[p.field]} ({p.field})")
+            if p.field in mapping.columns and mapping.columns[p.field] != p.field else p
+            for p in problems
+        ]
+    # A value that did not parse is reported once, not again as missing by the rules that needed it.
+    unparsed = {(p.row, p.field) for p in problems if p.code in ("wrong_type", "bad_date")}
+    problems = [p for p in problems if p.code != "missing_value" or (p.row, p.field) not in unparsed]
+    problems = sorted(problems, key=lambda p: (p.row is not None, p.row or 0))
+    raise DataValidationError(problems, source=source)
+
+
+def _check_stages(frame: pd.DataFrame, stages: StageConfig, table: str, allowed: tuple[str, ...]) -> list[Problem]:
+    unknown = frame["stage"].notna() & ~frame["stage"].isin(allowed)
+    return [
+        Problem(table, "stage", f"unknown stage; expected one of {', '.join(allowed)}", row=int(i) + 1,
+                value=str(frame["stage"].iloc[i]), code="unknown_stage")
+        for i in _rows(unknown)
+    ]
+
+
+def _check_order(
+    frame: pd.DataFrame, earlier: str, later: str, table: str, what: str, what_earlier: str = "creation date"
+) -> list[Problem]:
+    bad = frame[later] < frame[earlier]
+    return [
+        Problem(table, later, f"{what} is before the {what_earlier} ({frame[earlier].iloc[i]:%Y-%m-%d})",
+                row=int(i) + 1, value=f"{frame[later].iloc[i]:%Y-%m-%d}", code="date_order")
+        for i in _rows(bad)
+    ]
+
+
+def check_opportunities(frame: pd.DataFrame, stages: StageConfig, table: str) -> list[Problem]:
+    """Check the rules that span columns of an opportunity table and derive its outcome from its stage."""
+    problems = _check_stages(frame, stages, table, stages.all)
+    problems += _check_order(frame, "created_at", "closed_at", table, "close date")
+    problems += _check_order(frame, "created_at", "stage_entered_at", table, "stage entry date")
+    derived = frame["stage"].map({s: stages.outcome(s) for s in stages.all}).astype("string")
+    given = frame["outcome"].str.casefold()
+    for i in _rows(given.notna() & ~given.isin(["open", "won", "lost"])):
+        problems.append(Problem(table, "outcome", "must be open, won or lost", row=int(i) + 1,
+                                value=str(frame["outcome"].iloc[i]), code="wrong_value"))
+    for i in _rows(given.notna() & derived.notna() & given.isin(["open", "won", "lost"]) & (given != derived)):
+        problems.append(Problem(table, "outcome", f"disagrees with stage '{frame['stage'].iloc[i]}'",
+                                row=int(i) + 1, value=str(frame["outcome"].iloc[i]), code="inconsistent"))
+    closed = derived.isin(["won", "lost"]).fillna(False)
+    for i in _rows(closed & frame["closed_at"].isna()):
+        problems.append(Problem(table, "closed_at", "a won or lost deal needs a close date", row=int(i) + 1,
+                                code="missing_value"))
+    for i in _rows(closed & frame["created_at"].isna()):
+        problems.append(Problem(table, "created_at", "a won or lost deal needs a creation date", row=int(i) + 1,
+                                code="missing_value"))
+    for i in _rows((derived == "open") & frame["closed_at"].notna()):
+        problems.append(Problem(table, "closed_at", "an open deal has a close date; use expected_close_date",
+                                row=int(i) + 1, value=f"{frame['closed_at'].iloc[i]:%Y-%m-%d}",
+                                code="inconsistent"))
+    frame["outcome"] = derived
+    return problems
+
+
+def check_leads(frame: pd.DataFrame, stages: StageConfig, table: str) -> list[Problem]:
+    """Check the rules that span columns of a lead table."""
+    problems = _check_stages(frame, stages, table, stages.lead_stages)
+    problems += _check_order(frame, "created_at", "converted_at", table, "conversion date")
+    for i in _rows((frame["converted"] == False) & frame["converted_at"].notna()):  # noqa: E712
+        problems.append(Problem(table, "converted_at", "set on a lead that did not convert", row=int(i) + 1,
+                                code="inconsistent"))
+    return problems
+
+
+def _mapping(mapping: ColumnMapping | Path | None) -> ColumnMapping:
+    if isinstance(mapping, Path):
+        return ColumnMapping.from_file(mapping)
+    return mapping or ColumnMapping()
+
+
+def load_leads(
+    path: Path, *, mapping: ColumnMapping | Path | None = None, stages: StageConfig | None = None
+) -> pd.DataFrame:
+    """Load a lead export (CSV or Parquet) into the lead contract, or raise with every problem found."""
+    m = _mapping(mapping)
+    raw = read_raw(path, missing_values=m.missing_values)
+    frame, problems = conform(raw, contract=LEAD, mapping=m, source=path.name, base=path.parent)
+    problems += check_leads(frame, stages or m.stages or DEFAULT_STAGES, path.name)
+    raise_if_any(problems, source=path.name, mapping=m)
+    return frame
+
+
+def load_stage_history(
+    path: Path, *, mapping: ColumnMapping | Path | None = None, stages: StageConfig | None = None
+) -> pd.DataFrame:
+    """Load a stage-change table (one row per stage entered), or raise with every problem found."""
+    m = _mapping(mapping)
+    raw = read_raw(path, missing_values=m.missing_values)
+    frame, problems = conform(raw, contract=STAGE_HISTORY, mapping=m, source=path.name, base=path.parent)
+    config = stages or m.stages or DEFAULT_STAGES
+    problems += _check_stages(frame, config, path.name, config.all)
+    raise_if_any(problems, source=path.name, mapping=m)
+    return frame.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True)
+
+
+def load_pipeline(
+    path: Path,
+    *,
+    mapping: ColumnMapping | Path | None = None,
+    stages: StageConfig | None = None,
+    history: Path | None = None,
+) -> Pipeline:
+    """Load an opportunity export, and optionally its stage history, into a validated Pipeline."""
+    m = _mapping(mapping)
+    config = stages or m.stages or DEFAULT_STAGES
+    raw = read_raw(path, missing_values=m.missing_values)
+    frame, problems = conform(raw, contract=OPPORTUNITY, mapping=m, source=path.name, base=path.parent)
+    problems += check_opportunities(frame, config, path.name)
+    raise_if_any(problems, source=path.name, mapping=m)
+    hist = None
+    if history is not None:
+        hist = load_stage_history(history, stages=config)
+        unknown = ~hist["opportunity_id"].isin(frame["opportunity_id"])
+        raise_if_any(
+            [Problem(history.name, "opportunity_id", "not an opportunity in the export", row=int(i) + 1,
+                     value=str(hist["opportunity_id"].iloc[i]), code="unknown_id") for i in _rows(unknown)],
+            source=history.name,
+        )
+    return Pipeline(opportunities=frame, stages=config, history=hist)
+
+
+def frame_from_records(
+    records: list[dict[str, object]], *, contract: Contract, stages: StageConfig | None = None
+) -> pd.DataFrame:
+    """Conform JSON records (as an API receives them) to a contract, or raise with every problem found."""
+    raw = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(contract.names))
+    frame, problems = conform(raw, contract=contract, source="records")
+    config = stages or DEFAULT_STAGES
+    if contract is OPPORTUNITY:
+        problems += check_opportunities(frame, config, "records")
+    elif contract is LEAD:
+        problems += check_leads(frame, config, "records")
+    raise_if_any(problems, source="records")
+    return frame

@@ -1,0 +1,1 @@
+"""Lead scoring: specs, features, training, calibration, explanations, cold-start rules, batch scoring."""
