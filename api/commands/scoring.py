@@ -1,0 +1,117 @@
+"""Scoring commands: train (and maybe promote) a model, score a file of leads."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crmdata.loaders import read_raw
+from scoring.artifacts import write_json
+from scoring.spec import DEFAULT_SPEC, load_spec
+
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _settings(ctx: click.Context) -> Any:
+    from api.cli import settings_of
+
+    return settings_of(ctx)
+
+
+@click.command()
+@click.option("--data", "data", type=FILE, required=True, help="Lead export with outcomes (CSV or Parquet).")
+@click.option("--spec", "spec_path", type=FILE, default=None,
+              help=f"Model spec (TOML); default {DEFAULT_SPEC.name}, the leadcast lead contract.")
+@click.option("--json", "json_out", type=FILE, default=None, help="Also write the metrics and decision as JSON.")
+@click.option("--force", is_flag=True, help="Make the new model champion even if it is not as good.")
+@click.pass_context
+def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path | None, force: bool) -> None:
+    """Train a lead scoring model, evaluate it on held-out leads, track it in MLflow, promote it if better."""
+    from scoring.tracking import track
+    from scoring.training import TRAINING_STEPS, fingerprint_file
+    from scoring.training import train as train_model
+
+    settings = _settings(ctx)
+    spec = load_spec(spec_path)
+    raw = read_raw(data, missing_values=spec.missing_values)
+    with click.progressbar(length=TRAINING_STEPS + 1, label=f"training on {len(raw):,} leads",
+                           file=sys.stderr) as bar:
+        result = train_model(raw, spec=spec, data_fingerprint=fingerprint_file(data), table=data.name,
+                             progress=lambda _step: bar.update(1))
+        tracked = track(
+            result, tracking_uri=settings.resolved_tracking_uri, artifact_root=settings.resolved_artifact_root,
+            experiment_name=settings.experiment_name, registered_model_name=settings.registered_model_name,
+            models_dir=settings.resolved_models_dir, spec_path=spec_path or DEFAULT_SPEC, force=force,
+        )
+        bar.update(1)
+    card = result.trained.card
+    click.echo(f"evaluation: {card['evaluation']['kind']} on {card['rows']['evaluated']:,} leads "
+               f"({card['rows']['converted']:,} of {card['rows']['trained']:,} converted"
+               + (f"; {card['rows']['undecided']:,} undecided leads left out" if card["rows"]["undecided"] else "")
+               + ")")
+    click.echo(f"{'model':<8} {'ROC AUC':>8} {'PR AUC':>8} {'Brier':>8} {'log loss':>9} {'ECE':>7} {'F1':>6}")
+    for name in result.report["candidates"]:
+        m = card["metrics"][name]
+        label = f"{name}*" if name == card["selected"] else name
+        click.echo(f"{label:<8} {m['roc_auc']:>8.4f} {m['pr_auc']:>8.4f} {m['brier']:>8.4f} {m['log_loss']:>9.4f} "
+                   f"{m['ece']:>7.4f} {m['f1']:>6.3f}")
+    click.echo(f"selected: {card['selected']} (lowest held-out log loss); version {tracked.version}, "
+               f"aliases {', '.join(tracked.aliases)}")
+    selected = result.report["candidates"][card["selected"]]
+    for column, fair in selected.get("fairness", {}).items():
+        verdict = "below 0.8: review" if fair["flagged"] else "ok"
+        click.echo(f"fairness by {column}: four-fifths ratio of A-grade rates {fair['four_fifths_ratio']:.2f} "
+                   f"({verdict})")
+    click.echo(f"{'FORCED: ' if tracked.decision.forced else ''}{tracked.decision.reason}")
+    click.echo(f"wrote {tracked.artifact} and {tracked.card}; MLflow run {tracked.run_id}")
+    if json_out is not None:
+        write_json(json_out, {"version": tracked.version, "run_id": tracked.run_id, "aliases": tracked.aliases,
+                              "promoted": tracked.decision.promoted, "forced": tracked.decision.forced,
+                              "decision": tracked.decision.reason, "card": card,
+                              "report": json.loads(json.dumps(result.report, default=float))})
+
+
+@click.command()
+@click.option("--data", "data", type=FILE, required=True, help="Leads to score (CSV or Parquet).")
+@click.option("--out", "out", type=FILE, required=True, help="Output file (.csv or .parquet).")
+@click.option("--model", "model", default=None,
+              help="Model version, alias (champion, challenger) or .joblib file; default the champion.")
+@click.option("--spec", "spec_path", type=FILE, default=None,
+              help="Spec for the cold-start rules when no model is trained (default: the lead contract).")
+@click.option("--rules", "rules_path", type=FILE, default=None,
+              help="Cold-start rules file used when no model is trained (default: scoring/rules/default.toml).")
+@click.option("--no-reasons", is_flag=True, help="Skip the reasons (several times faster).")
+@click.option("--as-of", "as_of", default=None,
+              help="Measure recency from this date (ISO 8601), e.g. the export date; default: the model's "
+                   "training reference (rules: now).")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.pass_context
+def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_path: Path | None,
+          rules_path: Path | None, no_reasons: bool, as_of: str | None, chunk_rows: int) -> None:
+    """Score a file of leads: probability, score 0-100, grade A-D, reasons, model version."""
+    from scoring.batch import count_rows, score_file
+    from scoring.scorer import load_scorer
+
+    settings = _settings(ctx)
+    scorer = load_scorer(model, models_dir=settings.resolved_models_dir, spec_path=spec_path, rules_path=rules_path)
+    if scorer.kind == "rules":
+        click.echo(f"no trained model in {settings.resolved_models_dir}: scoring with the cold-start rules "
+                   f"({scorer.version})", err=True)
+    total = count_rows(data) if data.exists() else 0
+    with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
+        summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
+                             progress=bar.update, as_of=as_of)
+    grades = ", ".join(f"{g} {n:,}" for g, n in summary.grades.items())
+    used = (f"model version {summary.model_version}" if summary.model_kind == "model"
+            else f"cold-start rules ({summary.model_version})")
+    click.echo(f"scored {summary.rows:,} leads with {used} into {summary.out} (grades: {grades})")
+
+
+def register(group: click.Group) -> None:
+    """Add the scoring commands to the `leadcast` group."""
+    group.add_command(train)
+    group.add_command(score)

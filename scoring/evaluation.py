@@ -1,0 +1,209 @@
+"""Held-out evaluation of scores: discrimination, calibration, lift, thresholds, importance and fairness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from scoring.spec import Grades
+
+EPS = 1e-12
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> float:
+    """Return ECE = sum_b (n_b / n) |mean(y_b) - mean(p_b)| over `bins` equal-width probability bins."""
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            total += mask.mean() * abs(float(y[mask].mean()) - float(p[mask].mean()))
+    return total
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> list[dict[str, float]]:
+    """Return, per equal-width probability bin, the leads, mean predicted and observed conversion rate."""
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            rows.append({"bin_low": b / bins, "bin_high": (b + 1) / bins, "leads": int(mask.sum()),
+                         "mean_predicted": float(p[mask].mean()), "observed_rate": float(y[mask].mean())})
+    return rows
+
+
+def lift_table(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]]:
+    """Return lift and cumulative gains by score decile (decile 1 = the 10% highest scores).
+
+    lift_d = conversion rate in decile d / overall rate; gains_d = share of all conversions in deciles 1..d.
+    """
+    order = np.argsort(-p, kind="stable")
+    deciles = np.array_split(order, 10)
+    base = float(y.mean())
+    total = max(float(y.sum()), EPS)
+    rows, cum = [], 0.0
+    for d, idx in enumerate(deciles, start=1):
+        conv = float(y[idx].sum())
+        cum += conv
+        rate = conv / max(len(idx), 1)
+        rows.append({"decile": d, "leads": len(idx), "min_probability": float(p[idx].min()) if len(idx) else 0.0,
+                     "conversion_rate": rate, "lift": rate / base if base > 0 else 0.0,
+                     "cumulative_gain": cum / total})
+    return rows
+
+
+def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """Return the probability threshold that maximises F1 = 2 TP / (2 TP + FP + FN)."""
+    order = np.argsort(-p, kind="stable")
+    ys, ps = y[order], p[order]
+    tp = np.cumsum(ys)
+    fp = np.cumsum(1 - ys)
+    fn = ys.sum() - tp
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, EPS)
+    # Only cut where the score changes, so ties stay on the same side.
+    valid = np.r_[ps[1:] < ps[:-1], True]
+    best = int(np.argmax(np.where(valid, f1, -1)))
+    return float(ps[best])
+
+
+def confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Return the confusion matrix, precision, recall and F1 when p >= threshold predicts conversion."""
+    pred = p >= threshold
+    tp = int((pred & (y == 1)).sum())
+    fp = int((pred & (y == 0)).sum())
+    fn = int((~pred & (y == 1)).sum())
+    tn = int((~pred & (y == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {"threshold": threshold, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": precision,
+            "recall": recall, "f1": f1}
+
+
+def core_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Return ROC AUC, PR AUC, Brier score, log loss and expected calibration error."""
+    pc = np.clip(p, EPS, 1 - EPS)
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, pc, labels=[0, 1])),
+        "ece": expected_calibration_error(y, p),
+        "base_rate": float(y.mean()),
+        "rows": len(y),
+    }
+
+
+def fairness(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, *, grades: Grades) -> dict[str, Any]:
+    """Return per protected column and group: leads, mean score, observed rate, A-grade rate, ECE.
+
+    The four-fifths ratio is min(A-grade rate) / max(A-grade rate) over groups with at least 20 leads;
+    below 0.8 the column is flagged.
+    """
+    out: dict[str, Any] = {}
+    grade_a = grades.grade(p) == "A"
+    for column in groups.columns:
+        values = groups[column].astype("string").fillna("(missing)").to_numpy()
+        rows = []
+        for g in sorted(set(values.tolist())):
+            mask = values == g
+            rows.append({"group": g, "leads": int(mask.sum()), "mean_probability": float(p[mask].mean()),
+                         "observed_rate": float(y[mask].mean()), "a_grade_rate": float(grade_a[mask].mean()),
+                         "ece": expected_calibration_error(y[mask], p[mask]),
+                         "p10": float(np.quantile(p[mask], 0.1)), "p50": float(np.quantile(p[mask], 0.5)),
+                         "p90": float(np.quantile(p[mask], 0.9))})
+        rates = [r["a_grade_rate"] for r in rows if r["leads"] >= 20]
+        ratio = min(rates) / max(rates) if rates and max(rates) > 0 else 1.0
+        out[column] = {"groups": rows, "four_fifths_ratio": ratio, "flagged": ratio < 0.8}
+    return out
+
+
+def evaluate(
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    grades: Grades,
+    threshold: float | None = None,
+    protected: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Return the full held-out report of one model's probabilities `p` for outcomes `y` (0/1)."""
+    y = np.asarray(y).astype(np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    chosen = best_f1_threshold(y, p) if threshold is None else threshold
+    hist, edges = np.histogram(p, bins=20, range=(0.0, 1.0))
+    grade = grades.grade(p)
+    report: dict[str, Any] = {
+        **core_metrics(y, p),
+        "calibration": calibration_table(y, p),
+        "lift": lift_table(y, p),
+        "confusion": confusion(y, p, chosen),
+        "score_histogram": {"edges": edges.tolist(), "converted": np.histogram(p[y == 1], bins=edges)[0].tolist(),
+                            "not_converted": np.histogram(p[y == 0], bins=edges)[0].tolist(),
+                            "all": hist.tolist()},
+        "grades": {g: {"leads": int((grade == g).sum()),
+                       "observed_rate": float(y[grade == g].mean()) if (grade == g).any() else 0.0}
+                   for g in "ABCD"},
+    }
+    if protected is not None and len(protected.columns):
+        report["fairness"] = fairness(y, p, protected, grades=grades)
+    return report
+
+
+def save_plots(report: dict[str, Any], out_dir: Path, *, title: str) -> list[Path]:
+    """Draw calibration, gains, score distribution and importance charts as PNG files; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    cal = report["calibration"]
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    ax.plot([r["mean_predicted"] for r in cal], [r["observed_rate"] for r in cal], "o-", label="model")
+    ax.set(xlabel="predicted probability", ylabel="observed conversion rate",
+           title=f"{title}: calibration (ECE {report['ece']:.3f})")
+    ax.legend()
+    paths.append(out_dir / "calibration.png")
+    fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lift = report["lift"]
+    ax.plot([0, *[r["decile"] * 10 for r in lift]], [0, *[r["cumulative_gain"] * 100 for r in lift]], "o-",
+            label="model")
+    ax.plot([0, 100], [0, 100], "--", color="grey", label="random")
+    ax.set(xlabel="% of leads contacted (highest scores first)", ylabel="% of conversions found",
+           title=f"{title}: cumulative gains (AUC {report['roc_auc']:.3f})")
+    ax.legend()
+    paths.append(out_dir / "gains.png")
+    fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    hist = report["score_histogram"]
+    centers = (np.asarray(hist["edges"][:-1]) + np.asarray(hist["edges"][1:])) / 2 * 100
+    ax.bar(centers, hist["not_converted"], width=4.5, alpha=0.6, label="not converted")
+    ax.bar(centers, hist["converted"], width=4.5, alpha=0.6, label="converted")
+    ax.set(xlabel="score (0-100)", ylabel="leads", title=f"{title}: score distribution")
+    ax.legend()
+    paths.append(out_dir / "scores.png")
+    fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+    if report.get("importance"):
+        items = sorted(report["importance"].items(), key=lambda kv: kv[1])[-15:]
+        fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
+        ax.barh([k for k, _ in items], [v for _, v in items])
+        ax.set(xlabel="drop in ROC AUC when the field is shuffled", title=f"{title}: field importance")
+        paths.append(out_dir / "importance.png")
+        fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
+        plt.close(fig)
+    return paths

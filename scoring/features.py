@@ -1,0 +1,545 @@
+"""Feature engineering as scikit-learn transformers, and the spec-driven lead featuriser built from them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from scoring.spec import FeatureSpec, ModelSpec
+
+DAY_NS = 86_400 * 10**9
+
+
+def to_days(values: Any) -> np.ndarray:
+    """Convert timestamps (datetime64, pandas, ISO strings) or numbers to float days since 1970; NaN if missing."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        stamps = arr.astype("datetime64[ns]")
+        out = stamps.astype(np.int64) / DAY_NS
+        out[np.isnat(stamps)] = np.nan
+        return out.astype(np.float64)
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64)
+    parsed = pd.to_datetime(pd.Series(arr.ravel(), dtype=object), errors="coerce", format="ISO8601", utc=True)
+    parsed = parsed.dt.tz_localize(None)
+    return to_days(parsed.to_numpy(dtype="datetime64[ns]")).reshape(arr.shape)
+
+
+def _allow_nan_tags(tags: Any) -> Any:
+    tags.input_tags.allow_nan = True
+    return tags
+
+
+class RecencyDecay(TransformerMixin, BaseEstimator):
+    """Turn last-activity times into interest that halves every `half_life_days` of silence.
+
+    decay = 0.5 ** (age_days / half_life_days), age_days = reference - timestamp (>= 0); never seen -> 0.
+    The reference time is, per row, a column named `as_of` when the frame has one; else `reference_time`;
+    else the latest timestamp seen in fit (`reference_time_`). Numbers are read as days since 1970.
+    """
+
+    def __init__(self, half_life_days: float = 14.0, reference_time: Any = None) -> None:
+        self.half_life_days = half_life_days
+        self.reference_time = reference_time
+
+    def _split(self, X: Any) -> tuple[Any, np.ndarray | None]:
+        if isinstance(X, pd.DataFrame) and "as_of" in X.columns:
+            return X.drop(columns=["as_of"]), to_days(X["as_of"].to_numpy())
+        return X, None
+
+    def _days(self, X: Any, *, reset: bool) -> np.ndarray:
+        if isinstance(X, pd.DataFrame):
+            if reset:
+                self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+                self.n_features_in_ = X.shape[1]
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but RecencyDecay expects {self.n_features_in_}")
+            return np.column_stack([to_days(X[c].to_numpy()) for c in X.columns]) if X.shape[1] else \
+                np.empty((len(X), 0))
+        return np.asarray(validate_data(self, X, reset=reset, ensure_all_finite="allow-nan", dtype=np.float64))
+
+    def fit(self, X: Any, y: Any = None) -> RecencyDecay:
+        """Learn the reference time (latest timestamp seen) used when no other is given."""
+        if not self.half_life_days > 0:
+            raise ValueError(f"half_life_days must be positive, got {self.half_life_days}")
+        X, _ = self._split(X)
+        days = self._days(X, reset=True)
+        finite = days[np.isfinite(days)]
+        self.reference_time_ = float(finite.max()) if finite.size else 0.0
+        return self
+
+    def reference_days(self, n: int, as_of: np.ndarray | None = None) -> np.ndarray:
+        """Return the reference time of each of `n` rows, in days since 1970."""
+        if as_of is not None:
+            ref = as_of.astype(np.float64)
+            fallback = self._fixed_reference()
+            return np.where(np.isnan(ref), fallback, ref)
+        return np.full(n, self._fixed_reference())
+
+    def _fixed_reference(self) -> float:
+        if self.reference_time is not None:
+            return float(to_days(np.array([pd.Timestamp(self.reference_time).to_datetime64()]))[0]) \
+                if not isinstance(self.reference_time, int | float) else float(self.reference_time)
+        return float(self.reference_time_)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Return the decayed interest of each timestamp column, in [0, 1]."""
+        check_is_fitted(self)
+        X, as_of = self._split(X)
+        days = self._days(X, reset=False)
+        ref = self.reference_days(len(days), as_of)
+        age = np.clip(ref[:, None] - days, 0.0, None)
+        return np.where(np.isnan(age), 0.0, 0.5 ** (age / self.half_life_days))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Return `<column>_decay` names."""
+        names = getattr(self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)])
+        return np.asarray([f"{n}_decay" for n in names], dtype=object)
+
+    def __sklearn_tags__(self) -> Any:
+        return _allow_nan_tags(super().__sklearn_tags__())
+
+
+class RareCategoryGrouper(TransformerMixin, BaseEstimator):
+    """Encode categories as codes 0..k-1 by frequency; rare and unseen values share the code k ("other").
+
+    A value is kept when it occurs at least `min_count` times in fit (at most `max_categories` values).
+    Missing values stay missing (NaN) so models can treat "unknown" on its own.
+    """
+
+    def __init__(self, min_count: int = 20, max_categories: int = 250) -> None:
+        self.min_count = min_count
+        self.max_categories = max_categories
+
+    def fit(self, X: Any, y: Any = None) -> RareCategoryGrouper:
+        """Learn, per column, the categories frequent enough to keep."""
+        values = self._values(X, reset=True)
+        self.categories_: list[np.ndarray] = []
+        self.lookup_: list[dict[str, int]] = []
+        for j in range(values.shape[1]):
+            col = pd.Series(values[:, j], dtype=object).dropna()
+            counts = col.astype(str).value_counts(sort=True)
+            kept = counts[counts >= self.min_count].index[: self.max_categories]
+            cats = np.asarray(sorted(kept, key=lambda c: (-counts[c], c)), dtype=object)
+            self.categories_.append(cats)
+            self.lookup_.append({c: i for i, c in enumerate(cats)})
+        return self
+
+    def _values(self, X: Any, *, reset: bool) -> np.ndarray:
+        if isinstance(X, pd.DataFrame):
+            if reset:
+                self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+                self.n_features_in_ = X.shape[1]
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but RareCategoryGrouper expects "
+                                 f"{self.n_features_in_}")
+            return X.astype(object).to_numpy()
+        arr = np.asarray(validate_data(self, X, reset=reset, dtype=None, ensure_all_finite="allow-nan"))
+        return arr.astype(object)
+
+    def encode_column(self, j: int, values: Any) -> np.ndarray:
+        """Return the codes of one column's values (missing -> NaN, rare or unseen -> "other")."""
+        lookup = self.lookup_[j]
+        other = float(len(lookup))
+        if isinstance(values, pd.Categorical):
+            mapped = np.asarray([lookup.get(str(c), other) for c in values.categories] + [np.nan], dtype=np.float64)
+            return np.asarray(mapped[values.codes])
+        if len(values) <= 64:
+            # A few leads (an API request): plain dict look-ups beat building a Series.
+            return np.asarray([np.nan if v is None or v is pd.NA or (isinstance(v, float) and v != v)
+                               else lookup.get(v if isinstance(v, str) else str(v), other) for v in values],
+                              dtype=np.float64)
+        series = pd.Series(np.asarray(values, dtype=object), dtype=object)
+        missing = series.isna().to_numpy(bool)
+        codes = np.array(series.map(lookup).to_numpy(dtype=np.float64, na_value=np.nan))
+        unmatched = np.flatnonzero(np.isnan(codes) & ~missing)
+        for i in unmatched:
+            # Non-text values (numbers used as categories) match by their text.
+            codes[i] = lookup.get(str(series.iloc[i]), other)
+        codes[missing] = np.nan
+        return codes
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Return category codes, one column per input column."""
+        check_is_fitted(self)
+        values = self._values(X, reset=False)
+        if values.shape[1] == 0:
+            return np.empty((len(values), 0))
+        return np.column_stack([self.encode_column(j, values[:, j]) for j in range(values.shape[1])])
+
+    def __sklearn_tags__(self) -> Any:
+        tags = _allow_nan_tags(super().__sklearn_tags__())
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        return tags
+
+
+class ActivityIndex(TransformerMixin, BaseEstimator):
+    """Summarise activity counts in one index: the mean over columns of log(1 + count) / its mean in fit.
+
+    index = (1/m) * sum_j log1p(max(x_j, 0)) / s_j, s_j = mean of log1p(max(x_j, 0)) in fit (1 if 0);
+    a missing count counts as 0, so 1.0 means "as active as the average lead".
+    """
+
+    def fit(self, X: Any, y: Any = None) -> ActivityIndex:
+        """Learn each column's average log-activity."""
+        X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
+        logs = np.log1p(np.clip(np.nan_to_num(X, nan=0.0), 0.0, None))
+        scale = logs.mean(axis=0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Return the index, one column."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        logs = np.log1p(np.clip(np.nan_to_num(X, nan=0.0), 0.0, None))
+        return np.asarray((logs / self.scale_).mean(axis=1, keepdims=True))
+
+    def __sklearn_tags__(self) -> Any:
+        return _allow_nan_tags(super().__sklearn_tags__())
+
+
+class Completeness(TransformerMixin, BaseEstimator):
+    """Score how complete a qualification is (BANT): the share of columns that are known and positive.
+
+    completeness = (1/m) * sum_j [x_j > 0] (missing counts as not known); in [0, 1].
+    """
+
+    def fit(self, X: Any, y: Any = None) -> Completeness:
+        """Record the number of columns."""
+        validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Return the completeness, one column."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        return np.asarray((np.nan_to_num(X, nan=0.0) > 0).mean(axis=1, keepdims=True), dtype=np.float64)
+
+    def __sklearn_tags__(self) -> Any:
+        return _allow_nan_tags(super().__sklearn_tags__())
+
+
+class Ratios(TransformerMixin, BaseEstimator):
+    """Divide column pairs: out_k = X[:, num_k] / X[:, den_k]; NaN where the denominator is <= 0 or missing."""
+
+    def __init__(self, pairs: tuple[tuple[int, int], ...] = ((0, 1),)) -> None:
+        self.pairs = pairs
+
+    def fit(self, X: Any, y: Any = None) -> Ratios:
+        """Check that every pair names existing columns."""
+        X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
+        for num, den in self.pairs:
+            if max(num, den) >= X.shape[1]:
+                raise ValueError(f"pair ({num}, {den}) is outside X, which has {X.shape[1]} feature(s)")
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Return one ratio column per pair."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        out = np.full((X.shape[0], len(self.pairs)), np.nan)
+        for k, (num, den) in enumerate(self.pairs):
+            d = X[:, den]
+            ok = d > 0
+            out[ok, k] = X[ok, num] / d[ok]
+        return out
+
+    def __sklearn_tags__(self) -> Any:
+        return _allow_nan_tags(super().__sklearn_tags__())
+
+
+class LinearBasis(TransformerMixin, BaseEstimator):
+    """Expand a feature matrix for a linear model: piecewise-linear splines, missing indicators, one-hot.
+
+    Numeric column x: z = sign(x) log1p(|x|); basis [z, max(0, z - k_1), ..., max(0, z - k_q)] at quantile
+    knots k, missing imputed by the median z plus an indicator when missing occurred in fit; every output
+    standardised by its fit mean and standard deviation. Categorical columns (codes) become one-hot columns
+    of the codes seen in fit (a missing or unseen code is all zeros).
+    """
+
+    def __init__(self, categorical: tuple[int, ...] = (), n_knots: int = 4) -> None:
+        self.categorical = categorical
+        self.n_knots = n_knots
+
+    def fit(self, X: Any, y: Any = None) -> LinearBasis:
+        """Learn knots, medians, codes and scaling."""
+        X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
+        cats = set(self.categorical)
+        self.medians_ = np.zeros(X.shape[1])
+        self.knots_: list[np.ndarray] = []
+        self.has_missing_ = np.zeros(X.shape[1], dtype=bool)
+        self.codes_: list[np.ndarray] = []
+        if hasattr(self, "slices_"):
+            del self.slices_
+        for j in range(X.shape[1]):
+            col = X[:, j]
+            finite = col[~np.isnan(col)]
+            self.has_missing_[j] = finite.size < col.size
+            if j in cats:
+                self.codes_.append(np.unique(finite))
+                self.knots_.append(np.empty(0))
+                continue
+            self.codes_.append(np.empty(0))
+            z = np.sign(finite) * np.log1p(np.abs(finite))
+            self.medians_[j] = float(np.median(z)) if z.size else 0.0
+            if z.size and self.n_knots > 0:
+                qs = np.quantile(z, np.linspace(0, 1, self.n_knots + 2)[1:-1])
+                knots = np.unique(qs)
+                knots = knots[(knots > z.min()) & (knots < z.max())]
+            else:
+                knots = np.empty(0)
+            self.knots_.append(knots)
+        raw = self._expand(X)
+        self.mean_ = raw.mean(axis=0)
+        std = raw.std(axis=0)
+        self.scale_ = np.where(std > 1e-12, std, 1.0)
+        return self
+
+    def expand_column(self, j: int, col: np.ndarray) -> np.ndarray:
+        """Return the (unstandardised) basis columns of input column `j`."""
+        missing = np.isnan(col)
+        if j in set(self.categorical):
+            parts = [(col[:, None] == self.codes_[j][None, :]).astype(np.float64)]
+            if self.has_missing_[j]:
+                parts.append(missing[:, None].astype(np.float64))
+            return np.hstack(parts)
+        z = np.sign(col) * np.log1p(np.abs(col))
+        z = np.where(missing, self.medians_[j], z)
+        width = 1 + self.knots_[j].size + int(self.has_missing_[j])
+        out = np.empty((col.shape[0], width))
+        out[:, 0] = z
+        if self.knots_[j].size:
+            out[:, 1:1 + self.knots_[j].size] = np.maximum(z[:, None] - self.knots_[j][None, :], 0.0)
+        if self.has_missing_[j]:
+            out[:, -1] = missing
+        return out
+
+    def column_slices(self) -> list[slice]:
+        """Return, per input column, the slice of output columns it expands to."""
+        check_is_fitted(self, "scale_")
+        return list(self.slices_)
+
+    def _expand(self, X: np.ndarray) -> np.ndarray:
+        blocks = [self.expand_column(j, X[:, j]) for j in range(X.shape[1])]
+        if not hasattr(self, "slices_"):
+            edges = np.cumsum([0, *[b.shape[1] for b in blocks]])
+            self.slices_ = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+        return np.hstack(blocks) if blocks else np.empty((X.shape[0], 0))
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Return the standardised basis."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        return (self._expand(np.asarray(X)) - self.mean_) / self.scale_
+
+    def __sklearn_tags__(self) -> Any:
+        return _allow_nan_tags(super().__sklearn_tags__())
+
+
+def feature_layout(spec: ModelSpec) -> list[tuple[str, bool]]:
+    """Return the featuriser's output columns as (name, is_categorical), fixed by the spec alone."""
+    out: list[tuple[str, bool]] = []
+    for kind in ("numeric", "boolean", "categorical"):
+        out += [(f.column, kind == "categorical") for f in spec.features if f.kind == kind]
+    stamps = [f.column for f in spec.features if f.kind == "timestamp"]
+    out += [(f"{c} (days ago)", False) for c in stamps]
+    out += [(f"{c} (decayed interest)", False) for c in stamps]
+    for group, _ in _index_groups(spec):
+        out.append((f"{group} index", False))
+        if _group_stamp(spec, group) is not None:
+            out.append((f"{group} index, decayed", False))
+    if _bant(spec):
+        out.append(("BANT completeness", False))
+    out += [(r.name, False) for r in spec.ratios]
+    return out
+
+
+def _index_groups(spec: ModelSpec) -> list[tuple[str, list[str]]]:
+    groups = []
+    for group in ("engagement", "behavioural"):
+        cols = [f.column for f in spec.features if f.group == group and f.kind in ("numeric", "boolean")]
+        if len(cols) >= 2:
+            groups.append((group, cols))
+    return groups
+
+
+def _group_stamp(spec: ModelSpec, group: str) -> str | None:
+    stamps = [f.column for f in spec.features if f.group == group and f.kind == "timestamp"]
+    return stamps[0] if stamps else None
+
+
+def _bant(spec: ModelSpec) -> list[FeatureSpec]:
+    fields = [f for f in spec.features if f.group == "bant"]
+    return fields if len(fields) >= 2 else []
+
+
+Base = dict[str, np.ndarray]
+
+
+class LeadFeatures(TransformerMixin, BaseEstimator):
+    """Turn a spec-typed lead frame into the model matrix (layout: `feature_layout(spec)`).
+
+    Each input field is first encoded to one float per lead (numbers; booleans 0/1; categories as codes
+    from a RareCategoryGrouper; timestamps as days before the reference time), then derived features
+    are computed from those: recency decay, engagement and behaviour indexes, BANT completeness, ratios.
+    Missing optional columns are all-missing; extra columns are ignored. `neutral_` holds each field's
+    typical encoded value (median, or most frequent category), the baseline that reasons compare to.
+    Fields entirely empty in fit (`absent_fields_`) are read as empty afterwards as well.
+    """
+
+    def __init__(self, spec: ModelSpec, half_life_days: float | None = None) -> None:
+        self.spec = spec
+        self.half_life_days = half_life_days
+
+    def _half_life(self) -> float:
+        return float(self.half_life_days or self.spec.recency_half_life_days)
+
+    @staticmethod
+    def columns_of(X: pd.DataFrame | Mapping[str, Any]) -> Mapping[str, Any]:
+        """Return a name -> values mapping of a frame or a dict of columns."""
+        if isinstance(X, pd.DataFrame):
+            return {c: X[c].array if isinstance(X[c].dtype, pd.CategoricalDtype) else X[c].to_numpy()
+                    for c in X.columns}
+        return X
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> LeadFeatures:
+        """Learn category codes, the reference time, index scales and each field's neutral value."""
+        cols = self.columns_of(X)
+        n = len(next(iter(cols.values()))) if cols else 0
+        spec = self.spec
+        cat_fields = [f.column for f in spec.features if f.kind == "categorical"]
+        self.grouper_ = RareCategoryGrouper(min_count=spec.rare_min_count).fit(
+            pd.DataFrame({c: _get(cols, c, n, object) for c in cat_fields}))
+        stamps = [f.column for f in spec.features if f.kind == "timestamp"]
+        self.recency_ = RecencyDecay(half_life_days=self._half_life()).fit(
+            pd.DataFrame({c: to_days(_get(cols, c, n, "time")) for c in stamps}))
+        self.index_scales_: dict[str, np.ndarray] = {}
+        self.absent_fields_: tuple[str, ...] = ()
+        base = self.encode(cols)
+        # A field never filled in during fit is ignored later too, so derived features mean the same thing.
+        self.absent_fields_ = tuple(f.column for f in spec.features if np.isnan(base[f.column]).all())
+        base = self.encode(cols)
+        for group, members in _index_groups(spec):
+            self.index_scales_[group] = ActivityIndex().fit(np.column_stack([base[c] for c in members])).scale_
+        self.neutral_: dict[str, float] = {}
+        for f in spec.features:
+            values = base[f.column]
+            finite = values[~np.isnan(values)]
+            if not finite.size:
+                self.neutral_[f.column] = np.nan
+            elif f.kind in ("categorical", "boolean"):
+                uniq, counts = np.unique(finite, return_counts=True)
+                self.neutral_[f.column] = float(uniq[np.argmax(counts)])
+            else:
+                self.neutral_[f.column] = float(np.median(finite))
+        self.layout_ = feature_layout(spec)
+        self.n_features_out_ = len(self.layout_)
+        return self
+
+    def encode(self, X: pd.DataFrame | Mapping[str, Any]) -> Base:
+        """Encode each input field to floats: numbers, 0/1, category codes, days before the reference."""
+        cols = self.columns_of(X)
+        n = len(next(iter(cols.values()))) if cols else 0
+        spec = self.spec
+        out: Base = {}
+        cat_index = 0
+        as_of = cols.get("as_of")
+        ref = self.recency_.reference_days(n, None if as_of is None else to_days(as_of))
+        for f in spec.features:
+            if f.kind == "categorical":
+                raw = cols.get(f.column)
+                values = raw if isinstance(raw, pd.Categorical) else _get(cols, f.column, n, object)
+                out[f.column] = self.grouper_.encode_column(cat_index, values)
+                cat_index += 1
+            elif f.kind == "timestamp":
+                days = to_days(_get(cols, f.column, n, "time"))
+                out[f.column] = np.clip(ref - days, 0.0, None)
+            else:
+                out[f.column] = np.asarray(_get(cols, f.column, n, np.float64), dtype=np.float64)
+        for name in getattr(self, "absent_fields_", ()):
+            out[name] = np.full(n, np.nan)
+        return out
+
+    def derive(self, base: Base) -> np.ndarray:
+        """Build the model matrix from encoded fields."""
+        spec = self.spec
+        parts: list[np.ndarray] = []
+        for kind in ("numeric", "boolean", "categorical"):
+            parts += [base[f.column] for f in spec.features if f.kind == kind]
+        stamps = [f.column for f in spec.features if f.kind == "timestamp"]
+        parts += [base[c] for c in stamps]
+        decays = {c: np.where(np.isnan(base[c]), 0.0, 0.5 ** (base[c] / self._half_life())) for c in stamps}
+        parts += [decays[c] for c in stamps]
+        for group, members in _index_groups(spec):
+            logs = np.log1p(np.clip(np.nan_to_num(np.column_stack([base[c] for c in members]), nan=0.0), 0, None))
+            index = (logs / self.index_scales_[group]).mean(axis=1)
+            parts.append(index)
+            stamp = _group_stamp(spec, group)
+            if stamp is not None:
+                age = base[stamp]
+                parts.append(index * np.where(np.isnan(age), 1.0, 0.5 ** (age / self._half_life())))
+        bant = _bant(spec)
+        if bant:
+            known = [np.where(np.isnan(base[f.column]), 0.0,
+                              base[f.column] > 0 if f.kind in ("numeric", "boolean") else 1.0) for f in bant]
+            parts.append(np.mean(known, axis=0))
+        for r in spec.ratios:
+            num, den = base[r.numerator], base[r.denominator]
+            ratio = np.full(num.shape, np.nan)
+            ok = den > 0
+            ratio[ok] = num[ok] / den[ok]
+            parts.append(ratio)
+        n = len(next(iter(base.values()))) if base else 0
+        return np.column_stack(parts) if parts else np.empty((n, 0))
+
+    def transform(self, X: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
+        """Return the model matrix."""
+        check_is_fitted(self, "layout_")
+        return self.derive(self.encode(X))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Return the output column names."""
+        return np.asarray([name for name, _ in feature_layout(self.spec)], dtype=object)
+
+    def column_fields(self) -> list[frozenset[str]]:
+        """Return, per output column, the input fields it is computed from (same order as the layout)."""
+        spec = self.spec
+        out: list[frozenset[str]] = []
+        for kind in ("numeric", "boolean", "categorical"):
+            out += [frozenset({f.column}) for f in spec.features if f.kind == kind]
+        stamps = [f.column for f in spec.features if f.kind == "timestamp"]
+        out += [frozenset({c}) for c in stamps] * 2
+        for group, members in _index_groups(spec):
+            out.append(frozenset(members))
+            stamp = _group_stamp(spec, group)
+            if stamp is not None:
+                out.append(frozenset({*members, stamp}))
+        bant = _bant(spec)
+        if bant:
+            out.append(frozenset(f.column for f in bant))
+        out += [frozenset({r.numerator, r.denominator}) for r in spec.ratios]
+        return out
+
+
+def _get(cols: Mapping[str, Any], name: str, n: int, dtype: Any) -> np.ndarray:
+    if name in cols:
+        raw = cols[name]
+        if dtype is object:
+            return np.asarray(raw, dtype=object)
+        values = np.asarray(raw)
+        if dtype == "time":
+            return values
+        if values.dtype.kind == "M":
+            return values
+        if values.dtype == object:
+            return np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=np.float64)
+        return values.astype(np.float64)
+    return np.full(n, None if dtype is object else np.nan, dtype=object if dtype is object else np.float64)

@@ -1,0 +1,194 @@
+"""The scoring estimator: a logistic model, a gradient-boosted model and their blend, calibrated together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from scoring.features import LinearBasis
+
+CANDIDATES = ("linear", "trees", "blend")
+BLEND_WEIGHTS = np.round(np.arange(0.1, 0.95, 0.1), 2)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+class Calibrator:
+    """Map a model's log-odds to a probability that means what it says (Platt sigmoid or isotonic)."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.a = 1.0
+        self.b = 0.0
+        self.x: np.ndarray = np.empty(0)
+        self.y: np.ndarray = np.empty(0)
+
+    def fit(self, logit: np.ndarray, y: np.ndarray) -> Calibrator:
+        """Fit on out-of-fold log-odds: p = 1 / (1 + exp(-(a * logit + b))), or a monotone step map."""
+        if self.method == "isotonic":
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(logit, y)
+            self.x, self.y = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
+        else:
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit[:, None], y)
+            self.a, self.b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        return self
+
+    def __call__(self, logit: np.ndarray) -> np.ndarray:
+        """Return calibrated probabilities."""
+        if self.method == "isotonic":
+            return np.asarray(np.interp(logit, self.x, self.y))
+        return _sigmoid(self.a * logit + self.b)
+
+
+class LeadScoringModel(ClassifierMixin, BaseEstimator):
+    """Fit a regularised spline-logistic model and a histogram gradient-boosting model, blend, calibrate.
+
+    Out-of-fold log-odds from `cv` stratified folds choose the candidate (`linear`, `trees` or their
+    blend logit = w * linear + (1 - w) * trees, w on a 0.1 grid) with the lowest calibrated log loss and
+    fit the calibrator; the component models are then refit on all rows.
+    """
+
+    def __init__(
+        self,
+        categorical: tuple[int, ...] = (),
+        candidates: tuple[str, ...] = CANDIDATES,
+        calibration: str = "sigmoid",
+        cv: int = 5,
+        C: float = 0.3,
+        n_knots: int = 4,
+        learning_rate: float = 0.15,
+        max_iter: int = 60,
+        max_leaf_nodes: int = 10,
+        min_samples_leaf: int = 40,
+        l2_regularization: float = 1.0,
+        random_state: int = 0,
+    ) -> None:
+        self.categorical = categorical
+        self.candidates = candidates
+        self.calibration = calibration
+        self.cv = cv
+        self.C = C
+        self.n_knots = n_knots
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.random_state = random_state
+
+    def _linear(self) -> Pipeline:
+        return Pipeline([
+            ("basis", LinearBasis(categorical=tuple(self.categorical), n_knots=self.n_knots)),
+            ("logistic", LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=200)),
+        ])
+
+    def _trees(self, n_features: int) -> HistGradientBoostingClassifier:
+        mask = np.zeros(n_features, dtype=bool)
+        mask[list(self.categorical)] = True
+        return HistGradientBoostingClassifier(
+            learning_rate=self.learning_rate, max_iter=self.max_iter, max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization,
+            categorical_features=mask if mask.any() else None, early_stopping=False,
+            random_state=self.random_state,
+        )
+
+    def _uses(self) -> tuple[bool, bool]:
+        cands = set(self.candidates)
+        unknown = cands - set(CANDIDATES)
+        if unknown or not cands:
+            raise ValueError(f"candidates must be among {CANDIDATES}, got {self.candidates}")
+        return bool(cands & {"linear", "blend"}), bool(cands & {"trees", "blend"})
+
+    def fit(self, X: Any, y: Any) -> LeadScoringModel:
+        """Choose the candidate on out-of-fold log loss, fit its calibrator, refit the components."""
+        X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
+        y = np.asarray(y).astype(np.int64)
+        self.classes_ = np.array([0, 1])
+        # A column never filled in (an optional field absent from the export) carries no information, and
+        # gradient boosting cannot bin it: it is held at 0 in fit and in prediction alike.
+        self.empty_columns_ = np.flatnonzero(np.isnan(X).all(axis=0)) if len(X) else np.empty(0, np.int64)
+        X = self._blank(X)
+        use_linear, use_trees = self._uses()
+        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+        oof_lin = np.zeros(len(y))
+        oof_tree = np.zeros(len(y))
+        for train, test in folds.split(X, y):
+            if use_linear:
+                oof_lin[test] = clone(self._linear()).fit(X[train], y[train]).decision_function(X[test])
+            if use_trees:
+                trees = self._trees(X.shape[1]).fit(X[train], y[train])
+                oof_tree[test] = trees.decision_function(X[test])
+        self.linear_ = self._linear().fit(X, y) if use_linear else None
+        self.trees_ = self._trees(X.shape[1]).fit(X, y) if use_trees else None
+        options: dict[str, list[float]] = {"linear": [1.0], "trees": [0.0], "blend": list(BLEND_WEIGHTS)}
+        self.oof_log_loss_: dict[str, float] = {}
+        self.weights_: dict[str, float] = {}
+        self.calibrators_: dict[str, Calibrator] = {}
+        for name in self.candidates:
+            best: tuple[float, float, Calibrator] | None = None
+            for w in options[name]:
+                logit = w * oof_lin + (1 - w) * oof_tree
+                cal = Calibrator(self.calibration).fit(logit, y)
+                loss = float(log_loss(y, np.clip(cal(logit), 1e-12, 1 - 1e-12), labels=[0, 1]))
+                if best is None or loss < best[0] - 1e-12:
+                    best = (loss, w, cal)
+            assert best is not None
+            self.oof_log_loss_[name] = best[0]
+            self.weights_[name] = best[1]
+            self.calibrators_[name] = best[2]
+        self.kind_ = min(self.candidates, key=lambda c: (self.oof_log_loss_[c], CANDIDATES.index(c)))
+        self.weight_ = self.weights_[self.kind_]
+        self.calibrator_ = self.calibrators_[self.kind_]
+        return self
+
+    def _blank(self, X: np.ndarray) -> np.ndarray:
+        """Return X with the columns that were empty in fit set to 0."""
+        if not self.empty_columns_.size:
+            return X
+        X = np.array(X, dtype=np.float64)
+        X[:, self.empty_columns_] = 0.0
+        return X
+
+    def component_logits(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Return the linear and tree log-odds (zeros for a component not fitted)."""
+        check_is_fitted(self, "kind_")
+        X = self._blank(validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64))
+        lin = self.linear_.decision_function(X) if self.linear_ is not None else np.zeros(len(X))
+        tree = self.trees_.decision_function(X) if self.trees_ is not None else np.zeros(len(X))
+        return np.asarray(lin, dtype=np.float64), np.asarray(tree, dtype=np.float64)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Return the chosen candidate's uncalibrated log-odds."""
+        lin, tree = self.component_logits(X)
+        return np.asarray(self.weight_ * lin + (1 - self.weight_) * tree)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Return calibrated probabilities, columns (not converted, converted)."""
+        p = self.calibrator_(self.decision_function(X))
+        return np.column_stack([1 - p, p])
+
+    def predict_candidates(self, X: Any) -> dict[str, np.ndarray]:
+        """Return each candidate's calibrated probability of converting."""
+        lin, tree = self.component_logits(X)
+        return {name: self.calibrators_[name](self.weights_[name] * lin + (1 - self.weights_[name]) * tree)
+                for name in self.candidates}
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Return 1 where the probability of converting is at least 0.5."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags

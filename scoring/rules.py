@@ -1,0 +1,189 @@
+"""Cold-start scoring: a points model read from a rules file, for when no trained model can be used yet.
+
+Fit points describe who the lead is (firmographic, demographic, BANT); interest points describe what it
+did, and each interest signal fades with a half-life since its timestamp:
+points = rule points * 0.5 ** (days since timestamp / half_life_days). Positive points are capped per
+group (`[caps]`); score = clip(base + fit + interest, 0, 100) and probability = score / 100 (a rough
+guide, not a calibrated probability; outputs say `model_kind = "rules"`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crmdata.errors import DataValidationError, Problem
+from scoring.features import to_days
+
+RULES_DIR = Path(__file__).resolve().parent / "rules"
+DEFAULT_RULES = RULES_DIR / "default.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One points rule: a condition on a column and the points (and words) it gives."""
+
+    group: str
+    column: str
+    reason: str
+    points: float = 0.0
+    equals: Any = None
+    within: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    per_unit: float | None = None
+    max_points: float | None = None
+    missing: bool | None = None
+    older_than_days: float | None = None
+    timestamp: str | None = None
+    half_life_days: float | None = None
+
+
+@dataclass(frozen=True)
+class RulesModel:
+    """A parsed rules file."""
+
+    name: str
+    rules: tuple[Rule, ...]
+    caps: Mapping[str, float]
+    base_points: float = 0.0
+    source: str = "rules"
+
+    @classmethod
+    def from_file(cls, path: Path | None = None) -> RulesModel:
+        """Read a rules TOML file (default: the rules shipped for the lead contract)."""
+        path = path or DEFAULT_RULES
+        try:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise DataValidationError([Problem(str(path), "-", "rules file does not exist", code="missing_file")],
+                                      source=str(path)) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise DataValidationError([Problem(str(path), "-", f"not valid TOML: {exc}", code="bad_rules")],
+                                      source=str(path)) from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "rules") -> RulesModel:
+        """Build rules from parsed TOML, reporting every malformed rule."""
+        problems: list[Problem] = []
+        rules: list[Rule] = []
+        allowed = {"column", "reason", "points", "equals", "in", "min", "max", "per_unit", "max_points", "missing",
+                   "older_than_days", "timestamp", "half_life_days"}
+        for group in ("fit", "interest"):
+            for i, raw in enumerate(data.get(group, [])):
+                where = f"{group}[{i}]"
+                unknown = set(raw) - allowed
+                if unknown:
+                    problems.append(Problem(source, where, f"unknown keys: {', '.join(sorted(unknown))}",
+                                            code="bad_rules"))
+                    continue
+                if "column" not in raw or "reason" not in raw:
+                    problems.append(Problem(source, where, "needs `column` and `reason`", code="bad_rules"))
+                    continue
+                if "points" not in raw and "per_unit" not in raw:
+                    problems.append(Problem(source, where, "needs `points` or `per_unit`", code="bad_rules"))
+                    continue
+                half_life = raw.get("half_life_days")
+                if half_life is not None and half_life <= 0:
+                    problems.append(Problem(source, where, "half_life_days must be positive", code="bad_rules"))
+                    continue
+                if group == "interest" and "timestamp" in raw and half_life is None:
+                    problems.append(Problem(source, where, "an interest rule with a timestamp needs half_life_days",
+                                            code="bad_rules"))
+                    continue
+                rules.append(Rule(
+                    group=group, column=str(raw["column"]), reason=str(raw["reason"]),
+                    points=float(raw.get("points", 0.0)), equals=raw.get("equals"),
+                    within=tuple(str(v) for v in raw.get("in", ())), min=raw.get("min"), max=raw.get("max"),
+                    per_unit=raw.get("per_unit"), max_points=raw.get("max_points"), missing=raw.get("missing"),
+                    older_than_days=raw.get("older_than_days"), timestamp=raw.get("timestamp"),
+                    half_life_days=half_life,
+                ))
+        if not rules and not problems:
+            problems.append(Problem(source, "-", "no rules found ([[fit]] or [[interest]] tables)", code="bad_rules"))
+        if problems:
+            raise DataValidationError(problems, source=source)
+        caps = {str(k): float(v) for k, v in data.get("caps", {}).items()}
+        return cls(name=str(data.get("name", "rules")), rules=tuple(rules), caps=caps,
+                   base_points=float(data.get("base_points", 0.0)), source=source)
+
+    def points(self, frame: pd.DataFrame, *, reference_time: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return (n,) total points in [0, 100] and (n, rules) each rule's points after decay and caps.
+
+        `frame` is spec-typed (booleans 0/1, timestamps datetime64); a column it lacks counts as missing.
+        The reference time is the `as_of` column when present, else `reference_time`, else now (UTC).
+        """
+        n = len(frame)
+        if "as_of" in frame.columns:
+            ref = to_days(frame["as_of"].to_numpy())
+        else:
+            stamp = pd.Timestamp(reference_time) if reference_time is not None else pd.Timestamp.now("UTC")
+            if stamp.tzinfo is not None:
+                stamp = stamp.tz_convert("UTC").tz_localize(None)
+            ref = np.full(n, to_days(np.array([stamp.to_datetime64()]))[0])
+        each = np.zeros((n, len(self.rules)))
+        for k, rule in enumerate(self.rules):
+            each[:, k] = _rule_points(rule, frame, ref)
+        for group, cap in self.caps.items():
+            cols = [k for k, r in enumerate(self.rules) if r.group == group]
+            if not cols:
+                continue
+            positive = np.clip(each[:, cols], 0, None)
+            total = positive.sum(axis=1)
+            shrink = np.where(total > cap, cap / np.maximum(total, 1e-12), 1.0)
+            each[:, cols] = np.where(each[:, cols] > 0, each[:, cols] * shrink[:, None], each[:, cols])
+        total = np.clip(self.base_points + each.sum(axis=1), 0.0, 100.0)
+        return total, each
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series(np.nan, index=frame.index, dtype="float64")
+
+
+def _rule_points(rule: Rule, frame: pd.DataFrame, ref: np.ndarray) -> np.ndarray:
+    col = _column(frame, rule.column)
+    missing = col.isna().to_numpy(bool)
+    if rule.missing is not None:
+        hit = missing if rule.missing else ~missing
+        pts = np.where(hit, rule.points, 0.0)
+    elif rule.older_than_days is not None:
+        age = ref - to_days(col.to_numpy())
+        pts = np.where(missing | (age > rule.older_than_days), rule.points, 0.0)
+    elif rule.per_unit is not None:
+        values = pd.to_numeric(col, errors="coerce").fillna(0.0).to_numpy(np.float64)
+        pts = np.clip(values, 0, None) * rule.per_unit
+        if rule.max_points is not None:
+            pts = np.minimum(pts, rule.max_points)
+    else:
+        hit = ~missing
+        if rule.equals is not None:
+            if isinstance(rule.equals, bool):
+                hit &= pd.to_numeric(col, errors="coerce").to_numpy(np.float64) == float(rule.equals)
+            else:
+                hit &= (col.astype("string").str.casefold() == str(rule.equals).casefold()).fillna(False).to_numpy(bool)
+        if rule.within:
+            hit &= col.astype("string").str.casefold().isin([v.casefold() for v in rule.within]).fillna(
+                False).to_numpy(bool)
+        if rule.min is not None or rule.max is not None:
+            values = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+            if rule.min is not None:
+                hit &= values >= rule.min
+            if rule.max is not None:
+                hit &= values <= rule.max
+        pts = np.where(hit, rule.points, 0.0)
+    if rule.timestamp is not None and rule.half_life_days is not None:
+        age = np.clip(ref - to_days(_column(frame, rule.timestamp).to_numpy()), 0.0, None)
+        # A signal with no known time has no recency to credit; count it at half weight.
+        decay = np.where(np.isnan(age), 0.5, 0.5 ** (age / rule.half_life_days))
+        pts = pts * decay
+    return np.asarray(pts, dtype=np.float64)

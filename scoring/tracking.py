@@ -1,0 +1,277 @@
+"""Track training runs in MLflow, register each model, and promote a challenger only when it is not worse.
+
+Promotion rule, on the same held-out leads: challenger AUC >= champion AUC - 0.005 and challenger Brier
+<= 1.02 x champion Brier. When the held-out leads are exactly those the champion was evaluated on (the
+same data and protocol), the challenger must also have a strictly lower log loss, so retraining on the
+same data promotes nothing unless it is better. `force` promotes anyway and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+from crmdata.errors import DataValidationError, LeadcastError
+from scoring.artifacts import TrainedModel, load_trained, save_trained, set_alias, write_json
+from scoring.evaluation import save_plots
+from scoring.fast import CompiledModel
+from scoring.spec import prepare
+from scoring.training import TrainingResult
+
+AUC_MARGIN = 0.005
+BRIER_MARGIN = 0.02
+MIN_COMPARE_PER_CLASS = 20
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the challenger became champion, why, and the numbers compared."""
+
+    promoted: bool
+    reason: str
+    forced: bool = False
+    challenger: dict[str, float] | None = None
+    champion: dict[str, float] | None = None
+    champion_version: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackedModel:
+    """Where a trained model went: its registry version, MLflow run, local files and promotion decision."""
+
+    version: str
+    run_id: str
+    artifact: Path
+    card: Path
+    decision: Decision
+    aliases: tuple[str, ...]
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {"roc_auc": float(roc_auc_score(y, p)), "brier": float(brier_score_loss(y, p)),
+            "log_loss": float(log_loss(y, np.clip(p, 1e-12, 1 - 1e-12), labels=[0, 1]))}
+
+
+def decide(result: TrainingResult, champion: TrainedModel | None, *, force: bool = False) -> Decision:
+    """Compare the challenger with the champion on the same held-out leads and apply the promotion rule."""
+    if champion is None:
+        return Decision(True, "no champion yet: the first model becomes champion", forced=False)
+    challenger_metrics = _metrics(result.holdout_y, result.holdout_p)
+    same = champion.card.get("evaluation_fingerprint") == result.trained.card["evaluation_fingerprint"]
+    if same:
+        champ = {k: float(champion.card["metrics"]["selected"][k]) for k in ("roc_auc", "brier", "log_loss")}
+        basis = "the same held-out leads as the champion's own evaluation"
+    else:
+        unseen = ~champion.seen(result.holdout_ids)
+        y = result.holdout_y[unseen]
+        if y.sum() < MIN_COMPARE_PER_CLASS or (1 - y).sum() < MIN_COMPARE_PER_CLASS:
+            reason = (f"cannot compare fairly: the champion (v{champion.version}) was trained on "
+                      f"{int((~unseen).sum())} of the {len(unseen)} held-out leads")
+            return _forced(force, reason, challenger_metrics, None, champion.version)
+        try:
+            prepared = prepare(result.holdout_raw.iloc[np.flatnonzero(unseen)], spec=champion.spec,
+                               table="held-out leads", with_target=True)
+        except DataValidationError as exc:
+            return _forced(force, f"cannot score the held-out leads with the champion: {exc.problems[0]}",
+                           challenger_metrics, None, champion.version)
+        compiled = CompiledModel(champion.pipeline)
+        champ = _metrics(y, compiled.proba(compiled.features.encode(prepared.features)))
+        challenger_metrics = _metrics(y, result.holdout_p[unseen])
+        basis = f"{len(y)} held-out leads neither model was trained on"
+    auc_ok = challenger_metrics["roc_auc"] >= champ["roc_auc"] - AUC_MARGIN
+    brier_ok = challenger_metrics["brier"] <= champ["brier"] * (1 + BRIER_MARGIN)
+    better = challenger_metrics["log_loss"] < champ["log_loss"] - 1e-9
+    numbers = (f"AUC {challenger_metrics['roc_auc']:.4f} vs {champ['roc_auc']:.4f}, "
+               f"Brier {challenger_metrics['brier']:.4f} vs {champ['brier']:.4f}, "
+               f"log loss {challenger_metrics['log_loss']:.4f} vs {champ['log_loss']:.4f} on {basis}")
+    if not auc_ok or not brier_ok:
+        why = []
+        if not auc_ok:
+            why.append(f"AUC more than {AUC_MARGIN} below the champion's")
+        if not brier_ok:
+            why.append(f"Brier more than {BRIER_MARGIN:.0%} worse")
+        return _forced(force, f"stays challenger: {' and '.join(why)} ({numbers})", challenger_metrics, champ,
+                       champion.version)
+    if same and not better:
+        return _forced(force, f"stays challenger: same data as the champion and not better ({numbers})",
+                       challenger_metrics, champ, champion.version)
+    return Decision(True, f"promoted: no worse than the champion v{champion.version} ({numbers})",
+                    challenger=challenger_metrics, champion=champ, champion_version=champion.version)
+
+
+def _forced(force: bool, reason: str, challenger: dict[str, float], champion: dict[str, float] | None,
+            version: str) -> Decision:
+    if force:
+        return Decision(True, f"promoted by --force, although it {reason.removeprefix('stays challenger: ')}",
+                        forced=True, challenger=challenger, champion=champion, champion_version=version)
+    return Decision(False, reason, challenger=challenger, champion=champion, champion_version=version)
+
+
+def _flat_metrics(report: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    keys = ("roc_auc", "pr_auc", "brier", "log_loss", "ece")
+    for name, rep in report["candidates"].items():
+        for key in keys:
+            out[f"{name}_{key}"] = float(rep[key])
+        out[f"{name}_f1"] = float(rep["confusion"]["f1"])
+    selected = report["candidates"][report["selected"]]
+    out.update({k: float(selected[k]) for k in keys})
+    out["f1"] = float(selected["confusion"]["f1"])
+    for d in selected["lift"][:3]:
+        out[f"lift_decile_{d['decile']}"] = float(d["lift"])
+    for column, fair in selected.get("fairness", {}).items():
+        out[f"four_fifths_{column}"] = float(fair["four_fifths_ratio"])
+    return out
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's own noise that is not ours to fix: two import-time warnings from its dependencies
+    and its notice about cloudpickle (our artifacts are pickles by design; load only models you trained)."""
+    logger = logging.getLogger("mlflow.sklearn")
+    level = logger.level
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy is deprecated",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*Any type hint is inferred as AnyType", category=UserWarning)
+        logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def track(
+    result: TrainingResult,
+    *,
+    tracking_uri: str,
+    artifact_root: str,
+    experiment_name: str,
+    registered_model_name: str,
+    models_dir: Path,
+    spec_path: Path | None = None,
+    force: bool = False,
+) -> TrackedModel:
+    """Log the run to MLflow, register the model as `challenger`, promote it to `champion` if it earns it,
+    and write the joblib artifact and model card to `models_dir`."""
+    with quiet_mlflow():
+        return _track(result, tracking_uri=tracking_uri, artifact_root=artifact_root,
+                      experiment_name=experiment_name, registered_model_name=registered_model_name,
+                      models_dir=models_dir, spec_path=spec_path, force=force)
+
+
+def _track(
+    result: TrainingResult,
+    *,
+    tracking_uri: str,
+    artifact_root: str,
+    experiment_name: str,
+    registered_model_name: str,
+    models_dir: Path,
+    spec_path: Path | None,
+    force: bool,
+) -> TrackedModel:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    previous_uri = mlflow.get_tracking_uri()
+    previous_registry = mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        experiment_id = (experiment.experiment_id if experiment is not None
+                         else client.create_experiment(experiment_name, artifact_location=artifact_root))
+        trained = result.trained
+        card = trained.card
+        try:
+            champion: TrainedModel | None = load_trained("champion", models_dir=models_dir)
+        except LeadcastError:
+            champion = None
+        if champion is not None:
+            champion.version = str(read_champion_version(models_dir) or champion.version)
+        decision = decide(result, champion, force=force)
+        with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_params({
+                "spec": card["spec_name"], "selected": card["selected"], "calibration": card["calibration"],
+                "blend_weight_linear": card["blend_weight_linear"], "threshold": round(card["threshold"], 6),
+                "evaluation": card["evaluation"]["kind"], **{f"model_{k}": v for k, v in card["params"].items()},
+            })
+            mlflow.set_tags({"data_fingerprint": card["data_fingerprint"],
+                             "evaluation_fingerprint": card["evaluation_fingerprint"],
+                             "promotion": decision.reason})
+            mlflow.log_metrics({**_flat_metrics(result.report),
+                                **{f"rows_{k}": float(v) for k, v in card["rows"].items()}})
+            if spec_path is not None and spec_path.exists():
+                mlflow.log_artifact(str(spec_path), artifact_path="spec")
+            mlflow.log_dict(card["spec"], "spec/spec.json")
+            mlflow.log_dict(result.report, "evaluation/report.json")
+            selected = result.report["candidates"][result.report["selected"]]
+            plots = save_plots(selected, Path(tmp) / "plots", title=card["spec_name"])
+            for plot in plots:
+                mlflow.log_artifact(str(plot), artifact_path="plots")
+            example = result.input_example.copy()
+            # An object-dtype column index keeps MLflow's example check off a pandas 3 deprecation path.
+            example.columns = pd.Index(list(example.columns), dtype=object)
+            for column in example.columns:
+                if isinstance(example[column].dtype, pd.CategoricalDtype):
+                    example[column] = example[column].astype(object)
+            signature = infer_signature(example, trained.pipeline.predict_proba(example))
+            info = mlflow.sklearn.log_model(
+                trained.pipeline, name="model", signature=signature, input_example=example,
+                serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba",
+                pip_requirements=[f"{k}=={v}" for k, v in card["libraries"].items()
+                                  if k in ("scikit-learn", "pandas", "numpy", "joblib")],
+                registered_model_name=registered_model_name,
+            )
+            version = str(info.registered_model_version)
+            run_id = run.info.run_id
+            # The report and plots also go beside the model card, for readers without a tracking server.
+            local = models_dir / f"{registered_model_name}-v{version}-report"
+            local.mkdir(parents=True, exist_ok=True)
+            for plot in plots:
+                shutil.copy2(plot, local / plot.name)
+            write_json(local / "report.json", result.report)
+        aliases = ["challenger"]
+        client.set_registered_model_alias(registered_model_name, "challenger", version)
+        if decision.promoted:
+            client.set_registered_model_alias(registered_model_name, "champion", version)
+            aliases.append("champion")
+        client.set_model_version_tag(registered_model_name, version, "promotion", decision.reason)
+        client.set_model_version_tag(registered_model_name, version, "promoted", str(decision.promoted).lower())
+        trained.version = version
+        card.update({"version": version, "mlflow_run_id": run_id, "registered_model_name": registered_model_name,
+                     "tracking_uri": tracking_uri, "promotion": decision.reason, "promoted": decision.promoted})
+        path = save_trained(trained, models_dir=models_dir, name=registered_model_name, aliases=aliases)
+        card_path = path.with_suffix(".json")
+        return TrackedModel(version=version, run_id=run_id, artifact=path, card=card_path, decision=decision,
+                            aliases=tuple(aliases))
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        mlflow.set_registry_uri(previous_registry)
+
+
+def read_champion_version(models_dir: Path) -> str | None:
+    """Return the version the local registry calls champion, if any."""
+    path = models_dir / "registry.json"
+    if not path.exists():
+        return None
+    version = json.loads(path.read_text())["aliases"].get("champion")
+    return None if version is None else str(version)
+
+
+__all__ = ["Decision", "TrackedModel", "decide", "quiet_mlflow", "set_alias", "track"]

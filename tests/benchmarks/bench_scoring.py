@@ -1,0 +1,141 @@
+"""Benchmarks for lead scoring: training on 100,000 leads, batch scoring of 1,000,000, one lead at a time.
+
+Targets (issue 3): training with evaluation on 100k synthetic leads < 120 s; batch scoring of 1M leads at
+>= 200,000 leads/s without reasons and >= 20,000 leads/s with reasons, with flat memory; one lead with
+reasons well under 1 ms. Printed, never asserted: run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.conftest import PYTHON, run_measured
+
+TRAIN = """
+import json, resource, sys, time
+from pathlib import Path
+from crmdata.loaders import read_raw
+from scoring.spec import load_spec
+from scoring.training import train
+from scoring.artifacts import save_trained
+from sklearn.metrics import roc_auc_score
+import pandas as pd
+src, models = Path(sys.argv[1]), Path(sys.argv[2])
+spec = load_spec()
+raw = read_raw(src)
+start = time.perf_counter()
+result = train(raw, spec=spec)
+seconds = time.perf_counter() - start
+result.trained.version = "1"
+save_trained(result.trained, models_dir=models, name="bench", aliases=["champion"])
+truth = pd.read_parquet(sys.argv[3]).set_index("lead_id")["true_probability"]
+best = roc_auc_score(result.holdout_y, truth.loc[result.holdout_ids.to_numpy()].to_numpy())
+print(json.dumps({"seconds": seconds, "selected": result.trained.card["selected"],
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "metrics": result.trained.card["metrics"]["selected"], "best_auc": best}))
+"""
+
+SCORE = """
+import json, resource, sys, time
+from pathlib import Path
+from scoring.batch import score_file
+from scoring.scorer import load_scorer
+src, out, models, reasons = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
+scorer = load_scorer(models_dir=models)
+start = time.perf_counter()
+summary = score_file(src, out, scorer=scorer, reasons=reasons)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "rows": summary.rows, "peak_mib": peak}))
+"""
+
+COMPUTE = """
+import json, sys, time
+from pathlib import Path
+import pandas as pd
+from scoring.scorer import load_scorer
+from scoring.spec import prepare
+scorer = load_scorer(models_dir=Path(sys.argv[2]))
+raw = pd.read_parquet(sys.argv[1]).head(200_000)
+prepared = prepare(raw, spec=scorer.spec)
+out = {}
+for reasons in (False, True):
+    start = time.perf_counter()
+    scorer.score_frame(prepared.features, prepared.ids, reasons=reasons)
+    out[str(reasons)] = len(raw) / (time.perf_counter() - start)
+records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in raw.head(200).to_dict("records")]
+for r in records:
+    r["as_of"] = "2026-07-01T00:00:00"
+for reasons in (False, True):
+    times = []
+    for i in range(1000):
+        start = time.perf_counter()
+        scorer.score_records([records[i % 200]], reasons=reasons)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    out[f"one_{reasons}"] = {"p50_ms": times[500] * 1e3, "p99_ms": times[990] * 1e3}
+print(json.dumps(out))
+"""
+
+MAKE = """
+import sys
+from pathlib import Path
+from crmdata.loaders import write_table
+from crmdata.synthetic import generate_leads
+n, out = int(sys.argv[1]), Path(sys.argv[2])
+data = generate_leads(n=n, seed=2026)
+write_table(data.leads, out)
+write_table(data.truth, out.with_name(out.stem + "-truth.parquet"))
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench-scoring")
+
+
+@pytest.mark.bench
+def test_bench_train_100k(folder: Path) -> None:
+    data = folder / "train.parquet"
+    run_measured([PYTHON, "-c", MAKE, "100000", str(data)])
+    seconds, _, output = run_measured([PYTHON, "-c", TRAIN, str(data), str(folder / "models"),
+                                          str(folder / "train-truth.parquet")])
+    result = json.loads(output.strip().splitlines()[-1])
+    m = result["metrics"]
+    print(f"\ntrain + evaluate 100,000 synthetic leads: {result['seconds']:.1f} s (target < 120 s; process "
+          f"{seconds:.1f} s, peak RSS {result['peak_mib']:,.0f} MiB); selected {result['selected']}: "
+          f"AUC {m['roc_auc']:.4f} "
+          f"(best possible {result['best_auc']:.4f}), Brier {m['brier']:.4f}, ECE {m['ece']:.4f}")
+
+
+@pytest.mark.bench
+def test_bench_batch_score_1m(folder: Path) -> None:
+    if not (folder / "models" / "registry.json").exists():
+        pytest.skip("needs the model trained by test_bench_train_100k")
+    data = folder / "score.parquet"
+    run_measured([PYTHON, "-c", MAKE, "1000000", str(data)])
+    # Memory is flat when scoring 10x more leads costs no more memory: compare with the 100k file.
+    _, _, output = run_measured([PYTHON, "-c", SCORE, str(folder / "train.parquet"), str(folder / "small.parquet"),
+                                 str(folder / "models"), "1"])
+    small = json.loads(output.strip().splitlines()[-1])
+    print(f"\nbatch score 100,000 leads with reasons: peak RSS {small['peak_mib']:,.0f} MiB (for comparison)")
+    for reasons, target in (("0", 200_000), ("1", 20_000)):
+        out = folder / f"scores-{reasons}.parquet"
+        seconds, _, output = run_measured([PYTHON, "-c", SCORE, str(data), str(out), str(folder / "models"),
+                                              reasons])
+        result = json.loads(output.strip().splitlines()[-1])
+        rate = result["rows"] / result["seconds"]
+        print(f"\nbatch score 1,000,000 leads (parquet in and out, chunks of 100k), reasons={reasons == '1'}: "
+              f"{result['seconds']:.1f} s = {rate:,.0f} leads/s (target >= {target:,}); process {seconds:.1f} s, "
+              f"peak RSS of the scoring process {result['peak_mib']:,.0f} MiB")
+    _, _, output = run_measured([PYTHON, "-c", COMPUTE, str(data), str(folder / "models")])
+    result = json.loads(output.strip().splitlines()[-1])
+    print(f"scoring compute only (200k leads, already typed): {result['False']:,.0f} leads/s without reasons, "
+          f"{result['True']:,.0f} with reasons")
+    for reasons in (False, True):
+        one = result[f"one_{reasons}"]
+        print(f"one lead through score_records, reasons={reasons}: p50 {one['p50_ms']:.2f} ms, "
+              f"p99 {one['p99_ms']:.2f} ms")

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scoring.evaluation import (
+    best_f1_threshold,
+    calibration_table,
+    confusion,
+    evaluate,
+    expected_calibration_error,
+    fairness,
+    lift_table,
+    save_plots,
+)
+from scoring.spec import Grades
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    p = np.array([0.05, 0.05, 0.95, 0.95])
+    y = np.array([0, 1, 1, 1])
+    # bin 0: mean p 0.05, rate 0.5 -> |0.45| x 2/4; bin 9: mean p 0.95, rate 1 -> |0.05| x 2/4 => 0.25
+    assert expected_calibration_error(y, p) == pytest.approx(0.25)
+    table = calibration_table(y, p)
+    assert [r["leads"] for r in table] == [2, 2] and table[0]["observed_rate"] == 0.5
+
+
+def test_lift_and_gains_by_decile() -> None:
+    p = np.linspace(1, 0, 100, endpoint=False)
+    y = np.zeros(100, dtype=int)
+    y[:10] = 1  # every conversion among the 10 highest scores
+    y[50] = 1
+    table = lift_table(y, p)
+    # overall rate 11/100; decile 1 rate 10/10 -> lift 1/0.11 = 9.09; gains 10/11 then 11/11 from decile 6
+    assert table[0]["lift"] == pytest.approx(1 / 0.11)
+    assert table[0]["cumulative_gain"] == pytest.approx(10 / 11)
+    assert table[5]["cumulative_gain"] == pytest.approx(1.0)
+
+
+def test_threshold_and_confusion() -> None:
+    p = np.array([0.9, 0.8, 0.7, 0.4, 0.2])
+    y = np.array([1, 1, 0, 1, 0])
+    # cut after 0.8: F1 = 4/(4+0+1) = 0.8; after 0.4: 6/(6+1+0) = 0.857 -> threshold 0.4
+    assert best_f1_threshold(y, p) == 0.4
+    c = confusion(y, p, 0.4)
+    assert (c["tp"], c["fp"], c["fn"], c["tn"]) == (3, 1, 0, 1)
+    assert c["f1"] == pytest.approx(6 / 7)
+
+
+def test_fairness_four_fifths() -> None:
+    p = np.array([0.9, 0.7, 0.1, 0.1] * 10 + [0.9, 0.1, 0.1, 0.1] * 10)
+    y = np.zeros(80, dtype=int)
+    groups = pd.DataFrame({"gender": ["f"] * 40 + ["m"] * 40})
+    out = fairness(y, p, groups, grades=Grades())
+    # A-grade rate (p >= 0.6): f 2/4 = 0.5, m 1/4 = 0.25 -> ratio 0.5, flagged (< 0.8)
+    assert out["gender"]["four_fifths_ratio"] == pytest.approx(0.5)
+    assert out["gender"]["flagged"] is True
+
+
+def test_evaluate_and_plots(tmp_path: object) -> None:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=500)
+    y = (rng.uniform(size=500) < p).astype(int)
+    report = evaluate(y, p, grades=Grades(), protected=pd.DataFrame({"g": rng.choice(["a", "b"], 500)}))
+    assert {"roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift", "calibration", "confusion", "fairness"} <= set(
+        report)
+    assert sum(g["leads"] for g in report["grades"].values()) == 500
+    report["importance"] = {"a": 0.1, "b": 0.02}
+    from pathlib import Path
+
+    paths = save_plots(report, Path(str(tmp_path)), title="t")
+    assert [p.name for p in paths] == ["calibration.png", "gains.png", "scores.png", "importance.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)

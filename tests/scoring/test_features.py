@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from scoring.features import (
+    ActivityIndex,
+    Completeness,
+    LeadFeatures,
+    LinearBasis,
+    RareCategoryGrouper,
+    Ratios,
+    RecencyDecay,
+    feature_layout,
+    to_days,
+)
+from scoring.spec import ModelSpec
+
+
+@parametrize_with_checks([RecencyDecay(), RareCategoryGrouper(min_count=1), ActivityIndex(), Completeness(),
+                          Ratios(pairs=((0, 1),)), LinearBasis(categorical=(0,), n_knots=2)])
+def test_sklearn_compatible(estimator: object, check: object) -> None:
+    check(estimator)  # type: ignore[operator]
+
+
+def test_recency_decay_halves_every_half_life() -> None:
+    stamps = pd.DataFrame({"seen": pd.to_datetime(["2024-03-31", "2024-03-17", "2024-03-03", None])})
+    decay = RecencyDecay(half_life_days=14, reference_time="2024-03-31").fit(stamps)
+    # ages 0, 14 and 28 days -> 0.5**0, 0.5**1, 0.5**2; never seen -> 0
+    assert decay.transform(stamps)[:, 0].tolist() == [1.0, 0.5, 0.25, 0.0]
+
+
+def test_recency_reference_prefers_as_of_then_parameter_then_latest_seen() -> None:
+    stamps = pd.DataFrame({"seen": pd.to_datetime(["2024-03-01", "2024-03-15"])})
+    learned = RecencyDecay(half_life_days=7).fit(stamps)
+    assert learned.reference_time_ == to_days(np.array(["2024-03-15"], dtype="datetime64[ns]"))[0]
+    # latest seen is 2024-03-15: ages 14 and 0 days -> 0.25 and 1
+    assert learned.transform(stamps)[:, 0].tolist() == [0.25, 1.0]
+    with_as_of = stamps.assign(as_of=pd.to_datetime(["2024-03-08", "2024-03-22"]))
+    # per-row reference: ages 7 and 7 days -> 0.5 and 0.5
+    assert learned.transform(with_as_of)[:, 0].tolist() == [0.5, 0.5]
+    fixed = RecencyDecay(half_life_days=7, reference_time="2024-03-29").fit(stamps)
+    assert fixed.transform(stamps)[:, 0].tolist() == [0.0625, 0.25]  # ages 28 and 14 days: 0.5**4, 0.5**2
+
+
+def test_rare_categories_share_one_code_and_unseen_maps_there() -> None:
+    X = pd.DataFrame({"c": ["a"] * 5 + ["b"] * 3 + ["z"] + [None]})
+    grouper = RareCategoryGrouper(min_count=3).fit(X)
+    assert grouper.categories_[0].tolist() == ["a", "b"]
+    out = grouper.transform(pd.DataFrame({"c": ["a", "b", "z", "never seen", None]}))[:, 0]
+    assert out[:4].tolist() == [0.0, 1.0, 2.0, 2.0] and np.isnan(out[4])
+
+
+def test_activity_index_completeness_and_ratios_by_hand() -> None:
+    X = np.array([[0.0, np.e - 1], [np.e - 1, np.nan]])
+    index = ActivityIndex().fit(X)
+    # log1p: column 0 [0, 1] mean 0.5; column 1 [1, 0 (missing)] mean 0.5
+    assert np.allclose(index.scale_, [0.5, 0.5])
+    # row 0: (0/0.5 + 1/0.5) / 2 = 1; row 1: (1/0.5 + 0) / 2 = 1
+    assert np.allclose(index.transform(X)[:, 0], [1.0, 1.0])
+    bant = np.array([[1.0, 0.0, np.nan, 5.0], [np.nan, np.nan, np.nan, np.nan]])
+    assert Completeness().fit(bant).transform(bant)[:, 0].tolist() == [0.5, 0.0]  # 2 of 4 known and positive
+    ratios = Ratios(pairs=((0, 1),)).fit(np.array([[6.0, 3.0], [1.0, 0.0]]))
+    got = ratios.transform(np.array([[6.0, 3.0], [1.0, 0.0]]))[:, 0]
+    assert got[0] == 2.0 and np.isnan(got[1])
+
+
+def test_linear_basis_standardises_and_flags_missing() -> None:
+    X = np.array([[0.0, 0.0], [1.0, 1.0], [3.0, np.nan], [7.0, 0.0]])
+    basis = LinearBasis(categorical=(1,), n_knots=1).fit(X)
+    out = basis.transform(X)
+    # numeric column: z = log1p(x) = [0, .69, 1.39, 2.08], one knot at the median (1.04); categorical
+    # codes {0, 1} one-hot plus a missing flag: 2 + 3 columns, each standardised to mean 0
+    assert out.shape == (4, 5)
+    assert np.allclose(out.mean(axis=0), 0.0)
+
+
+def tiny_spec() -> ModelSpec:
+    return ModelSpec.from_dict({
+        "name": "tiny", "id_column": "id", "target": {"column": "y", "positive": ["1"], "negative": ["0"]},
+        "features": [
+            {"column": "visits", "kind": "numeric", "group": "behavioural"},
+            {"column": "pricing", "kind": "numeric", "group": "behavioural"},
+            {"column": "clicks", "kind": "numeric", "group": "engagement"},
+            {"column": "opens", "kind": "numeric", "group": "engagement"},
+            {"column": "engaged", "kind": "timestamp", "group": "engagement", "optional": True},
+            {"column": "budget", "kind": "boolean", "group": "bant"},
+            {"column": "timeframe", "kind": "categorical", "group": "bant"},
+        ],
+        "ratios": [{"name": "click rate", "numerator": "clicks", "denominator": "opens"}],
+        "recency_half_life_days": 10, "rare_min_count": 2,
+    })
+
+
+def tiny_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "visits": [1.0, 2.0, 3.0, 4.0], "pricing": [0.0, 1.0, 0.0, 2.0], "clicks": [1.0, 0.0, 2.0, 4.0],
+        "opens": [2.0, 0.0, 4.0, 4.0],
+        "engaged": pd.to_datetime(["2024-01-31", "2024-01-21", None, "2024-01-11"]),
+        "budget": [1.0, 0.0, np.nan, 1.0], "timeframe": ["now", "now", "later", None],
+    })
+
+
+def test_lead_features_layout_and_derived_values() -> None:
+    spec = tiny_spec()
+    features = LeadFeatures(spec).fit(tiny_frame())
+    X = features.transform(tiny_frame())
+    names = [n for n, _ in feature_layout(spec)]
+    assert X.shape == (4, len(names))
+    col = dict(zip(names, X.T, strict=True))
+    # reference = latest seen (2024-01-31): ages 0, 10, missing, 20 days; half-life 10 days
+    assert col["engaged (days ago)"][[0, 1, 3]].tolist() == [0.0, 10.0, 20.0]
+    assert col["engaged (decayed interest)"].tolist() == [1.0, 0.5, 0.0, 0.25]
+    assert col["click rate"][[0, 2, 3]].tolist() == [0.5, 0.5, 1.0] and np.isnan(col["click rate"][1])
+    # BANT completeness over budget and timeframe: row 0 both known and positive -> 1; row 2 timeframe only
+    assert col["BANT completeness"].tolist() == [1.0, 0.5, 0.5, 0.5]
+    # timeframe: "now" kept (2 leads), "later" rare -> other code 1; missing stays NaN
+    assert col["timeframe"][:3].tolist() == [0.0, 0.0, 1.0] and np.isnan(col["timeframe"][3])
+    # neutral values: median visits 2.5, most frequent timeframe code 0
+    assert features.neutral_["visits"] == 2.5 and features.neutral_["timeframe"] == 0.0
+    assert len(features.column_fields()) == len(names)
+
+
+def test_lead_features_tolerate_missing_optional_extra_columns_and_unseen_values() -> None:
+    features = LeadFeatures(tiny_spec()).fit(tiny_frame())
+    frame = tiny_frame().drop(columns=["engaged"]).assign(unrelated="x", timeframe=["never seen"] * 4)
+    X = features.transform(frame)
+    names = [n for n, _ in feature_layout(tiny_spec())]
+    col = dict(zip(names, X.T, strict=True))
+    assert np.isnan(col["engaged (days ago)"]).all() and (col["engaged (decayed interest)"] == 0).all()
+    assert (col["timeframe"] == 1.0).all()
+    # A dict of lists scores the same as a frame.
+    as_dict = {c: tiny_frame()[c].tolist() for c in tiny_frame().columns}
+    assert np.allclose(features.transform(as_dict), features.transform(tiny_frame()), equal_nan=True)
+
+
+def test_to_days_reads_strings_and_datetimes() -> None:
+    got = to_days(np.array(["1970-01-02", None], dtype=object))
+    assert got[0] == 1.0 and np.isnan(got[1])
+    with pytest.raises(ValueError, match="half_life_days"):
+        RecencyDecay(half_life_days=0).fit(np.zeros((2, 1)))

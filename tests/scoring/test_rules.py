@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crmdata.errors import DataValidationError
+from scoring.rules import DEFAULT_RULES, RulesModel
+
+
+def rules() -> RulesModel:
+    return RulesModel.from_dict({
+        "name": "t", "base_points": 5, "caps": {"fit": 20},
+        "fit": [
+            {"column": "job", "in": ["vp", "cto"], "points": 15, "reason": "Senior ({value})"},
+            {"column": "employees", "min": 100, "points": 10, "reason": "{value} employees"},
+            {"column": "student", "equals": True, "points": -20, "reason": "Student"},
+        ],
+        "interest": [
+            {"column": "demo", "equals": True, "points": 40, "timestamp": "seen", "half_life_days": 10,
+             "reason": "Requested a demo"},
+            {"column": "pricing", "per_unit": 4, "max_points": 12, "reason": "{value} pricing visits"},
+            {"column": "seen", "older_than_days": 30, "points": -6, "reason": "Quiet since {value}"},
+        ],
+    })
+
+
+def frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "job": ["vp", "intern", None], "employees": [500.0, 10.0, np.nan], "student": [0.0, 1.0, np.nan],
+        "demo": [1.0, 1.0, 0.0], "pricing": [2.0, 10.0, np.nan],
+        "seen": pd.to_datetime(["2024-06-30", "2024-06-10", None]),
+    })
+
+
+def test_points_by_hand() -> None:
+    total, each = rules().points(frame(), reference_time="2024-06-30")
+    # lead 0: fit 15 + 10 = 25 capped to 20 (each x 20/25: 12 and 8); demo 40 x 0.5**0 = 40; pricing 2 x 4 = 8
+    #         => 5 + 20 + 40 + 8 = 73
+    assert each[0].tolist() == [12.0, 8.0, 0.0, 40.0, 8.0, 0.0]
+    # lead 1: student -20 (negatives are not capped); demo 40 x 0.5**(20/10) = 10; pricing min(40, 12) = 12
+    #         => 5 - 20 + 10 + 12 = 7
+    assert each[1].tolist() == [0.0, 0.0, -20.0, 10.0, 12.0, 0.0]
+    # lead 2: nothing known, never seen -> quiet -6 => 5 - 6 = -1, clipped to 0
+    assert total.tolist() == [73.0, 7.0, 0.0]
+
+
+def test_as_of_column_sets_the_reference() -> None:
+    f = frame().assign(as_of=pd.to_datetime(["2024-07-10"] * 3))
+    _, each = rules().points(f)
+    assert each[0, 3] == 20.0  # demo 40 x 0.5**(10/10)
+
+
+def test_default_rules_load_and_bad_rules_are_reported() -> None:
+    assert RulesModel.from_file(DEFAULT_RULES).rules
+    with pytest.raises(DataValidationError) as exc:
+        RulesModel.from_dict({"fit": [{"column": "a"}, {"column": "b", "reason": "x", "points": 1, "colour": 2}],
+                              "interest": [{"column": "c", "reason": "x", "points": 1, "timestamp": "t"}]})
+    messages = " | ".join(str(p) for p in exc.value.problems)
+    assert "needs `column` and `reason`" in messages
+    assert "unknown keys: colour" in messages
+    assert "needs half_life_days" in messages
