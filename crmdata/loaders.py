@@ -6,7 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -30,25 +30,33 @@ class Pipeline:
     history: pd.DataFrame | None = None
 
 
+def read_csv(source: str | Path | IO[bytes], *, name: str, sep: str = ",",
+             missing_values: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read CSV text as strings (nothing guessed); raise a DataValidationError if it cannot be parsed."""
+    try:
+        return pd.read_csv(source, sep=sep, dtype=str, keep_default_na=False, na_values=["", *missing_values],
+                           encoding="utf-8-sig")
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataValidationError(
+            [Problem(name, "-", f"cannot be read: {exc}".splitlines()[0], code="unreadable")], source=name
+        ) from exc
+
+
 def read_raw(path: Path, *, missing_values: tuple[str, ...] = ()) -> pd.DataFrame:
     """Read a CSV (as text, nothing guessed) or Parquet file; raise a DataValidationError if it cannot be read."""
     source = str(path)
     if not path.exists():
         raise DataValidationError([Problem(source, "-", "file does not exist", code="missing_file")], source=source)
     suffixes = "".join(path.suffixes).lower()
-    try:
-        if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+    if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+        try:
             return pd.read_parquet(path)
-        if ".csv" in suffixes or ".txt" in suffixes or ".tsv" in suffixes:
-            sep = "\t" if ".tsv" in suffixes else ","
-            return pd.read_csv(
-                path, sep=sep, dtype=str, keep_default_na=False, na_values=["", *missing_values],
-                encoding="utf-8-sig",
-            )
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataValidationError(
-            [Problem(source, "-", f"cannot be read: {exc}".splitlines()[0], code="unreadable")], source=source
-        ) from exc
+        except (OSError, ValueError) as exc:
+            raise DataValidationError(
+                [Problem(source, "-", f"cannot be read: {exc}".splitlines()[0], code="unreadable")], source=source
+            ) from exc
+    if ".csv" in suffixes or ".txt" in suffixes or ".tsv" in suffixes:
+        return read_csv(path, name=source, sep="\t" if ".tsv" in suffixes else ",", missing_values=missing_values)
     raise DataValidationError(
         [Problem(source, "-", "unsupported file type; use .csv, .tsv or .parquet", code="unsupported")],
         source=source,
@@ -355,15 +363,21 @@ def load_pipeline(
 
 
 def frame_from_records(
-    records: list[dict[str, object]], *, contract: Contract, stages: StageConfig | None = None
+    records: list[dict[str, object]] | pd.DataFrame, *, contract: Contract, stages: StageConfig | None = None,
+    source: str = "records",
 ) -> pd.DataFrame:
-    """Conform JSON records (as an API receives them) to a contract, or raise with every problem found."""
-    raw = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(contract.names))
-    frame, problems = conform(raw, contract=contract, source="records")
+    """Conform JSON records or a raw text frame (as an API receives them) to a contract, or raise every problem."""
+    if isinstance(records, pd.DataFrame):
+        raw = records
+    else:
+        raw = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(contract.names))
+    frame, problems = conform(raw, contract=contract, source=source)
     config = stages or DEFAULT_STAGES
     if contract is OPPORTUNITY:
-        problems += check_opportunities(frame, config, "records")
+        problems += check_opportunities(frame, config, source)
     elif contract is LEAD:
-        problems += check_leads(frame, config, "records")
-    raise_if_any(problems, source="records")
+        problems += check_leads(frame, config, source)
+    elif contract is STAGE_HISTORY:
+        problems += _check_stages(frame, config, source, config.all)
+    raise_if_any(problems, source=source)
     return frame

@@ -1,0 +1,554 @@
+"""The stage model learned from history: win probability by stage reached and by time spent, stage durations,
+and a timing model: competing-risk daily hazards (win, loss, move to the next stage) by days in the stage and
+quarter phase, per stage and product, with a mixture-cure adjustment for cohorts of deals that never move."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from crmdata.stages import StageConfig
+from forecasting.periods import as_day
+from forecasting.snapshot import elapsed_days, entry_stage
+
+EPOCH = np.datetime64("1970-01-01", "D")
+
+
+def day_numbers(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
+    """Return whole days since 1970-01-01 (NaT as -2**62) for an array of timestamps."""
+    arr = np.asarray(pd.to_datetime(values), dtype="datetime64[ns]")
+    days = arr.astype("datetime64[D]")
+    out = (days - EPOCH).astype(np.int64)
+    out[np.isnat(arr)] = -(2**62)
+    return out
+
+
+def quarter_phase(day: np.ndarray) -> np.ndarray:
+    """Return the month of the quarter (0, 1 or 2) of each day number."""
+    months = (EPOCH + day.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+    return (months % 12) % 3
+
+
+@dataclass(frozen=True)
+class StageStats:
+    """What history says about one open stage."""
+
+    stage: str
+    reached: int
+    won: int
+    lost: int
+    open: int
+    win_probability: float
+    conversion_to_next: float
+    won_days_median: float
+    won_days_p80: float
+    mean_days_to_win: float
+
+
+@dataclass(frozen=True)
+class Hazards:
+    """Daily probabilities of winning, losing and (for stays in a stage) advancing, by (age bin, quarter phase),
+    where age is days since entering the stage; past the last bin every hazard is 0 (nothing that old ever left).
+    `deals` counts the stays they were estimated from."""
+
+    bin_days: int
+    won: np.ndarray
+    lost: np.ndarray
+    deals: int
+    advance: np.ndarray | None = None
+    cure: float = 0.0
+    survival: np.ndarray = field(default_factory=lambda: np.ones(1))
+    cohorts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cohort_susceptible: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def cohort_ratio(self, entered_day: np.ndarray, age: np.ndarray) -> np.ndarray:
+        """Return P(will ever leave | open at age, its cohort) / P(will ever leave | open at age, all deals).
+
+        Mixture cure model: a share `cure` of deals never leave the stage (they sit until someone closes them
+        by hand); S(a) = cure + (1 - cure) S1(a). A cohort (deals entering in one calendar month) has its own
+        share q_c of deals that will leave, estimated from how many of them left so far (see fit_hazards).
+        P(leave | open at a) = q S1(a) / (1 - q + q S1(a)).
+        """
+        out = np.ones(len(age))
+        q = 1.0 - self.cure
+        if len(self.cohorts) == 0 or q <= 0:
+            return out
+        month = (EPOCH + entered_day.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+        pos = np.clip(np.searchsorted(self.cohorts, month), 0, len(self.cohorts) - 1)
+        qc = np.where(self.cohorts[pos] == month, self.cohort_susceptible[pos], q)
+        a = np.clip(age, 0, len(self.survival) - 1)
+        s1 = np.clip((self.survival[a] - self.cure) / q, 0.0, 1.0)
+        base = np.divide(q * s1, 1.0 - q + q * s1, out=np.zeros(len(a)), where=(1.0 - q + q * s1) > 0)
+        den = 1.0 - qc + qc * s1
+        mine = np.divide(qc * s1, den, out=np.zeros(len(a)), where=den > 0)
+        np.divide(mine, base, out=out, where=(base > 0) & (age >= 0))
+        return out
+
+    @property
+    def max_age(self) -> int:
+        """Return the first age (days) with no hazard left."""
+        return int(self.won.shape[0] * self.bin_days)
+
+
+@dataclass(frozen=True)
+class StageModel:
+    """A stage model fitted on the pipeline known at `as_of`."""
+
+    as_of: pd.Timestamp
+    stages: StageConfig
+    entry: str
+    stats: tuple[StageStats, ...]
+    hazards: dict[str, Hazards]
+    won_days: dict[str, np.ndarray] = field(repr=False)
+    realisation: float
+    average_deal_size: float
+    dispersion: float
+    observed_from: pd.Timestamp
+    use_cohorts: bool = True
+    segment_by: str | None = None
+    segment_hazards: dict[tuple[str, str], Hazards] = field(default_factory=dict, repr=False)
+    sojourn: dict[str, Hazards] = field(default_factory=dict, repr=False)
+    sojourn_segments: dict[tuple[str, str], Hazards] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False, compare=False)
+
+    def stat(self, stage: str) -> StageStats:
+        """Return the statistics of an open stage."""
+        for s in self.stats:
+            if s.stage == stage:
+                return s
+        raise KeyError(stage)
+
+    def stage_probability(self, stage: str) -> float:
+        """Return P(win | reached stage), ignoring time spent."""
+        return self.stat(stage).win_probability
+
+    def hazards_for(self, stage: str, segment: str | None = None) -> Hazards:
+        """Return the timing hazards of a stage (and segment, e.g. a product, when it has its own), falling back
+        to the nearest earlier stage that has them."""
+        found = self.entry
+        if stage in self.hazards:
+            found = stage
+        elif stage in self.stages.open:
+            order = self.stages.order(stage)
+            found = next((s for s in reversed(self.stages.open[: order + 1]) if s in self.hazards), self.entry)
+        if segment is not None and (found, segment) in self.segment_hazards:
+            return self.segment_hazards[(found, segment)]
+        return self.hazards[found]
+
+    def _sojourn_for(self, stage: str, segment: str | None) -> Hazards | None:
+        if segment is not None and (stage, segment) in self.sojourn_segments:
+            return self.sojourn_segments[(stage, segment)]
+        return self.sojourn.get(stage)
+
+    def win_profile(
+        self, stage: str, days_in_stage: np.ndarray, *, start: pd.Timestamp, days: int, segment: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (daily, later): P(win on day u after `start`) for u < days, shape (n, days), and P(win later).
+
+        A negative days_in_stage d means the deal enters the stage -d days after start (hazard 0 until then).
+        While in the stage: P(win on day u) = S(u) h_won, P(advance on day u) = S(u) h_adv, with S(u+1) =
+        S(u) (1 - h_won - h_lost - h_adv), hazards at (days in stage, quarter phase of the day). A deal that
+        advances on day v continues as a deal entering the next stage on day v (semi-Markov). Stages whose deals
+        never advance (or with no stage history) use the hazards of closing since entering the stage.
+        """
+        ages = np.asarray(days_in_stage, dtype=np.int64)
+        start_day = int(day_numbers(pd.DatetimeIndex([as_day(start)]))[0])
+        soj = self._sojourn_for(stage, segment) if stage in self.stages.open else None
+        nxt_order = self.stages.order(stage) + 1 if stage in self.stages.open else len(self.stages.open)
+        if soj is None or soj.advance is None or nxt_order >= len(self.stages.open):
+            won, later, _, _ = _walk(self.hazards_for(stage, segment), ages, start_day, days, self.use_cohorts)
+            return won, later
+        won, later, adv, adv_later = _walk(soj, ages, start_day, days, self.use_cohorts)
+        nxt = self.stages.open[nxt_order]
+        q_daily, q_later = self.entering(nxt, start=start, days=days, segment=segment)
+        ever = q_daily.sum(axis=1) + q_later
+        return won + adv @ q_daily, later + adv @ q_later + adv_later * ever[-1]
+
+    def entering(
+        self, stage: str, *, start: pd.Timestamp, days: int, segment: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return win_profile for deals entering `stage` on each day 0..days-1 after start (cached: read-only)."""
+        key = (stage, segment, as_day(start), days)
+        if key not in self._cache:
+            self._cache[key] = self.win_profile(stage, -np.arange(days), start=start, days=days, segment=segment)
+        return self._cache[key]
+
+    def win_probability(
+        self, stage: str, days_in_stage: np.ndarray, *, start: pd.Timestamp, segment: str | None = None
+    ) -> np.ndarray:
+        """Return P(win eventually | in `stage` for days_in_stage days at `start`)."""
+        daily, later = self.win_profile(stage, days_in_stage, start=start, days=1, segment=segment)
+        return daily[:, 0] + later
+
+
+def _walk(
+    hz: Hazards, ages: np.ndarray, start_day: int, days: int, use_cohorts: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step deals forward day by day; return daily win and advance probabilities (n, days) and their later sums."""
+    n = len(ages)
+    won = np.zeros((n, days))
+    adv = np.zeros((n, days))
+    won_later = np.zeros(n)
+    adv_later = np.zeros(n)
+    if n == 0:
+        return won, won_later, adv, adv_later
+    span = max(days, hz.max_age - int(ages.min()))
+    phases = quarter_phase(start_day + np.arange(span))
+    alive = np.ones(n)
+    nb = hz.won.shape[0]
+    h_adv = hz.advance if hz.advance is not None else np.zeros_like(hz.won)
+    for u in range(span):
+        age = ages + u
+        b = age // hz.bin_days
+        valid = (age >= 0) & (b < nb)
+        bc = np.clip(b, 0, nb - 1)
+        hw = np.where(valid, hz.won[bc, phases[u]], 0.0)
+        hl = np.where(valid, hz.lost[bc, phases[u]], 0.0)
+        ha = np.where(valid, h_adv[bc, phases[u]], 0.0)
+        if u < days:
+            won[:, u] = alive * hw
+            adv[:, u] = alive * ha
+        else:
+            won_later += alive * hw
+            adv_later += alive * ha
+        alive = alive * (1.0 - hw - hl - ha)
+    if use_cohorts:
+        ratio = hz.cohort_ratio(start_day - ages, ages)[:, None]
+        won, adv = won * ratio, adv * ratio
+        won_later, adv_later = won_later * ratio[:, 0], adv_later * ratio[:, 0]
+    return won, won_later, adv, adv_later
+
+
+def stage_entries(
+    snap: pd.DataFrame, *, stages: StageConfig, history: pd.DataFrame | None, as_of: pd.Timestamp, entry: str,
+    extra: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Return one row per (deal, open stage entered before as_of): entered_at, closed_at, outcome at as_of."""
+    t = as_day(as_of)
+    parts = []
+    with_history: set[object] = set()
+    if history is not None and len(history):
+        h = history[(history["entered_at"] < t) & history["stage"].isin(stages.open)
+                    & history["opportunity_id"].isin(snap["opportunity_id"])]
+        h = h.sort_values(["opportunity_id", "entered_at"], kind="stable").drop_duplicates(
+            ["opportunity_id", "stage"], keep="first")
+        parts.append(h[["opportunity_id", "stage", "entered_at"]])
+        with_history = set(h["opportunity_id"].astype(object))
+    rest = snap[~snap["opportunity_id"].astype(object).isin(with_history) & snap["created_at"].notna()]
+    parts.append(pd.DataFrame({"opportunity_id": rest["opportunity_id"], "stage": entry,
+                               "entered_at": rest["created_at"]}))
+    entries = pd.concat(parts, ignore_index=True)
+    info = snap.set_index("opportunity_id")[["closed_at", "outcome", "amount", "won_amount",
+                                             *[c for c in extra if c in snap.columns]]]
+    return entries.join(info, on="opportunity_id")
+
+
+def sojourn_entries(entries: pd.DataFrame) -> pd.DataFrame:
+    """Return stays in a stage: a stay ends with "advance" when the deal entered another open stage next, else
+    with the deal's close (won / lost) or is still open (censored at the as-of date)."""
+    e = entries.sort_values(["opportunity_id", "entered_at"], kind="stable")
+    nxt = e.groupby("opportunity_id", sort=False)["entered_at"].shift(-1)
+    out = e.copy()
+    moved = nxt.notna()
+    out["closed_at"] = nxt.where(moved, e["closed_at"])
+    out["outcome"] = e["outcome"].astype(object).where(~moved, "advance")
+    return out
+
+
+def _reached_matrix(snap: pd.DataFrame, entries: pd.DataFrame, *, stages: StageConfig, entry: str) -> np.ndarray:
+    """Return a (deals x open stages) bool matrix of the stages each deal reached by as_of."""
+    order = {s: i for i, s in enumerate(stages.open)}
+    k = len(stages.open)
+    ids = pd.Index(snap["opportunity_id"].astype(object))
+    current = snap["stage"].map(lambda s: order.get(s, -1)).to_numpy(np.int64)
+    is_open = (snap["outcome"] == "open").to_numpy(bool)
+    # An open deal reached its current stage (a Prospecting deal has not reached Engaging); a closed one at
+    # least the entry stage.
+    deepest = np.where(is_open, current, np.maximum(current, order[entry]))
+    if len(entries):
+        e_order = entries["stage"].map(order).to_numpy(np.int64)
+        pos = ids.get_indexer(entries["opportunity_id"].astype(object))
+        np.maximum.at(deepest, pos, e_order)
+    won = (snap["outcome"] == "won").to_numpy(bool)
+    deepest[won] = k - 1  # a won deal passed every stage
+    return np.arange(k)[None, :] <= deepest[:, None]
+
+
+def _stage_durations(entries: pd.DataFrame, *, stages: StageConfig) -> pd.DataFrame:
+    """Return days spent in each stage by deals that left it (to the next stage entered, or to the close)."""
+    e = entries.sort_values(["opportunity_id", "entered_at"], kind="stable")
+    nxt = e.groupby("opportunity_id", sort=False)["entered_at"].shift(-1)
+    left = nxt.where(nxt.notna(), e["closed_at"])
+    days = elapsed_days(left, e["entered_at"])
+    final_outcome = e["outcome"]
+    return pd.DataFrame({"stage": e["stage"], "days": days, "outcome": final_outcome}).dropna(subset=["days"])
+
+
+def fit_hazards(
+    entries: pd.DataFrame,
+    *,
+    as_of: pd.Timestamp,
+    observed_from: pd.Timestamp,
+    bin_days: int = 7,
+    seasonal_prior: float = 100.0,
+    cohort_prior: float = 50.0,
+    half_life_days: float = float("inf"),
+    prior: Hazards | None = None,
+    prior_weight: float = 200.0,
+) -> tuple[Hazards, np.ndarray]:
+    """Estimate daily won/lost hazards by (age bin, quarter phase) with delayed entry and right censoring.
+
+    h(b, q) = (E(b, q) + k x h(b)) / (R(b, q) + k), where E counts closes and R deal-days at risk in age bin b
+    during quarter phase q, h(b) = E(b) / R(b) pools the phases and k = `seasonal_prior` deal-days shrinks a
+    phase with little evidence towards the pooled hazard. Deal-days before `observed_from` (the first close in
+    the data) are not at risk: an export that keeps only deals closed after some date says nothing earlier.
+    Also return, per calendar month since observed_from (rows: month start day, observed wins, expected wins).
+    """
+    t_dn = int(day_numbers(pd.DatetimeIndex([as_day(as_of)]))[0])
+    obs_dn = int(day_numbers(pd.DatetimeIndex([as_day(observed_from)]))[0])
+    start = day_numbers(entries["entered_at"])
+    end = day_numbers(entries["closed_at"])
+    outcome = entries["outcome"].astype(object).to_numpy()
+    closed = (end > -(2**61)) & (end < t_dn) & np.isin(outcome, ["won", "lost", "advance"])
+    first = np.maximum(start, obs_dn)
+    last = np.where(closed, end, t_dn - 1)
+    length = np.maximum(last - first + 1, 0)
+    ok = length > 0
+    start, first, length, closed, end = start[ok], first[ok], length[ok], closed[ok], end[ok]
+    outcome = outcome[ok]
+    if int(length.sum()) == 0:
+        return Hazards(bin_days, np.zeros((1, 3)), np.zeros((1, 3)), 0), np.zeros((0, 3))
+    # Deal-days at risk, counted on a (start day x age) grid: each stay is one run of ages on its start day's
+    # row, so a difference array and a cumulative sum count them without listing every day.
+    s0 = int(start.min())
+    row = start - s0
+    a0 = first - start
+    width = int((a0 + length).max()) + 1
+    size = (int(row.max()) + 1) * width
+    diff = (np.bincount(row * width + a0, minlength=size)
+            - np.bincount(row * width + a0 + length, minlength=size))
+    grid = np.cumsum(diff.reshape(-1, width), axis=1)
+    cell_row, age = np.nonzero(grid)
+    at_risk = grid[cell_row, age].astype(np.float64)
+    day = s0 + cell_row + age
+    nb = int(age.max()) // bin_days + 1
+    if prior is not None:
+        nb = max(nb, prior.won.shape[0])
+    b = age // bin_days
+    ph = quarter_phase(day)
+    cell = b * 3 + ph
+    recency = 0.5 ** ((t_dn - day) / half_life_days) if np.isfinite(half_life_days) else np.ones(len(day))
+    risk = np.bincount(cell, weights=at_risk * recency, minlength=nb * 3).reshape(nb, 3)
+    ev_age = end - start
+    ev_cell = (ev_age // bin_days) * 3 + quarter_phase(np.where(closed, end, 0))
+    ev_weight = 0.5 ** ((t_dn - end) / half_life_days) if np.isfinite(half_life_days) else np.ones(len(end))
+
+    def count(kind: str) -> np.ndarray:
+        hit = closed & (outcome == kind)
+        return np.bincount(ev_cell[hit], weights=ev_weight[hit], minlength=nb * 3).reshape(nb, 3)
+
+    won_ev, lost_ev, adv_ev = count("won"), count("lost"), count("advance")
+
+    def rate(events: np.ndarray) -> np.ndarray:
+        pooled = np.divide(events.sum(1), risk.sum(1), out=np.zeros(nb), where=risk.sum(1) > 0)
+        num = events + seasonal_prior * pooled[:, None]
+        den = risk + seasonal_prior
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    if prior is None:
+        hw, hl, ha = rate(won_ev), rate(lost_ev), rate(adv_ev)
+    else:
+        # A segment (e.g. one product) borrows strength from its stage: k deal-days of the stage's hazard.
+        def pad(h: np.ndarray | None) -> np.ndarray:
+            h = np.zeros((0, 3)) if h is None else h
+            return np.vstack([h, np.zeros((nb - h.shape[0], 3))])
+
+        hw = (won_ev + prior_weight * pad(prior.won)) / (risk + prior_weight)
+        hl = (lost_ev + prior_weight * pad(prior.lost)) / (risk + prior_weight)
+        ha = (adv_ev + prior_weight * pad(prior.advance)) / (risk + prior_weight)
+    scale = np.maximum(hw + hl + ha, 1.0)  # keep a daily probability: won + lost + advance <= 1
+    hw, hl, ha = hw / scale, hl / scale, ha / scale
+    # Observed against expected wins per calendar month, to measure how much months vary beyond chance.
+    month = (EPOCH + day.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+    expected = np.bincount(month - month.min(), weights=hw.reshape(-1)[cell] * at_risk)
+    ev_month = (EPOCH + end[closed & (outcome == "won")].astype("timedelta64[D]")).astype(
+        "datetime64[M]").astype(np.int64) - month.min()
+    observed = np.bincount(ev_month, minlength=len(expected))[: len(expected)]
+    full = np.arange(len(expected)) + month.min()
+    # Only whole calendar months inside [observed_from, as_of).
+    m_start = (full.astype("datetime64[M]").astype("datetime64[D]") - EPOCH).astype(np.int64)
+    m_end = ((full + 1).astype("datetime64[M]").astype("datetime64[D]") - EPOCH).astype(np.int64)
+    whole = (m_start >= obs_dn) & (m_end <= t_dn)
+    monthly = np.column_stack([m_start, observed, expected])[whole]
+    # Mixture cure model: the share of deals that never leave is where survival levels off after the last
+    # exit ever seen; each entry cohort (calendar month) gets its own share of leavers, (K_c + m q) /
+    # (sum F1(x_i) + m), K_c = deals that left, F1(x_i) = P(a leaver has left by its exposure x_i), m = cohort_prior.
+    weight = risk.sum(axis=1)
+    pooled = np.divide(((hw + hl + ha) * risk).sum(axis=1), weight, out=np.zeros(nb), where=weight > 0)
+    survival = np.concatenate([[1.0], np.cumprod(1.0 - np.repeat(pooled, bin_days))])
+    last_exit = int(ev_age[closed].max()) + 1 if closed.any() else 0
+    cure = float(survival[min(last_exit, len(survival) - 1)]) if closed.any() else 0.0
+    q = 1.0 - cure
+    fresh = start >= obs_dn  # cohorts seen from their start (no left truncation)
+    cohorts = np.zeros(0, dtype=np.int64)
+    susceptible = np.zeros(0)
+    if q > 0 and fresh.any() and np.isfinite(cohort_prior):
+        exposure = np.clip(t_dn - start[fresh], 0, len(survival) - 1)
+        f1 = np.clip((1.0 - survival[exposure]) / q, 0.0, 1.0)
+        cohort = (EPOCH + start[fresh].astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+        cohorts, inv = np.unique(cohort, return_inverse=True)
+        k_c = np.bincount(inv, weights=closed[fresh].astype(float), minlength=len(cohorts))
+        f_c = np.bincount(inv, weights=f1, minlength=len(cohorts))
+        susceptible = np.clip((k_c + cohort_prior * q) / (f_c + cohort_prior), 0.0, 1.0)
+    hazards = Hazards(bin_days, hw, hl, int(ok.sum()), ha if adv_ev.any() else None, cure, survival, cohorts,
+                      susceptible)
+    return hazards, monthly
+
+
+def _dispersion(monthly: np.ndarray, *, prior: float, prior_weight: float) -> float:
+    """Return the sd of log(observed / expected) monthly wins beyond Poisson noise, shrunk towards a prior.
+
+    s^2 = mean(log(O/E)^2 - 1/E) over months with E >= 5; sigma = sqrt((n s^2 + w prior^2) / (n + w)).
+    """
+    if len(monthly):
+        o, e = monthly[:, 1], monthly[:, 2]
+        use = (e >= 5) & (o > 0)
+        n = int(use.sum())
+        s2 = float(np.mean(np.log(o[use] / e[use]) ** 2 - 1.0 / e[use])) if n else 0.0
+    else:
+        n, s2 = 0, 0.0
+    return float(np.sqrt((n * max(s2, 0.0) + prior_weight * prior**2) / (n + prior_weight)))
+
+
+def stage_statistics(
+    snap: pd.DataFrame, *, stages: StageConfig, as_of: pd.Timestamp, history: pd.DataFrame | None = None,
+    extra: tuple[str, ...] = (),
+) -> tuple[str, pd.DataFrame, tuple[StageStats, ...], dict[str, np.ndarray]]:
+    """Return (entry stage, stage entries, per-stage statistics, days won deals spent per stage).
+
+    P(win | reached s) = won deals that reached s / closed deals that reached s (a won deal reached every stage;
+    a lost deal the stages recorded for it, or the entry stage). Conversion s -> next = deals that reached the
+    next stage (or won, after the last) / deals that reached s and are no longer in it. Stage durations: days
+    from entering a stage to entering the next or closing.
+    """
+    t = as_day(as_of)
+    entry = entry_stage(snap, stages=stages, history=history)
+    entries = stage_entries(snap, stages=stages, history=history, as_of=t, entry=entry, extra=extra)
+    reached = _reached_matrix(snap, entries, stages=stages, entry=entry)
+    outcome = snap["outcome"].to_numpy(dtype=object)
+    won, lost, is_open = outcome == "won", outcome == "lost", outcome == "open"
+    order = snap["stage"].map(lambda s: stages.order(s) if s in stages.all else -1).to_numpy(np.int64)
+    durations = _stage_durations(entries, stages=stages)
+    stats = []
+    won_days: dict[str, np.ndarray] = {}
+    for i, s in enumerate(stages.open):
+        r = reached[:, i]
+        n_won, n_lost = int((r & won).sum()), int((r & lost).sum())
+        p = n_won / (n_won + n_lost) if n_won + n_lost else float("nan")
+        decided = r & (~is_open | (order > i))
+        nxt = reached[:, i + 1] if i + 1 < len(stages.open) else won
+        conv = float((decided & nxt).sum() / decided.sum()) if decided.sum() else float("nan")
+        wd = durations.loc[(durations["stage"] == s) & (durations["outcome"] == "won"), "days"].to_numpy(float)
+        won_days[s] = wd
+        se = entries[(entries["stage"] == s) & (entries["outcome"] == "won")]
+        to_win = elapsed_days(se["closed_at"], se["entered_at"]).to_numpy(float)
+        stats.append(StageStats(
+            stage=s, reached=int(r.sum()), won=n_won, lost=n_lost, open=int((r & is_open & (order == i)).sum()),
+            win_probability=p, conversion_to_next=conv,
+            won_days_median=float(np.median(wd)) if len(wd) else float("nan"),
+            won_days_p80=float(np.percentile(wd, 80)) if len(wd) else float("nan"),
+            mean_days_to_win=float(np.mean(to_win)) if len(to_win) else float("nan"),
+        ))
+    return entry, entries, tuple(stats), won_days
+
+
+def fit_stage_model(
+    snap: pd.DataFrame,
+    *,
+    stages: StageConfig,
+    as_of: pd.Timestamp,
+    history: pd.DataFrame | None = None,
+    bin_days: int = 7,
+    seasonal_prior: float = 100.0,
+    cohort_prior: float = 50.0,
+    half_life_days: float = float("inf"),
+    segment_by: str | None = "product",
+    segment_prior: float = 200.0,
+    min_segment_deals: int = 30,
+    dispersion_prior: float = 0.15,
+    dispersion_prior_weight: float = 3.0,
+) -> StageModel:
+    """Learn the stage model from a snapshot (see forecasting.snapshot.snapshot) taken at `as_of`.
+
+    Stage probabilities, conversions and durations as in stage_statistics. Timing: daily won/lost hazards per
+    stage on the clock "days since entering the stage" (see fit_hazards). Realisation = won revenue / amount of
+    won deals (how booked value compares with the amount in the pipeline). Dispersion: see _dispersion.
+    """
+    t = as_day(as_of)
+    closed = snap[snap["outcome"].isin(["won", "lost"])]
+    observed_from = closed["closed_at"].min() if len(closed) else t
+    segment = segment_by if segment_by is not None and segment_by in snap.columns else None
+    entry, entries, stats, won_days = stage_statistics(snap, stages=stages, as_of=t, history=history,
+                                                       extra=(segment,) if segment else ())
+    hazards: dict[str, Hazards] = {}
+    entry_monthly = np.zeros((0, 3))
+    for s in stages.open:
+        stage_rows = entries[entries["stage"] == s]
+        if len(stage_rows) and stage_rows["outcome"].isin(["won", "lost"]).any():
+            hz, monthly = fit_hazards(stage_rows, as_of=t, observed_from=observed_from, bin_days=bin_days,
+                                      seasonal_prior=seasonal_prior, cohort_prior=cohort_prior,
+                                      half_life_days=half_life_days)
+            hazards[s] = hz
+            if s == entry:
+                entry_monthly = monthly
+    if entry not in hazards:
+        hz, entry_monthly = fit_hazards(entries, as_of=t, observed_from=observed_from, bin_days=bin_days,
+                                        seasonal_prior=seasonal_prior, cohort_prior=cohort_prior,
+                                        half_life_days=half_life_days)
+        hazards[entry] = hz
+    segment_hazards: dict[tuple[str, str], Hazards] = {}
+    if segment is not None:
+        for s, base in hazards.items():
+            rows = entries[entries["stage"] == s]
+            keys = rows[segment].astype(object)
+            for value, group in rows.groupby(keys.where(keys.notna(), "(none)"), sort=True):
+                if len(group) >= min_segment_deals and group["outcome"].isin(["won", "lost"]).any():
+                    segment_hazards[(s, str(value))] = fit_hazards(
+                        group, as_of=t, observed_from=observed_from, bin_days=bin_days,
+                        cohort_prior=cohort_prior, half_life_days=half_life_days, prior=base,
+                        prior_weight=segment_prior)[0]
+    sojourn: dict[str, Hazards] = {}
+    sojourn_segments: dict[tuple[str, str], Hazards] = {}
+    stays = sojourn_entries(entries)
+    for s in stages.open[:-1]:
+        rows = stays[stays["stage"] == s]
+        if not (rows["outcome"] == "advance").any():
+            continue
+        base = fit_hazards(rows, as_of=t, observed_from=observed_from, bin_days=bin_days,
+                           seasonal_prior=seasonal_prior, cohort_prior=cohort_prior,
+                           half_life_days=half_life_days)[0]
+        sojourn[s] = base
+        if segment is None:
+            continue
+        keys = rows[segment].astype(object)
+        for value, group in rows.groupby(keys.where(keys.notna(), "(none)"), sort=True):
+            if len(group) >= min_segment_deals:
+                sojourn_segments[(s, str(value))] = fit_hazards(
+                    group, as_of=t, observed_from=observed_from, bin_days=bin_days, cohort_prior=cohort_prior,
+                    half_life_days=half_life_days, prior=base, prior_weight=segment_prior)[0]
+    w = snap[snap["outcome"] == "won"]
+    amount = w["amount"].astype(float)
+    booked = w["won_amount"].astype(float)
+    both = amount.notna() & booked.notna() & (amount > 0)
+    realisation = float(booked[both].sum() / amount[both].sum()) if both.any() else 1.0
+    ads = float(booked.fillna(0).sum() / len(w)) if len(w) else float("nan")
+    return StageModel(
+        as_of=t, stages=stages, entry=entry, stats=stats, hazards=hazards, won_days=won_days,
+        realisation=realisation, average_deal_size=ads,
+        dispersion=_dispersion(entry_monthly, prior=dispersion_prior, prior_weight=dispersion_prior_weight),
+        observed_from=pd.Timestamp(observed_from), use_cohorts=bool(np.isfinite(cohort_prior)),
+        segment_by=segment, segment_hazards=segment_hazards, sojourn=sojourn, sojourn_segments=sojourn_segments,
+    )

@@ -1,0 +1,81 @@
+"""Forecasts: hand-checked velocity and stage-weighted numbers, a JSON-ready result, clear refusals, and a
+Monte Carlo whose mean lands on the revenue the synthetic generator really closes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crmdata.stages import DEFAULT_STAGES
+from crmdata.synthetic import generate_opportunities
+from forecasting.errors import ForecastInputError
+from forecasting.forecast import forecast, monte_carlo, plan, stage_weighted, velocity_forecast
+from tests.forecasting.conftest import MAVEN_STAGES
+
+
+def test_velocity_and_stage_weighted_by_hand(six_deals: pd.DataFrame) -> None:
+    p = plan(six_deals, stages=MAVEN_STAGES, as_of="2024-03-03", horizon="30D")
+    # Open: d5 ($500) and d6 ($600) in Engaging; P(win | Engaging) = 3 won / 4 closed = 0.75.
+    assert stage_weighted(p) == pytest.approx(825.0)  # (500 + 600) x 0.75
+    # Velocity: 2 deals x $233.33 average deal x 0.75 / 20 days to win = $17.50 a day, for 20 of the 30 days.
+    assert velocity_forecast(p).tolist() == pytest.approx([350.0])
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    data = generate_opportunities(n=1500, seed=11)
+    return data.opportunities, data.history, data.as_of
+
+
+def test_forecast_result_is_complete_and_json_ready(synthetic: tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]) -> None:
+    deals, history, as_of = synthetic
+    result = forecast(deals, stages=DEFAULT_STAGES, history=history,
+                      as_of=as_of, horizon="3M", target=0.0, by="owner", n_sims=2000,
+                      rng=np.random.default_rng(0))
+    assert len(result.periods) == 3
+    for p in (*result.periods, result.total):
+        assert 0 <= p.p10 <= p.p50 <= p.p90
+    assert result.probability_of_target == 1.0  # every simulated total reaches $0
+    assert result.total.mean == pytest.approx(sum(p.mean for p in result.periods), rel=1e-9)
+    assert len(result.drivers) == 10 and result.drivers[0].spread_share >= result.drivers[-1].spread_share
+    assert result.groups and {g.group for g in result.groups} >= set(deals.loc[deals["outcome"] == "open", "owner"])
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["as_of"] == "2026-07-01" and data["periods"][0]["start"] == "2026-07-01"
+    assert set(data) >= {"periods", "total", "stage_weighted", "probability_of_target", "drivers", "stuck",
+                         "metrics", "model", "groups"}
+    again = forecast(deals, stages=DEFAULT_STAGES, history=history,
+                     as_of=as_of, horizon="3M", n_sims=2000, rng=np.random.default_rng(0))
+    assert again.total.p50 == pytest.approx(result.total.p50)  # seeded: the same numbers
+
+
+def test_bad_input_is_refused_with_a_clear_message(six_deals: pd.DataFrame) -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(ForecastInputError, match="no opportunity was created before the as-of date 2019-01-01"):
+        forecast(six_deals, stages=MAVEN_STAGES, as_of="2019-01-01", horizon="1M", rng=rng)
+    with pytest.raises(ForecastInputError, match="horizon '3X' does not parse"):
+        forecast(six_deals, stages=MAVEN_STAGES, as_of="2024-03-03", horizon="3X", rng=rng)
+    with pytest.raises(ForecastInputError, match="pipeline is empty"):
+        forecast(six_deals.iloc[0:0], stages=MAVEN_STAGES, as_of="2024-03-03", horizon="1M", rng=rng)
+    with pytest.raises(ForecastInputError, match="target must be a non-negative"):
+        forecast(six_deals, stages=MAVEN_STAGES, as_of="2024-03-03", horizon="1M", target=-5, rng=rng)
+    with pytest.raises(ForecastInputError, match="not a date"):
+        forecast(six_deals, stages=MAVEN_STAGES, as_of="someday", horizon="1M", rng=rng)
+
+
+@pytest.mark.slow
+def test_monte_carlo_mean_matches_what_the_generator_closes() -> None:
+    errors = []
+    for seed in range(1, 7):
+        data = generate_opportunities(n=40_000, seed=seed)
+        p = plan(data.opportunities, stages=data.stages, history=data.history, as_of=data.as_of, horizon="6W")
+        mean = monte_carlo(p, n_sims=2000, rng=np.random.default_rng(seed)).revenue.sum(axis=1).mean()
+        truth = data.truth
+        won = truth[(truth["final_outcome"] == "won") & (truth["final_closed_at"] >= data.as_of)
+                    & (truth["final_closed_at"] < p.periods[-1].end)]
+        errors.append(mean / float(won["final_won_amount"].sum()) - 1)
+    print(f"\nMonte Carlo mean vs generated revenue, 6 weeks, per seed: {np.round(errors, 3)}; "
+          f"average {np.mean(errors):+.3f}")
+    assert abs(np.mean(errors)) <= 0.03
