@@ -9,6 +9,7 @@ import click
 
 from api.commands import data as data_commands
 from api.commands import forecasting as forecasting_commands
+from api.commands import report as report_commands
 from api.commands import scoring as scoring_commands
 from api.settings import Settings, SettingsError, load_settings
 from crmdata.errors import LeadcastError
@@ -45,6 +46,7 @@ def settings_of(ctx: click.Context) -> Settings:
 data_commands.register(cli)
 scoring_commands.register(cli)
 forecasting_commands.register(cli)
+report_commands.register(cli)
 
 
 def main() -> None:

@@ -1,0 +1,117 @@
+"""The `report` command: the leadership forecast report as one HTML page and an Excel workbook."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+
+from crmdata.loaders import load_pipeline, read_raw
+from forecasting.errors import ForecastInputError
+from forecasting.periods import as_day, parse_horizon
+from forecasting.report import build_report, write_report
+from forecasting.report.build import REPORT_STEPS
+from scoring.scorer import Scorer
+from scoring.spec import prepare
+
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Score the open leads of a lead export as of a date: those whose outcome is still empty (all of them when
+    the file has no outcome column), created before the date when the spec names a creation column.
+
+    Every row is checked against the scorer's spec first, so a bad value is reported with its row in the file.
+    Recency is measured from each lead's own as-of value when the file has one, else from `as_of`.
+    """
+    spec = scorer.spec
+    raw = read_raw(path, missing_values=spec.missing_values)
+    stamp = as_of.isoformat()
+    raw = raw.assign(as_of=raw["as_of"].fillna(stamp)) if "as_of" in raw.columns else raw.assign(as_of=stamp)
+    prepared = prepare(raw, spec=spec, table=path.name)
+    column = spec.target.column
+    if column in raw.columns:
+        text = raw[column].astype("string").str.strip()
+        undecided = (text.isna() | text.isin(["", *spec.missing_values])).fillna(True).to_numpy(bool, copy=True)
+    else:
+        undecided = np.ones(len(raw), dtype=bool)
+    if prepared.created_at is not None:
+        undecided &= ~(prepared.created_at >= as_of).fillna(False).to_numpy(bool)
+    rows = np.flatnonzero(undecided)
+    features = prepared.features.iloc[rows].reset_index(drop=True)
+    ids = prepared.ids.iloc[rows].reset_index(drop=True)
+    if len(rows) == 0:
+        return pd.DataFrame({spec.id_column: pd.Series(dtype="string"), "probability": pd.Series(dtype=float),
+                             "score": pd.Series(dtype="int64"), "grade": pd.Series(dtype="string")})
+    return scorer.score_frame(features, ids, reasons=False)
+
+
+def _settings(ctx: click.Context) -> Any:
+    from api.cli import settings_of
+
+    return settings_of(ctx)
+
+
+@click.command("report")
+@click.option("--opportunities", type=FILE, required=True, help="Opportunity export (CSV or Parquet).")
+@click.option("--mapping", type=FILE, default=None, help="TOML column mapping for an export with other names.")
+@click.option("--history", type=FILE, default=None, help="Stage history export (one row per stage entered).")
+@click.option("--leads", type=FILE, default=None,
+              help="Lead export: its open leads are scored (the champion model, else the cold-start rules) and "
+                   "shown by grade.")
+@click.option("--as-of", "as_of", required=True, help="Report as of this date (YYYY-MM-DD): data known before it.")
+@click.option("--horizon", default="1Q", show_default=True, help="30D, 6W, 3M or 1Q: the periods to forecast.")
+@click.option("--target", type=float, default=None, help="Revenue target ($) over the horizon.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same numbers).")
+@click.option("--sims", type=click.IntRange(min=100), default=None,
+              help="Forecast simulations (default: the forecast_simulations setting, 10,000).")
+@click.option("--backtest-months", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Replay the forecast as of the first of each of this many months before --as-of.")
+@click.option("--backtest-sims", type=click.IntRange(min=100), default=1_000, show_default=True,
+              help="Simulations per replayed month.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for report.html and report.xlsx.")
+@click.pass_context
+def report_command(ctx: click.Context, opportunities: Path, mapping: Path | None, history: Path | None,
+                   leads: Path | None, as_of: str, horizon: str, target: float | None, seed: int, sims: int | None,
+                   backtest_months: int, backtest_sims: int, out: Path) -> None:
+    """Write the leadership report: forecast with P10/P50/P90 and its measured accuracy, pipeline health, reps
+    and products (report.html, one self-contained page, and report.xlsx)."""
+    settings = _settings(ctx)
+    hz = parse_horizon(horizon)
+    t = as_day(as_of, field="--as-of")
+    if target is not None and (not np.isfinite(target) or target < 0):
+        raise ForecastInputError(f"--target must be a non-negative amount in $, got {target}")
+    pipeline = load_pipeline(opportunities, mapping=mapping, history=history)
+    if pipeline.opportunities.empty:
+        raise ForecastInputError(f"the pipeline is empty: {opportunities} has no opportunities")
+    scores = None
+    if leads is not None:
+        from scoring.scorer import load_scorer
+
+        scorer = load_scorer(None, models_dir=settings.resolved_models_dir)
+        if scorer.kind == "rules":
+            click.echo(f"no trained model in {settings.resolved_models_dir}: scoring leads with the cold-start "
+                       f"rules ({scorer.version})", err=True)
+        scores = score_open_leads(leads, scorer=scorer, as_of=t)
+    n_sims = sims if sims is not None else settings.forecast_simulations
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with click.progressbar(length=REPORT_STEPS, label="building the report", file=sys.stderr) as bar:
+        report = build_report(pipeline, as_of=t, horizon=str(hz), rng=np.random.default_rng(seed), target=target,
+                              leads_scores=scores, n_sims=n_sims, backtest_months=backtest_months,
+                              backtest_sims=backtest_sims, source=opportunities.name, generated_at=stamp,
+                              progress=lambda _step: bar.update(1))
+    html_path, xlsx_path = write_report(report, out)
+    for sentence in report.summary:
+        click.echo(f"- {sentence}")
+    click.echo(f"wrote {html_path} and {xlsx_path}")
+
+
+def register(group: click.Group) -> None:
+    """Add the `report` command to the `leadcast` group."""
+    group.add_command(report_command)

@@ -1,0 +1,74 @@
+"""Benchmark: the leadership report for 100,000 opportunities (target: under 30 s on 2 cores).
+
+The synthetic CRM's 100,000 deals are written as Parquet, then, in a child process per case, loaded, forecast
+(10,000 simulations), backtested on the six months before (1,000 simulations each), summarised, drawn and written
+as report.html and report.xlsx: what `leadcast report` does. Two cases: the export alone (the command's default) and
+with its stage history (344k stage changes, a heavier stage model). Run with `make bench`, or directly:
+`python -m tests.benchmarks.bench_report DIR history|export`.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.conftest import PYTHON, run_measured
+
+DEALS = 100_000
+TARGET = 45_000_000.0
+
+
+def measure(folder: Path, case: str) -> dict[str, object]:
+    """Load the export, build and write the report in this process; return the time of each step."""
+    import numpy as np
+
+    from crmdata.loaders import load_pipeline
+    from forecasting.report import build_report, write_report
+
+    start = time.perf_counter()
+    history = folder / "stage_history.parquet" if case == "history" else None
+    pipeline = load_pipeline(folder / "opportunities.parquet", history=history)
+    steps = {"load": time.perf_counter() - start}
+    last = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        steps[name] = now - last
+        last = now
+
+    report = build_report(pipeline, as_of="2026-07-01", horizon="1Q", target=TARGET, rng=np.random.default_rng(0),
+                          progress=step)
+    write_report(report, folder / f"report-{case}")
+    step("write")
+    return {"case": case, "seconds": time.perf_counter() - start, "steps": steps,
+            "open_deals": report.forecast["metrics"]["open_deals"], "html_kib": len(report.html) / 1024,
+            "xlsx_kib": len(report.xlsx) / 1024, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+@pytest.mark.bench
+def test_bench_report(tmp_path: Path) -> None:
+    from crmdata.loaders import write_table
+    from crmdata.synthetic import generate_opportunities
+
+    data = generate_opportunities(n=DEALS, seed=1)
+    write_table(data.opportunities, tmp_path / "opportunities.parquet")
+    write_table(data.history, tmp_path / "stage_history.parquet")
+    print(f"\nleadership report, {DEALS:,} synthetic opportunities, 1Q as of 2026-07-01 (target < 30 s):")
+    for case in ("export", "history"):
+        _, _, out = run_measured([PYTHON, "-m", "tests.benchmarks.bench_report", str(tmp_path), case])
+        r = json.loads(out.strip().splitlines()[-1])
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in r["steps"].items())
+        label = "export alone      " if case == "export" else "with stage history"
+        print(f"  {label} {r['seconds']:5.1f} s ({r['seconds'] / 30:.2f} of budget; {steps}), peak RSS "
+              f"{r['peak_mib']:,.0f} MiB, {r['open_deals']:,.0f} open deals, report.html {r['html_kib']:,.0f} KiB, "
+              f"report.xlsx {r['xlsx_kib']:,.0f} KiB")
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(Path(sys.argv[1]), sys.argv[2])))
