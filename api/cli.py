@@ -11,6 +11,7 @@ from api.commands import data as data_commands
 from api.commands import forecasting as forecasting_commands
 from api.commands import report as report_commands
 from api.commands import scoring as scoring_commands
+from api.commands import service as service_commands
 from api.settings import Settings, SettingsError, load_settings
 from crmdata.errors import LeadcastError
 
@@ -47,6 +48,7 @@ data_commands.register(cli)
 scoring_commands.register(cli)
 forecasting_commands.register(cli)
 report_commands.register(cli)
+service_commands.register(cli)
 
 
 def main() -> None:

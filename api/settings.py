@@ -31,6 +31,22 @@ class Settings(BaseSettings):
     experiment_name: str = "leadcast-lead-scoring"
     registered_model_name: str = "leadcast-lead-scoring"
     demo_dir: Path | None = Field(default=None, description="Where `leadcast demo-data` writes by default.")
+    api_keys_file: Path | None = Field(default=None,
+                                       description="API key hashes and scopes; default home/api-keys.json.")
+    max_body_bytes: int = Field(default=16 * 2**20, gt=0, description="Largest request body accepted, in bytes.")
+    max_batch: int = Field(default=10_000, gt=0, description="Most leads scored in one request.")
+    rate_limit_per_minute: int = Field(default=1200, gt=0, description="Requests a key may make per minute.")
+    rate_limit_burst: int = Field(default=200, gt=0, description="Requests a key may make at once above the pace.")
+    model_source: str = Field(
+        default="auto", pattern="^(auto|mlflow|files)$",
+        description="Where the served champion comes from: the MLflow alias (mlflow), models/registry.json (files), "
+                    "or auto: MLflow when a tracking URI is set, else models/.")
+    forecast_simulations: int = Field(default=10_000, gt=0, le=200_000, description="Monte Carlo runs per forecast.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=2, ge=1, le=64)
+    threads: int = Field(default=1, ge=1, le=64)
+    timeout_seconds: int = Field(default=60, ge=1)
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -50,6 +66,16 @@ class Settings(BaseSettings):
         if self.mlflow_artifact_root:
             return self.mlflow_artifact_root
         return (self.home / "mlartifacts").resolve().as_uri()
+
+    @property
+    def serves_from_mlflow(self) -> bool:
+        """Return whether the service resolves the champion through the MLflow registry alias."""
+        return self.model_source == "mlflow" or (self.model_source == "auto" and self.mlflow_tracking_uri is not None)
+
+    @property
+    def resolved_api_keys_file(self) -> Path:
+        """Return the API keys file, defaulting to home/api-keys.json."""
+        return self.api_keys_file if self.api_keys_file is not None else self.home / "api-keys.json"
 
     @property
     def resolved_demo_dir(self) -> Path:

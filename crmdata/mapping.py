@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, Literal
 from crmdata.contracts import Contract
 from crmdata.errors import DataValidationError, Problem
 from crmdata.stages import StageConfig
+from crmdata.tomlfile import read_toml
 
 Normalize = Literal["exact", "casefold", "alnum"]
 
@@ -44,17 +44,7 @@ class ColumnMapping:
     @classmethod
     def from_file(cls, path: Path) -> ColumnMapping:
         """Read a TOML mapping; relative file names in `[[joins]]` are looked up beside the export."""
-        try:
-            with path.open("rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError as exc:
-            raise DataValidationError(
-                [Problem(str(path), "-", "mapping file does not exist", code="missing_file")], source=str(path)
-            ) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise DataValidationError(
-                [Problem(str(path), "-", f"not valid TOML: {exc}", code="bad_mapping")], source=str(path)
-            ) from exc
+        data = read_toml(path, what="mapping", code="bad_mapping")
         return cls.from_dict(data, base=path.parent, source=str(path))
 
     @classmethod

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from crmdata.tomlfile import read_toml
 
 Outcome = Literal["open", "won", "lost"]
 
@@ -74,8 +75,7 @@ class StageConfig:
     @classmethod
     def from_file(cls, path: Path) -> StageConfig:
         """Read a TOML file with a `[stages]` table."""
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        data = read_toml(path, what="stages", code="bad_stages")
         return cls.from_mapping(data.get("stages", data))
 
 

@@ -7,3 +7,7 @@ from crmdata.errors import LeadcastError
 
 class ForecastInputError(LeadcastError):
     """Raised when a forecast, metric or backtest is asked for with input it cannot use (names the problem)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

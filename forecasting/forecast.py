@@ -388,7 +388,7 @@ def _groups(p: Plan, *, by: str, n_sims: int, rng: np.random.Generator) -> tuple
     """Simulate each group's own open deals and its share of each segment's new deals over the horizon."""
     if by not in p.open_deals.columns:
         raise ForecastInputError(f"cannot group by '{by}': no such column (try owner, team, region, product, "
-                                 "product_category)")
+                                 "product_category)", field="by")
     keys = _labels(p.open_deals, by)
     window = pd.Timedelta(days=p.creation_window_days)
     recent = p.snap[(p.snap["created_at"] >= p.as_of - window).fillna(False).astype(bool)]
@@ -440,7 +440,7 @@ def forecast(
         raise ForecastInputError(f"target must be a non-negative amount in $, got {target}")
     if by is not None and by not in opportunities.columns:
         raise ForecastInputError(f"cannot group by '{by}': no such column (try owner, team, region, product, "
-                                 "product_category)")
+                                 "product_category)", field="by")
     p = plan(opportunities, stages=stages, as_of=as_of, horizon=horizon, history=history,
              creation_window_days=creation_window_days)
     sim = monte_carlo(p, n_sims=n_sims, rng=rng)

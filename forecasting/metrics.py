@@ -23,7 +23,7 @@ Value = float | pd.Series
 def _check_by(deals: pd.DataFrame, by: str | None) -> None:
     if by is not None and by not in deals.columns:
         raise ForecastInputError(f"cannot group by '{by}': no such column (try owner, team, region, product, "
-                                 "product_category)")
+                                 "product_category)", field="by")
 
 
 def _period_mask(dates: pd.Series, start: object | None, end: object | None) -> pd.Series:

@@ -56,15 +56,16 @@ def parse_horizon(text: str) -> Horizon:
     if not match:
         raise ForecastInputError(
             f"horizon {text!r} does not parse: write a whole number and a unit, D (days), W (weeks), "
-            "M (calendar months) or Q (calendar quarters), e.g. 30D, 6W, 3M, 1Q"
+            "M (calendar months) or Q (calendar quarters), e.g. 30D, 6W, 3M, 1Q", field="horizon"
         )
     count = int(match.group(1))
     unit: Unit = match.group(2).upper()  # type: ignore[assignment]
     if count < 1:
-        raise ForecastInputError(f"horizon {text!r}: the count must be at least 1")
+        raise ForecastInputError(f"horizon {text!r}: the count must be at least 1", field="horizon")
     approx_days = count * {"D": 1, "W": 7, "M": 31, "Q": 92}[unit]
     if approx_days > MAX_DAYS:
-        raise ForecastInputError(f"horizon {text!r} is longer than three years; forecast a shorter horizon")
+        raise ForecastInputError(f"horizon {text!r} is longer than three years; forecast a shorter horizon",
+                                 field="horizon")
     return Horizon(count=count, unit=unit)
 
 
@@ -73,9 +74,9 @@ def as_day(value: object, *, field: str = "as_of") -> pd.Timestamp:
     try:
         stamp = pd.Timestamp(value)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
-        raise ForecastInputError(f"{field} {value!r} is not a date (use YYYY-MM-DD)") from exc
+        raise ForecastInputError(f"{field} {value!r} is not a date (use YYYY-MM-DD)", field=field) from exc
     if pd.isna(stamp):
-        raise ForecastInputError(f"{field} is empty; give a date (YYYY-MM-DD)")
+        raise ForecastInputError(f"{field} is empty; give a date (YYYY-MM-DD)", field=field)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert(None)
     return stamp.normalize()

@@ -352,14 +352,7 @@ class CompiledModel:
         if p is None:
             p = self.proba(base)
         out = np.zeros((n, len(self.fields)))
-        subs: list[tuple[int, np.ndarray]] = []
-        for j, name in enumerate(self.fields):
-            neutral = self.neutral[name]
-            values = base[name]
-            differs = ~np.isnan(values) if np.isnan(neutral) else np.isnan(values) | (values != neutral)
-            rows = np.flatnonzero(differs)
-            if rows.size:
-                subs.append((j, rows))
+        subs = self._substitutions(base)
         if not subs:
             return out
         if n > REASON_BLOCK:

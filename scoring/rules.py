@@ -9,7 +9,6 @@ guide, not a calibrated probability; outputs say `model_kind = "rules"`).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from crmdata.errors import DataValidationError, Problem
+from crmdata.tomlfile import read_toml
 from scoring.features import to_days
 
 RULES_DIR = Path(__file__).resolve().parent / "rules"
@@ -59,15 +59,7 @@ class RulesModel:
     def from_file(cls, path: Path | None = None) -> RulesModel:
         """Read a rules TOML file (default: the rules shipped for the lead contract)."""
         path = path or DEFAULT_RULES
-        try:
-            with path.open("rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError as exc:
-            raise DataValidationError([Problem(str(path), "-", "rules file does not exist", code="missing_file")],
-                                      source=str(path)) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise DataValidationError([Problem(str(path), "-", f"not valid TOML: {exc}", code="bad_rules")],
-                                      source=str(path)) from exc
+        data = read_toml(path, what="rules", code="bad_rules")
         return cls.from_dict(data, source=str(path))
 
     @classmethod

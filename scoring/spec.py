@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tomllib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from crmdata.errors import DataValidationError, Problem
+from crmdata.tomlfile import read_toml
 
 FeatureKind = Literal["numeric", "categorical", "boolean", "timestamp"]
 FeatureGroup = Literal["demographic", "firmographic", "behavioural", "engagement", "bant"]
@@ -112,15 +113,7 @@ class ModelSpec:
     @classmethod
     def from_file(cls, path: Path) -> ModelSpec:
         """Read a spec from a TOML file, reporting every malformed entry at once."""
-        try:
-            with path.open("rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError as exc:
-            raise DataValidationError([Problem(str(path), "-", "spec file does not exist", code="missing_file")],
-                                      source=str(path)) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise DataValidationError([Problem(str(path), "-", f"not valid TOML: {exc}", code="bad_spec")],
-                                      source=str(path)) from exc
+        data = read_toml(path, what="spec", code="bad_spec")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -289,6 +282,8 @@ def _parse(series: pd.Series, kind: FeatureKind, spec: ModelSpec, table: str, na
             out = series.astype("Float64").astype("float64")
         else:
             out = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
+        # Infinity parses as a float but no model can use it: it is as wrong as text.
+        out[np.isinf(out.to_numpy())] = np.nan
         expected = "a number"
     elif kind == "boolean":
         if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
@@ -482,7 +477,10 @@ def prepare_records(records: list[Mapping[str, Any]], *, spec: ModelSpec, table:
                 if f.kind == "categorical":
                     out[i] = value if isinstance(value, str) else str(value)
                 elif f.kind == "numeric":
-                    out[i] = float(value)
+                    number = float(value)
+                    if not math.isfinite(number):
+                        raise ValueError(value)
+                    out[i] = number
                 elif f.kind == "boolean":
                     if isinstance(value, bool | int | float | np.bool_) and float(value) in (0.0, 1.0):
                         out[i] = float(value)

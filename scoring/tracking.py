@@ -30,6 +30,8 @@ from scoring.fast import CompiledModel
 from scoring.spec import prepare
 from scoring.training import TrainingResult
 
+SERVING_ARTIFACT_DIR = "leadcast"
+
 AUC_MARGIN = 0.005
 BRIER_MARGIN = 0.02
 MIN_COMPARE_PER_CLASS = 20
@@ -258,11 +260,52 @@ def _track(
                      "tracking_uri": tracking_uri, "promotion": decision.reason, "promoted": decision.promoted})
         path = save_trained(trained, models_dir=models_dir, name=registered_model_name, aliases=aliases)
         card_path = path.with_suffix(".json")
+        # The leadcast artifact (pipeline, spec, card) rides with the run, so a service on another machine
+        # can serve the champion from the tracking server alone.
+        client.log_artifact(run_id, str(path), artifact_path=SERVING_ARTIFACT_DIR)
+        client.log_artifact(run_id, str(card_path), artifact_path=SERVING_ARTIFACT_DIR)
         return TrackedModel(version=version, run_id=run_id, artifact=path, card=card_path, decision=decision,
                             aliases=tuple(aliases))
     finally:
         mlflow.set_tracking_uri(previous_uri)
         mlflow.set_registry_uri(previous_registry)
+
+
+def fetch_champion(*, tracking_uri: str, registered_model_name: str, cache_dir: Path) -> TrainedModel | None:
+    """Return the model the MLflow alias `champion` names (None when no version holds it), downloading its
+    leadcast artifact into `cache_dir` unless it is there already."""
+    with quiet_mlflow():
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            found = client.get_model_version_by_alias(registered_model_name, "champion")
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise LeadcastError(f"cannot read the champion of {registered_model_name!r} from {tracking_uri}: "
+                                f"{exc.message}") from exc
+        name = f"{registered_model_name}-v{found.version}.joblib"
+        local = cache_dir / name
+        if found.run_id is None:
+            raise LeadcastError(f"model version {found.version} of {registered_model_name!r} has no run to fetch "
+                                "its leadcast artifact from; register models with `leadcast train`")
+        if not local.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            # Download beside the cache and rename: workers fetching at once never see half a file.
+            with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+                try:
+                    downloaded = client.download_artifacts(found.run_id, f"{SERVING_ARTIFACT_DIR}/{name}", tmp)
+                except MlflowException as exc:
+                    raise LeadcastError(f"model version {found.version} of {registered_model_name!r} has no "
+                                        f"leadcast artifact in run {found.run_id}: {exc.message}") from exc
+                staged = Path(tmp) / f".{name}"
+                shutil.copyfile(downloaded, staged)
+                staged.replace(local)
+        trained = load_trained(local, models_dir=cache_dir)
+        trained.version = str(found.version)
+        return trained
 
 
 def read_champion_version(models_dir: Path) -> str | None:
@@ -274,4 +317,4 @@ def read_champion_version(models_dir: Path) -> str | None:
     return None if version is None else str(version)
 
 
-__all__ = ["Decision", "TrackedModel", "decide", "quiet_mlflow", "set_alias", "track"]
+__all__ = ["Decision", "TrackedModel", "decide", "fetch_champion", "quiet_mlflow", "set_alias", "track"]

@@ -1,0 +1,56 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, request
+
+from api.errors import register_error_handlers
+from api.http import Runtime
+from api.keys import KeyRing
+from api.metrics import Metrics
+from api.ratelimit import RateLimiter
+from api.settings import Settings, load_settings
+
+log = logging.getLogger("leadcast.api")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the leadcast service: settings read once, one blueprint per resource, one error shape."""
+    from api.blueprints import docs, forecast, health, leads, models
+
+    settings = settings or load_settings()
+    app = Flask("leadcast")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    rt = Runtime(
+        settings=settings,
+        keys=KeyRing(settings.resolved_api_keys_file),
+        limiter=RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst),
+        metrics=Metrics(),
+    )
+    app.extensions["leadcast"] = rt
+    for module in (health, docs, models, leads, forecast):
+        module.init(app, rt) if hasattr(module, "init") else None
+        app.register_blueprint(module.bp)
+    register_error_handlers(app)
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        rt.metrics.requests.labels(endpoint=endpoint, method=request.method, status=str(response.status_code)).inc()
+        rt.metrics.latency.labels(endpoint=endpoint).observe(elapsed)
+        # Never the key, the body or a lead's fields: only what identifies the call.
+        log.info("%s %s %s %.1fms key=%s", request.method, endpoint, response.status_code, elapsed * 1000,
+                 g.get("api_key_name", "-"))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return app

@@ -1,0 +1,32 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from api.errors import ApiError
+from api.http import runtime
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Say the process is alive."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Say whether a model is loaded and scoring can be served."""
+    models = runtime().services.get("models")
+    current = models.current() if models is not None else None
+    if current is None:
+        raise ApiError(503, "unavailable", "no model is loaded yet")
+    return jsonify({"status": "ready", "model": current.describe()})
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Expose request, latency, score and model metrics in the Prometheus text format."""
+    return Response(runtime().metrics.render(), mimetype="text/plain; version=0.0.4")

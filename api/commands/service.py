@@ -1,0 +1,154 @@
+"""Service commands: manage API keys, run the service under gunicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from api.keys import SCOPES, create_key, read_keys, revoke_key
+from api.settings import Settings
+
+KEY_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    from api.cli import settings_of
+
+    return settings_of(ctx)
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys (stored as hashes in the keys file)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who or what the key is for.")
+@click.option("--scopes", default="score", show_default=True, help=f"Comma-separated, from {', '.join(SCOPES)}.")
+@click.option("--file", "file", type=KEY_FILE, default=None, help="Keys file (default: the api_keys_file setting).")
+@click.pass_context
+def keys_create(ctx: click.Context, name: str, scopes: str, file: Path | None) -> None:
+    """Create a key; it is printed once, alone on the last line, and only its hash is stored."""
+    path = file or _settings(ctx).resolved_api_keys_file
+    wanted = tuple(s.strip() for s in scopes.split(",") if s.strip())
+    key = create_key(path, name=name, scopes=wanted)
+    click.echo(f"created key {name!r} with scopes {', '.join(wanted)} in {path}; store it now, it is not shown again:")
+    click.echo(key)
+
+
+@keys.command("list")
+@click.option("--file", "file", type=KEY_FILE, default=None)
+@click.pass_context
+def keys_list(ctx: click.Context, file: Path | None) -> None:
+    """List keys by name, scopes and state (never the keys themselves)."""
+    path = file or _settings(ctx).resolved_api_keys_file
+    rows = read_keys(path)
+    if not rows:
+        click.echo(f"no keys in {path}")
+    for k in rows:
+        state = f"revoked {k.revoked_at[:19]}" if k.revoked_at else "active"
+        click.echo(f"{k.name:<24} {','.join(k.scopes):<24} created {k.created_at[:19]}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@click.option("--file", "file", type=KEY_FILE, default=None)
+@click.pass_context
+def keys_revoke(ctx: click.Context, name: str, file: Path | None) -> None:
+    """Revoke the active key with this name; running services refuse it from the next request."""
+    path = file or _settings(ctx).resolved_api_keys_file
+    count = revoke_key(path, name=name)
+    click.echo(f"revoked {count} key(s) named {name!r}")
+
+
+QUICKSTART_KEY = "quickstart"
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """Return every set field of `settings` as a LEADCAST_<FIELD> variable (paths made absolute).
+
+    The gunicorn process builds its app from the environment alone (api/wsgi.py), so exporting the whole
+    object gives it exactly the settings this process read, whether they came from a file or variables.
+    """
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        text = str(value.resolve()) if isinstance(value, Path) else str(value)
+        env[f"LEADCAST_{name.upper()}"] = text
+    return env
+
+
+def example_lead(now: datetime | None = None) -> dict[str, object]:
+    """Return one plausible lead, its activity dated just before `now`, to show how scoring is called."""
+    now = (now or datetime.now(UTC)).replace(microsecond=0, tzinfo=None)
+    return {
+        "lead_id": "L-quickstart-1", "source": "organic_search", "product_interest": "CRM", "country": "DE",
+        "region": "EMEA", "industry": "software", "employees": 120, "job_level": "director", "web_visits": 9,
+        "pages_per_visit": 4.5, "pricing_page_visits": 2, "demo_requested": True, "email_opens": 6,
+        "email_clicks": 3, "last_activity_at": (now - timedelta(days=2)).isoformat(),
+        "last_engagement_at": (now - timedelta(days=5)).isoformat(), "budget_stated": True,
+        "decision_maker": True, "need_stated": True, "purchase_timeframe": "0-3 months",
+    }
+
+
+def quickstart_curl(*, host: str, port: int, key: str) -> str:
+    """Return a ready-to-paste curl command that scores the example lead with `key`."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    netloc = f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+    body = json.dumps({"lead": example_lead()}, separators=(",", ":"))
+    return (f"curl -sS -X POST http://{netloc}/v1/leads/score -H 'Authorization: Bearer {key}' "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
+
+
+def _quickstart_key(settings: Settings) -> str:
+    """Revoke any active key named "quickstart" and return a new one with the score scope."""
+    path = settings.resolved_api_keys_file
+    if any(k.name == QUICKSTART_KEY and k.revoked_at is None for k in read_keys(path)):
+        revoke_key(path, name=QUICKSTART_KEY)
+    return create_key(path, name=QUICKSTART_KEY, scopes=("score",))
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to bind (default: the host setting, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: the port setting, 8000).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn worker processes.")
+@click.option("--quickstart-key", is_flag=True,
+              help=f"Replace the key named {QUICKSTART_KEY!r} with a new score-only key and print a curl that "
+                   "scores a lead with it.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None, quickstart_key: bool) -> None:
+    """Run the scoring and forecast service under gunicorn (config: api/gunicorn_conf.py)."""
+    settings = _settings(ctx)
+    env = dict(os.environ)
+    # gunicorn's app reads its settings from the environment only: hand it every field of ours.
+    env.update(settings_environment(settings))
+    env["LEADCAST_HOST"] = host or settings.host
+    env["LEADCAST_PORT"] = str(port or settings.port)
+    env["LEADCAST_WORKERS"] = str(workers or settings.workers)
+    # Each worker does its math on one thread: two workers' OpenMP pools fighting for 2 cores cost 100x latency.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="leadcast-prometheus-"))
+    config = Path(__file__).resolve().parents[1] / "gunicorn_conf.py"
+    args = [sys.executable, "-m", "gunicorn", "--config", str(config), "api.wsgi:app"]
+    click.echo(f"serving on http://{env['LEADCAST_HOST']}:{env['LEADCAST_PORT']} with {env['LEADCAST_WORKERS']} "
+               "worker(s); Ctrl-C stops it")
+    if quickstart_key:
+        key = _quickstart_key(settings)
+        click.echo(f"created a score-only key named {QUICKSTART_KEY!r}; once the service is up, score a lead with:")
+        click.echo(quickstart_curl(host=env["LEADCAST_HOST"], port=int(env["LEADCAST_PORT"]), key=key))
+    os.execve(sys.executable, args, env)
+
+
+def register(group: click.Group) -> None:
+    """Add the service commands to the `leadcast` group."""
+    group.add_command(keys)
+    group.add_command(serve)

@@ -1,0 +1,82 @@
+"""What every view shares: the runtime held by the app, bearer-key checks, rate limits, JSON bodies."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import current_app, g, request
+
+from api.errors import ApiError
+from api.keys import KeyRing
+from api.metrics import Metrics
+from api.ratelimit import RateLimiter
+from api.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Runtime:
+    """The long-lived objects of one app: settings, keys, rate limiter, metrics, and per-resource services."""
+
+    settings: Settings
+    keys: KeyRing
+    limiter: RateLimiter
+    metrics: Metrics
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+def runtime() -> Runtime:
+    """Return the runtime of the app handling this request."""
+    return cast(Runtime, current_app.extensions["leadcast"])
+
+
+def requires(scope: str) -> Callable[[F], F]:
+    """Let a view run only for a bearer key that holds `scope`, within its rate limit."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            rt = runtime()
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'",
+                               headers={"WWW-Authenticate": 'Bearer realm="leadcast"'})
+            key = rt.keys.authenticate(token.strip())
+            if key is None:
+                raise ApiError(401, "unauthorized", "the API key is not valid or has been revoked",
+                               headers={"WWW-Authenticate": 'Bearer realm="leadcast", error="invalid_token"'})
+            if scope not in key.scopes:
+                raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
+            allowed, wait = rt.limiter.allow(key.key_id)
+            if not allowed:
+                raise ApiError(429, "rate_limited", "too many requests for this API key; slow down",
+                               headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            g.api_key_name = key.name
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def json_body() -> Any:
+    """Return the parsed JSON body, or raise 415 (not JSON), 413 (too large) or 400 (malformed)."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the request body is not valid JSON: {exc}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    """Refuse NaN and Infinity, which Python's parser takes but JSON does not allow."""
+    raise ValueError(f"{name} is not a JSON value")

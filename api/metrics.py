@@ -1,0 +1,39 @@
+"""Prometheus metrics: request counts and latency per endpoint, scores per grade, the model being served."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The service's metrics in one registry (aggregated across gunicorn workers when multiprocess)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("leadcast_requests", "Requests by endpoint, method and status.",
+                                ["endpoint", "method", "status"], registry=self.registry)
+        self.latency = Histogram("leadcast_request_seconds", "Request latency by endpoint.", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.scores = Counter("leadcast_scores", "Leads scored by grade and model version.",
+                              ["grade", "model_version", "model_kind"], registry=self.registry)
+        self.model = Gauge("leadcast_model_info", "The model being served (1 for the current one).",
+                           ["model_name", "model_version", "model_kind"], registry=self.registry,
+                           multiprocess_mode="liveall")
+
+    def set_model(self, *, name: str, version: str, kind: str) -> None:
+        """Mark the model now being served."""
+        self.model.clear()
+        self.model.labels(model_name=name, model_version=version, model_kind=kind).set(1)
+
+    def render(self) -> bytes:
+        """Return the exposition text, merged across workers when PROMETHEUS_MULTIPROC_DIR is set."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)

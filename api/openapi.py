@@ -1,0 +1,104 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api.schemas import (
+    ErrorResponse,
+    ForecastRequest,
+    ForecastResponse,
+    MetricsRequest,
+    MetricsResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+
+REF = "#/components/schemas/{model}"
+JSON = "application/json"
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {400: "Malformed JSON", 401: "No or invalid API key", 403: "The key lacks the scope",
+            413: "Body too large", 415: "Body is not JSON", 422: "Invalid records (index and field named)",
+            429: "Rate limit exceeded (see Retry-After)", 503: "No model loaded"}
+    return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref(ErrorResponse)}}} for s in statuses}
+
+
+def _object(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": {"type": "object"}}}}
+
+
+def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of the service."""
+    _, defs = models_json_schema(
+        [(m, "validation") for m in (ScoreRequest, ScoreResponse, ForecastRequest, ForecastResponse, MetricsRequest,
+                                          MetricsResponse, ErrorResponse)],
+        ref_template=REF,
+    )
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    body_errors = (400, 401, 403, 413, 415, 422, 429)
+    paths: dict[str, Any] = {
+        "/v1/leads/score": {"post": {
+            "summary": f"Score one lead or a batch of up to {max_batch:,}",
+            "description": "Accepts `lead`, `leads`, or MLflow's `dataframe_records` / `dataframe_split`. "
+                           "Unknown fields are ignored and listed in `warnings`; missing optional fields are scored "
+                           "as missing. Either every lead is scored or none is.",
+            "security": secured,
+            "parameters": [{"name": "reasons", "in": "query", "required": False,
+                            "schema": {"type": "boolean", "default": True}}],
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(ScoreRequest)}}},
+            "responses": {"200": {"description": "Scores in request order",
+                                  "content": {JSON: {"schema": _ref(ScoreResponse)}}}, **_errors(*body_errors, 503)},
+        }},
+        "/v1/forecast": {"post": {
+            "summary": "Forecast revenue with P10/P50/P90 ranges, stuck deals and metrics",
+            "security": secured,
+            "requestBody": {"required": True, "content": {
+                JSON: {"schema": _ref(ForecastRequest)},
+                "multipart/form-data": {"schema": {"type": "object", "required": ["file", "as_of"], "properties": {
+                    "file": {"type": "string", "contentMediaType": "text/csv"}, "as_of": {"type": "string"},
+                    "horizon": {"type": "string"}, "target": {"type": "number"}, "group_by": {"type": "string"},
+                    "seed": {"type": "integer"}, "simulations": {"type": "integer"}}}},
+            }},
+            "responses": {"200": {"description": "The forecast", "content": {JSON: {"schema": _ref(ForecastResponse)}}},
+                          **_errors(*body_errors)},
+        }},
+        "/v1/pipeline/metrics": {"post": {
+            "summary": "The brief's pipeline metrics, optionally grouped",
+            "security": secured,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(MetricsRequest)}}},
+            "responses": {"200": {"description": "The metrics", "content": {JSON: {"schema": _ref(MetricsResponse)}}},
+                          **_errors(*body_errors)},
+        }},
+        "/v1/models/current": {"get": {
+            "summary": "The model card of the model being served",
+            "security": secured,
+            "responses": {"200": _object("The model card"), **_errors(401, 403, 429, 503)},
+        }},
+        "/v1/models/reload": {"post": {
+            "summary": "Re-resolve the champion and swap to it atomically (admin)",
+            "security": secured,
+            "responses": {"200": _object("The model now served"), **_errors(401, 403, 429, 503)},
+        }},
+        "/healthz": {"get": {"summary": "Process alive", "responses": {"200": _object("ok")}}},
+        "/readyz": {"get": {"summary": "Model loaded", "responses": {"200": _object("ready"), **_errors(503)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+            "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "leadcast", "version": version,
+                 "description": "Lead scoring and revenue forecasting. Every error is "
+                                "`{\"error\": {\"code\", \"message\", \"details\": [{\"loc\", \"msg\"}]}}`."},
+        "paths": paths,
+        "components": {"schemas": defs["$defs"],
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }

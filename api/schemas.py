@@ -1,0 +1,241 @@
+"""Request and response schemas: pydantic models that validate bodies and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LEAD_SHAPES = ("lead", "leads", "dataframe_records", "dataframe_split")
+
+
+class DataframeSplit(BaseModel):
+    """MLflow's `dataframe_split` shape: column names and rows of values."""
+
+    model_config = ConfigDict(extra="forbid")
+    columns: list[str] = Field(min_length=1)
+    data: list[list[Any]]
+    index: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _rows_match_columns(self) -> DataframeSplit:
+        for i, row in enumerate(self.data):
+            if len(row) != len(self.columns):
+                raise ValueError(f"data[{i}] has {len(row)} values for {len(self.columns)} columns")
+        return self
+
+
+class ScoreRequest(BaseModel):
+    """Leads to score: one `lead`, a batch of `leads`, or MLflow's `dataframe_records` / `dataframe_split`."""
+
+    model_config = ConfigDict(extra="forbid")
+    lead: dict[str, Any] | None = None
+    leads: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    dataframe_records: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    dataframe_split: DataframeSplit | None = None
+    reasons: bool = Field(default=True, description="Include the top positive and negative reasons per lead.")
+    as_of: datetime | None = Field(default=None, description="Time to measure recency from; default: now (UTC).")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> ScoreRequest:
+        given = [name for name in LEAD_SHAPES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"send exactly one of {', '.join(LEAD_SHAPES)}; got {', '.join(given) or 'none'}")
+        return self
+
+    def records(self) -> list[dict[str, Any]]:
+        """Return the leads as a list of records, whatever shape they came in."""
+        if self.lead is not None:
+            return [self.lead]
+        if self.leads is not None:
+            return self.leads
+        if self.dataframe_records is not None:
+            return self.dataframe_records
+        assert self.dataframe_split is not None
+        return [dict(zip(self.dataframe_split.columns, row, strict=True)) for row in self.dataframe_split.data]
+
+    @property
+    def shape(self) -> str:
+        """Return which of the accepted shapes the leads came in."""
+        return next(name for name in LEAD_SHAPES if getattr(self, name) is not None)
+
+
+class Reason(BaseModel):
+    """One reason behind a score, in plain words, with its signed contribution in score points."""
+
+    feature: str
+    text: str
+    contribution: float
+
+
+class LeadScore(BaseModel):
+    """The score of one lead."""
+
+    id: str | None
+    probability: float = Field(ge=0, le=1, description="Calibrated probability of converting.")
+    score: int = Field(ge=0, le=100, description="The probability x 100, rounded.")
+    grade: str
+    reasons: list[Reason] | None = None
+
+
+class ModelRef(BaseModel):
+    """Which model answered."""
+
+    name: str
+    version: str
+    kind: Literal["trained", "rules"]
+
+
+class ScoreResponse(BaseModel):
+    """Scores in request order, the model that produced them, and warnings (such as ignored fields)."""
+
+    model: ModelRef
+    scores: list[LeadScore]
+    warnings: list[str] = Field(default_factory=list)
+    predictions: list[list[float]] | None = Field(
+        default=None, description="For MLflow-shaped requests: [P(not converted), P(converted)] per lead."
+    )
+
+
+class StagesBody(BaseModel):
+    """Stage names of the posted pipeline, when they are not leadcast's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    open: list[str] = Field(min_length=1)
+    won: list[str] = Field(min_length=1)
+    lost: list[str] = Field(min_length=1)
+
+
+GroupBy = Literal["owner", "team", "region", "product", "product_category"]
+
+
+class ForecastRequest(BaseModel):
+    """A pipeline (opportunity records in the data contract) and what to forecast from it."""
+
+    model_config = ConfigDict(extra="forbid")
+    opportunities: list[dict[str, Any]] = Field(min_length=1)
+    stage_history: list[dict[str, Any]] | None = None
+    stages: StagesBody | None = None
+    as_of: date
+    horizon: str = Field(default="1Q", description="30D, 6W, 3M or 1Q: days, weeks, months or quarters.")
+    target: float | None = Field(default=None, ge=0, description="Revenue target for the horizon, in $.")
+    group_by: GroupBy | None = None
+    seed: int = Field(default=0, ge=0)
+    simulations: int | None = Field(default=None, ge=100, le=200_000)
+
+
+class MetricsRequest(BaseModel):
+    """A pipeline and how to group its metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+    opportunities: list[dict[str, Any]] = Field(min_length=1)
+    stages: StagesBody | None = None
+    as_of: date | None = None
+    group_by: GroupBy | None = None
+    spend: float | None = Field(default=None, ge=0, description="Sales and marketing spend, for acquisition cost.")
+
+
+class ErrorDetail(BaseModel):
+    """Where a problem is (a path into the request) and what it is."""
+
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """The error itself."""
+
+    code: str
+    message: str
+    details: list[ErrorDetail]
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service returns has this shape."""
+
+    error: ErrorBody
+
+
+Money = float | None  # $; null when it cannot be computed (no deals to average over, say)
+
+
+class PeriodOut(BaseModel):
+    """Forecast won revenue ($) in one period [start, end): simulated P10/P50/P90 and mean, and the velocity view."""
+
+    label: str
+    start: date
+    end: date
+    p10: Money
+    p50: Money
+    p90: Money
+    mean: Money
+    velocity: Money
+    from_open_deals: Money
+    from_new_deals: Money
+
+
+class DriverOut(BaseModel):
+    """An open deal and its share of the spread of the horizon's revenue."""
+
+    opportunity_id: str
+    owner: str
+    product: str
+    stage: str
+    amount: Money
+    win_probability: float | None
+    expected: Money
+    spread_share: float | None
+
+
+class GroupOut(BaseModel):
+    """Forecast revenue ($) over the horizon for one group (an owner, a product...)."""
+
+    group: str
+    open_deals: int
+    pipeline: Money
+    stage_weighted: Money
+    p10: Money
+    p50: Money
+    p90: Money
+    mean: Money
+
+
+class ForecastResponse(BaseModel):
+    """The forecast: per period and over the horizon, chance of the target, drivers, stuck deals, metrics."""
+
+    as_of: date
+    horizon: str
+    periods: list[PeriodOut]
+    total: PeriodOut
+    stage_weighted: Money
+    target: Money
+    probability_of_target: float | None = Field(ge=0, le=1)
+    drivers: list[DriverOut]
+    stuck: list[dict[str, Any]]
+    stuck_thresholds: dict[str, float | None] = Field(description="Days in each stage after which a deal is stuck.")
+    metrics: dict[str, float | None]
+    model: dict[str, Any] = Field(description="What the forecast learnt: stage statistics, realisation, creation rate.")
+    by: str | None
+    groups: list[GroupOut]
+    backtest: dict[str, Any] | None
+    warnings: list[str]
+
+
+class MetricsResponse(BaseModel):
+    """The brief's metrics: amounts in $, durations in days, rates in 0-1; null where undefined."""
+
+    model_config = ConfigDict(extra="allow")
+    as_of: date
+    win_rate: float | None
+    average_deal_size: Money
+    average_cycle_days: float | None
+    sales_velocity_per_day: Money
+    open_deals: int
+    open_pipeline: Money
+    won_deals: int
+    won_revenue: Money
+    monthly_revenue: list[dict[str, Any]]
+    product_mix: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    groups: list[dict[str, Any]] | None = None

@@ -1,0 +1,39 @@
+"""Turn scoring results into the API's JSON, and request records into what the scorer expects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from api.errors import ApiError, problems_to_details
+from api.serving import Served
+from crmdata.errors import DataValidationError
+
+
+def score_payload(served: Served, records: list[dict[str, Any]], *, reasons: bool, as_of: datetime,
+                  shape: str) -> dict[str, Any]:
+    """Score `records` (sent as `shape`) with `served`; return the response body, scores in request order.
+
+    Invalid records refuse the whole request (422) with each problem's record index and field.
+    """
+    unknown = sorted({k for r in records for k in r} - served.known_fields)
+    stamp = as_of.replace(tzinfo=None).isoformat()
+    # Recency is measured from the request time unless the caller says otherwise.
+    rows = [r if "as_of" in r else {**r, "as_of": stamp} for r in records]
+    try:
+        scored = served.scorer.score_records(rows, reasons=reasons)
+    except DataValidationError as exc:
+        raise ApiError(422, "invalid_input", f"{len(exc.problems)} problem(s) in the leads; nothing was scored",
+                       problems_to_details(exc, root=shape, indexed=shape != "lead")) from exc
+    scores = []
+    for s in scored:
+        item: dict[str, Any] = {"id": s.lead_id, "probability": s.probability, "score": s.score, "grade": s.grade}
+        if reasons:
+            item["reasons"] = [{"feature": r.field, "text": r.text, "contribution": r.points}
+                               for r in (*s.positive, *s.negative)]
+        scores.append(item)
+    body: dict[str, Any] = {"model": served.describe(), "scores": scores,
+                            "warnings": [f"ignored unknown field '{name}'" for name in unknown]}
+    if shape in ("dataframe_records", "dataframe_split"):
+        body["predictions"] = [[1.0 - s.probability, s.probability] for s in scored]
+    return body

@@ -1,0 +1,107 @@
+"""Fixtures for the service: a trained model saved once, and a fresh app with its own home and keys per test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api.app import create_app
+from api.keys import create_key
+from api.settings import Settings
+from crmdata.synthetic import generate_leads
+from scoring.artifacts import save_trained
+from scoring.spec import load_spec
+from scoring.training import train
+
+MODEL_NAME = "leadcast-lead-scoring"
+# Few folds and trees keep the fixture quick; model quality is the scoring tests' business.
+FAST = {"cv": 3, "max_iter": 30}
+
+
+@pytest.fixture(scope="session")
+def sample_leads() -> pd.DataFrame:
+    """Return synthetic leads (with outcomes) to train on and to score."""
+    return generate_leads(n=3000, seed=11).leads
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory, sample_leads: pd.DataFrame) -> Path:
+    """Return a models folder holding version 1 of a trained model as champion (copy it before changing it)."""
+    folder = tmp_path_factory.mktemp("trained-models")
+    trained = train(sample_leads, spec=load_spec(), params=FAST).trained
+    trained.version = "1"
+    save_trained(trained, models_dir=folder, name=MODEL_NAME, aliases=["champion"])
+    return folder
+
+
+@dataclass
+class Service:
+    """A fresh app, its test client, its settings and one key per scope set."""
+
+    app: Flask
+    client: FlaskClient
+    settings: Settings
+    keys: dict[str, str]
+
+    def headers(self, who: str = "all") -> dict[str, str]:
+        """Return the Authorization header of the key named `who`."""
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+    def post(self, path: str, body: Any, who: str = "all", **kwargs: Any) -> Any:
+        """POST JSON with a key."""
+        return self.client.post(path, json=body, headers=self.headers(who), **kwargs)
+
+    def get(self, path: str, who: str = "all") -> Any:
+        """GET with a key."""
+        return self.client.get(path, headers=self.headers(who))
+
+
+KEYS = {"all": ("score", "forecast", "admin"), "score": ("score",), "forecast": ("forecast",)}
+
+
+@pytest.fixture
+def make_service(tmp_path: Path, trained_dir: Path) -> Callable[..., Service]:
+    """Return a builder of a fresh service; `trained=False` starts with no model (the cold-start rules)."""
+
+    keys: dict[str, str] = {}
+
+    def build(*, trained: bool = True, **overrides: Any) -> Service:
+        models = tmp_path / "models"
+        if trained and not models.exists():
+            shutil.copytree(trained_dir, models)
+        settings = Settings(home=tmp_path, models_dir=models, **overrides)
+        if not keys:
+            keys.update({name: create_key(settings.resolved_api_keys_file, name=name, scopes=scopes)
+                         for name, scopes in KEYS.items()})
+        app = create_app(settings)
+        return Service(app=app, client=app.test_client(), settings=settings, keys=keys)
+
+    return build
+
+
+@pytest.fixture
+def service(make_service: Callable[..., Service]) -> Service:
+    """Return a fresh service serving the trained model (version 1)."""
+    return make_service()
+
+
+def lead_records(leads: pd.DataFrame, n: int, *, start: int = 0) -> list[dict[str, Any]]:
+    """Return `n` leads as JSON records the way a CRM would send them (no outcome, ISO dates, no NaN)."""
+    part = leads.drop(columns=["converted", "converted_at"]).iloc[start:start + n]
+    records = []
+    for row in part.to_dict(orient="records"):
+        clean = {}
+        for k, v in row.items():
+            if v is None or (isinstance(v, float) and v != v) or v is pd.NaT:
+                continue
+            clean[k] = v.isoformat() if isinstance(v, pd.Timestamp) else (bool(v) if isinstance(v, bool) else v)
+        records.append(clean)
+    return records

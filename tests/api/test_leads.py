@@ -1,0 +1,187 @@
+"""POST /v1/leads/score: shapes, outputs, and every way a request can be refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scoring.scorer import load_scorer
+from tests.api.conftest import Service, lead_records
+
+AS_OF = "2026-07-01T00:00:00"
+
+
+def grade_of(p: float) -> str:
+    # The default spec's cut-offs: A >= 0.60, B >= 0.35, C >= 0.15, else D.
+    return "A" if p >= 0.60 else "B" if p >= 0.35 else "C" if p >= 0.15 else "D"
+
+
+def test_one_lead_gets_probability_score_grade_reasons_and_the_model(
+    service: Service, sample_leads: pd.DataFrame, trained_dir: Path
+) -> None:
+    record = lead_records(sample_leads, 1)[0]
+    response = service.post("/v1/leads/score", {"lead": record, "as_of": AS_OF})
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["model"] == {"name": "leadcast-lead-scoring", "version": "1", "kind": "trained"}
+    assert body["warnings"] == []
+    [item] = body["scores"]
+    assert item["id"] == record["lead_id"]
+    # The API answers exactly what the library's scorer answers for the same lead and time.
+    [expected] = load_scorer(None, models_dir=trained_dir).score_records([{**record, "as_of": AS_OF}])
+    assert item["probability"] == pytest.approx(expected.probability, abs=1e-12)
+    assert item["score"] == round(item["probability"] * 100)
+    assert item["grade"] == grade_of(item["probability"])
+    assert 1 <= len(item["reasons"]) <= 10
+    assert {"feature", "text", "contribution"} <= set(item["reasons"][0])
+    assert "predictions" not in body
+
+
+def test_a_batch_keeps_request_order_and_matches_single_calls(service: Service, sample_leads: pd.DataFrame) -> None:
+    records = lead_records(sample_leads, 80)  # over 64: the batch takes the frame path, singles the fast path
+    batch = service.post("/v1/leads/score", {"leads": records, "as_of": AS_OF}).json["scores"]
+    assert [s["id"] for s in batch] == [r["lead_id"] for r in records]
+    for i in (0, 41, 79):
+        single = service.post("/v1/leads/score", {"lead": records[i], "as_of": AS_OF}).json["scores"][0]
+        assert single["probability"] == pytest.approx(batch[i]["probability"], abs=1e-9)
+        assert single["reasons"] == batch[i]["reasons"]
+
+
+def test_mlflow_shapes_answer_like_leadcast_and_add_predictions(service: Service, sample_leads: pd.DataFrame) -> None:
+    records = [{**r, "as_of": AS_OF} for r in lead_records(sample_leads, 3)]
+    ours = service.post("/v1/leads/score", {"leads": records}).json
+    columns = sorted({k for r in records for k in r})
+    split = {"columns": columns, "data": [[r.get(c) for c in columns] for r in records]}
+    for body in ({"dataframe_records": records}, {"dataframe_split": split}):
+        theirs = service.post("/v1/leads/score", body).json
+        p = [s["probability"] for s in ours["scores"]]
+        assert [s["probability"] for s in theirs["scores"]] == pytest.approx(p, abs=1e-12)
+        # MLflow's predict_proba shape: [P(not converted), P(converted)] per row.
+        flat = [v for pair in theirs["predictions"] for v in pair]
+        assert flat == pytest.approx([v for q in p for v in (1 - q, q)], abs=1e-12)
+
+
+def test_reasons_can_be_skipped_in_the_body_or_the_query(service: Service, sample_leads: pd.DataFrame) -> None:
+    record = lead_records(sample_leads, 1)[0]
+    with_reasons = service.post("/v1/leads/score", {"lead": record, "as_of": AS_OF}).json["scores"][0]
+    for response in (service.post("/v1/leads/score", {"lead": record, "as_of": AS_OF, "reasons": False}),
+                     service.post("/v1/leads/score?reasons=false", {"lead": record, "as_of": AS_OF})):
+        item = response.json["scores"][0]
+        assert "reasons" not in item
+        assert item["probability"] == pytest.approx(with_reasons["probability"], abs=1e-12)
+
+
+def test_unknown_fields_are_ignored_and_listed_missing_ones_scored_as_missing(service: Service) -> None:
+    response = service.post("/v1/leads/score", {"leads": [{"lead_id": "x1", "favourite_colour": "teal"},
+                                                          {"lead_id": "x2", "shoe_size": 44}]})
+    assert response.status_code == 200
+    assert response.json["warnings"] == ["ignored unknown field 'favourite_colour'",
+                                         "ignored unknown field 'shoe_size'"]
+    scores = response.json["scores"]
+    # Identical known fields (none): identical scores.
+    assert scores[0]["probability"] == scores[1]["probability"]
+
+
+def test_an_invalid_record_refuses_the_whole_batch_naming_index_and_field(service: Service) -> None:
+    leads = [{"lead_id": "a", "web_visits": 3}, {"lead_id": "b", "web_visits": "many"},
+             {"lead_id": "c", "employees": "1e400"}]
+    response = service.post("/v1/leads/score", {"leads": leads})
+    assert response.status_code == 422
+    error = response.json["error"]
+    assert error["code"] == "invalid_input"
+    assert "nothing was scored" in error["message"]
+    assert {"loc": ["leads", 1, "web_visits"], "msg": "is not a number (value 'many')"} in error["details"]
+    assert {"loc": ["leads", 2, "employees"], "msg": "is not a number (value '1e400')"} in error["details"]
+    single = service.post("/v1/leads/score", {"lead": {"lead_id": "a", "demo_requested": "perhaps"}})
+    assert single.status_code == 422
+    assert single.json["error"]["details"][0]["loc"] == ["lead", "demo_requested"]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({}, []),  # no shape at all
+        ({"lead": {"lead_id": "a"}, "leads": [{"lead_id": "b"}]}, []),  # two shapes
+        ({"leads": []}, ["leads"]),
+        ({"leads": "a"}, ["leads"]),
+        ({"lead": {"lead_id": "a"}, "colour": 1}, ["colour"]),
+        ({"dataframe_split": {"columns": ["lead_id", "age"], "data": [["a"]]}}, ["dataframe_split"]),
+        ({"lead": {"lead_id": "a"}, "as_of": "last tuesday"}, ["as_of"]),
+    ],
+)
+def test_bodies_that_break_the_schema_are_422_naming_the_field(service: Service, body: object, loc: list[str]) -> None:
+    response = service.post("/v1/leads/score", body)
+    assert response.status_code == 422
+    assert response.json["error"]["code"] == "invalid_input"
+    assert response.json["error"]["details"][0]["loc"][:len(loc)] == loc
+
+
+def test_a_batch_over_the_limit_is_refused(make_service: Callable[..., Service]) -> None:
+    service = make_service(max_batch=3)
+    response = service.post("/v1/leads/score", {"leads": [{"lead_id": str(i)} for i in range(4)]})
+    assert response.status_code == 422
+    assert response.json["error"]["message"] == "at most 3 leads per request"
+    assert service.post("/v1/leads/score", {"leads": [{"lead_id": str(i)} for i in range(3)]}).status_code == 200
+
+
+def test_malformed_json_wrong_type_and_oversized_bodies(make_service: Callable[..., Service]) -> None:
+    service = make_service(max_body_bytes=2_000)
+    h = {**service.headers(), "Content-Type": "application/json"}
+    for raw in (b'{"lead": {', b'{"lead": {"lead_id": "a", "age": NaN}}', b"\xff\xfe"):
+        bad = service.client.post("/v1/leads/score", data=raw, headers=h)
+        assert (bad.status_code, bad.json["error"]["code"]) == (400, "malformed_json")
+    text = service.client.post("/v1/leads/score", data=b"lead_id=a", headers={**service.headers(),
+                                                                             "Content-Type": "text/plain"})
+    assert (text.status_code, text.json["error"]["code"]) == (415, "unsupported_media_type")
+    big = service.post("/v1/leads/score", {"leads": [{"lead_id": f"lead-{i}"} for i in range(200)]})
+    assert (big.status_code, big.json["error"]["code"]) == (413, "payload_too_large")
+
+
+def test_keys_are_required_and_scoped(service: Service) -> None:
+    body = {"lead": {"lead_id": "a"}}
+    none = service.client.post("/v1/leads/score", json=body)
+    assert (none.status_code, none.json["error"]["code"]) == (401, "unauthorized")
+    assert none.headers["WWW-Authenticate"].startswith("Bearer")
+    forged = service.client.post("/v1/leads/score", json=body, headers={"Authorization": "Bearer lc_0123456789ab_"
+                                                                                           + "x" * 43})
+    assert forged.status_code == 401
+    wrong_scope = service.post("/v1/leads/score", body, who="forecast")
+    assert (wrong_scope.status_code, wrong_scope.json["error"]["message"]) == (
+        403, "this API key lacks the 'score' scope")
+    assert service.post("/v1/leads/score", body, who="score").status_code == 200
+
+
+def test_each_key_is_rate_limited_alone(make_service: Callable[..., Service]) -> None:
+    # A burst of 2 and 1 request a minute: the third call at once finds the bucket empty for about 60 s.
+    service = make_service(rate_limit_burst=2, rate_limit_per_minute=1)
+    body = {"lead": {"lead_id": "a"}}
+    assert [service.post("/v1/leads/score", body, who="score").status_code for _ in range(2)] == [200, 200]
+    limited = service.post("/v1/leads/score", body, who="score")
+    assert (limited.status_code, limited.json["error"]["code"]) == (429, "rate_limited")
+    assert 55 <= int(limited.headers["Retry-After"]) <= 60
+    assert service.post("/v1/leads/score", body, who="all").status_code == 200  # another key has its own bucket
+
+
+def test_cold_start_serves_the_rules_with_kind_rules(make_service: Callable[..., Service]) -> None:
+    service = make_service(trained=False)
+    body = service.post("/v1/leads/score", {"lead": {"lead_id": "a", "demo_requested": True}}).json
+    assert body["model"]["kind"] == "rules"
+    assert body["model"]["version"] == "rules:default"
+    assert "Requested a demo" in [r["text"] for r in body["scores"][0]["reasons"]]
+
+
+def test_a_registered_champion_that_cannot_load_is_503_not_the_rules(
+    make_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "registry.json").write_text('{"versions": {"1": {"file": "gone.joblib"}}, "aliases": {"champion": "1"}}')
+    service = make_service(trained=False)
+    response = service.post("/v1/leads/score", {"lead": {"lead_id": "a"}})
+    assert (response.status_code, response.json["error"]["code"]) == (503, "unavailable")
+    assert service.client.get("/readyz").status_code == 503
+    assert service.client.get("/healthz").status_code == 200
+    assert str(tmp_path) not in response.get_data(as_text=True)  # no internal paths leak
