@@ -12,8 +12,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: a synthetic CRM, a tracked and promoted model, the leadership report, then the service with a
+# fresh key and a curl that scores a lead (Ctrl-C stops it).
 run: $(STAMP)
 	$(BIN)/leadcast demo-data --leads 20000 --opportunities 5000 --seed 7 --out demo-data
+	$(BIN)/leadcast train --data demo-data/leads.parquet
+	$(BIN)/leadcast report --opportunities demo-data/opportunities.parquet --history demo-data/stage_history.parquet \
+		--leads demo-data/leads.parquet --as-of 2026-07-01 --horizon 1Q --out reports/demo
+	$(BIN)/leadcast serve --quickstart-key
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks -m bench -s -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-data reports .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -19,6 +19,23 @@ errorlog = "-"
 loglevel = "info"
 
 
+def when_ready(server: object) -> None:
+    """Drop the master's gauge files: it loaded the model (preload) but never serves, so its model label
+    would stay on /metrics, unchanged by reloads, for as long as the service runs."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def post_fork(server: object, worker: object) -> None:
+    """Publish, from each new worker, the model it inherited from the master (the gauge is per process)."""
+    app = server.app.wsgi()  # type: ignore[attr-defined]  # the app the master preloaded
+    runtime = app.extensions["leadcast"]
+    served = runtime.services["models"].current()
+    if served is not None:
+        runtime.metrics.set_model(name=served.name, version=served.version, kind=served.kind)
+
+
 def child_exit(server: object, worker: object) -> None:
     """Drop a dead worker's metric files so /metrics counts live workers only."""
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

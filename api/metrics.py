@@ -24,10 +24,14 @@ class Metrics:
         self.model = Gauge("leadcast_model_info", "The model being served (1 for the current one).",
                            ["model_name", "model_version", "model_kind"], registry=self.registry,
                            multiprocess_mode="liveall")
+        self._served: tuple[str, str, str] | None = None
 
     def set_model(self, *, name: str, version: str, kind: str) -> None:
-        """Mark the model now being served."""
-        self.model.clear()
+        """Mark the model now being served (1) and the one it replaced (0)."""
+        # Set to 0 rather than cleared: under gunicorn each worker's values live in files clear() cannot reach.
+        if self._served is not None:
+            self.model.labels(*self._served).set(0)
+        self._served = (name, version, kind)
         self.model.labels(model_name=name, model_version=version, model_kind=kind).set(1)
 
     def render(self) -> bytes:

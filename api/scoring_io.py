@@ -18,8 +18,16 @@ def score_payload(served: Served, records: list[dict[str, Any]], *, reasons: boo
     """
     unknown = sorted({k for r in records for k in r} - served.known_fields)
     stamp = as_of.replace(tzinfo=None).isoformat()
-    # Recency is measured from the request time unless the caller says otherwise.
-    rows = [r if "as_of" in r else {**r, "as_of": stamp} for r in records]
+    id_column = served.scorer.spec.id_column
+    numbered = shape in ("dataframe_records", "dataframe_split")  # MLflow clients send no id: use the position
+    rows = []
+    for i, r in enumerate(records):
+        extra: dict[str, Any] = {}
+        if "as_of" not in r:  # recency is measured from the request time unless the caller says otherwise
+            extra["as_of"] = stamp
+        if numbered and r.get(id_column) is None:
+            extra[id_column] = str(i)
+        rows.append({**r, **extra} if extra else r)
     try:
         scored = served.scorer.score_records(rows, reasons=reasons)
     except DataValidationError as exc:

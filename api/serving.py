@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,12 @@ class ModelHolder:
     with. Every worker watches a marker file that `reload` touches, so all gunicorn workers follow a reload.
     """
 
-    def __init__(self, *, models_dir: Path, name: str, tracking_uri: str | None = None) -> None:
+    def __init__(self, *, models_dir: Path, name: str, tracking_uri: str | None = None,
+                 on_load: Callable[[Served], None] | None = None) -> None:
         self.models_dir = models_dir
         self.name = name
         self.tracking_uri = tracking_uri
+        self.on_load = on_load
         self._current: Served | None = None
         self._lock = threading.Lock()
         self._marker_seen: int | None = None
@@ -103,6 +106,8 @@ class ModelHolder:
             self._current = served
             self._marker_seen = stamp
             self.last_error = None
+            if self.on_load is not None:
+                self.on_load(served)
             log.info("serving model %s version %s (%s)", served.name, served.version, served.kind)
             return served
 

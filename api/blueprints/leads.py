@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, request
@@ -30,7 +31,7 @@ def score() -> Response:
     # The hot path answers a plain dict in ScoreResponse's shape (checked by the schema tests), not a pydantic
     # round trip per lead.
     result = score_payload(current_model(), records, reasons=reasons, as_of=as_of, shape=body.shape)
-    for item in result["scores"]:
-        rt.metrics.scores.labels(grade=item["grade"], model_version=result["model"]["version"],
-                                 model_kind=result["model"]["kind"]).inc()
+    for grade, count in Counter(item["grade"] for item in result["scores"]).items():
+        rt.metrics.scores.labels(grade=grade, model_version=result["model"]["version"],
+                                 model_kind=result["model"]["kind"]).inc(count)
     return jsonify(result)

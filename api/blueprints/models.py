@@ -16,11 +16,11 @@ def init(app: Flask, rt: Runtime) -> None:
     """Load the champion (or the cold-start rules) when the app is created."""
     settings = rt.settings
     holder = ModelHolder(models_dir=settings.resolved_models_dir, name=settings.registered_model_name,
-                         tracking_uri=settings.resolved_tracking_uri if settings.serves_from_mlflow else None)
+                         tracking_uri=settings.resolved_tracking_uri if settings.serves_from_mlflow else None,
+                         on_load=lambda s: rt.metrics.set_model(name=s.name, version=s.version, kind=s.kind))
     rt.services["models"] = holder
     try:
-        served = holder.load()
-        rt.metrics.set_model(name=served.name, version=served.version, kind=served.kind)
+        holder.load()
     except (LeadcastError, OSError, ValueError):
         app.logger.error("starting without a model: %s", holder.last_error)
 
@@ -54,5 +54,4 @@ def reload() -> Response:
         current_app.logger.error("reload failed: %s", exc)
         raise ApiError(503, "unavailable", "reload failed, still serving the previous model; the service log says "
                        "why") from exc
-    runtime().metrics.set_model(name=served.name, version=served.version, kind=served.kind)
     return jsonify({"model": served.describe(), "previous": previous.describe() if previous else None})

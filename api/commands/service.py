@@ -81,7 +81,12 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        text = str(value.resolve()) if isinstance(value, Path) else str(value)
+        if isinstance(value, Path):
+            text = str(value.resolve())
+        elif isinstance(value, list | tuple | set | dict):
+            text = json.dumps(value, default=str)  # pydantic-settings reads complex values as JSON
+        else:
+            text = str(value)
         env[f"LEADCAST_{name.upper()}"] = text
     return env
 
