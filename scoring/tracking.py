@@ -232,7 +232,8 @@ def _track(
             for column in example.columns:
                 if isinstance(example[column].dtype, pd.CategoricalDtype):
                     example[column] = example[column].astype(object)
-            signature = infer_signature(example, trained.pipeline.predict_proba(example))
+            signature = _serving_signature(infer_signature(example, trained.pipeline.predict_proba(example)),
+                                           optional={f.column for f in trained.spec.features if f.optional})
             info = mlflow.sklearn.log_model(
                 trained.pipeline, name="model", signature=signature, input_example=example,
                 serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba",
@@ -269,6 +270,19 @@ def _track(
     finally:
         mlflow.set_tracking_uri(previous_uri)
         mlflow.set_registry_uri(previous_registry)
+
+
+def _serving_signature(inferred: Any, *, optional: set[str]) -> Any:
+    """Return the signature `mlflow models serve` checks requests against: the spec's optional fields may be
+    absent (as leadcast accepts them), and an optional `as_of` time sets the recency reference per lead."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    columns: list[ColSpec | TensorSpec] = [ColSpec(c.type, c.name, required=c.name not in optional)
+                                           for c in inferred.inputs.inputs]
+    if "as_of" not in {c.name for c in columns}:
+        columns.append(ColSpec("datetime", "as_of", required=False))
+    return ModelSignature(inputs=Schema(columns), outputs=inferred.outputs, params=inferred.params)
 
 
 def fetch_champion(*, tracking_uri: str, registered_model_name: str, cache_dir: Path) -> TrainedModel | None:

@@ -7,13 +7,11 @@ alias from the same store (the Flask test client: the HTTP server is the gunicor
 Recency and the reference time. The pipeline's featuriser (scoring/features.py, `LeadFeatures.encode`) turns each
 timestamp into days before a reference time, and that reference is, per row, the `as_of` column when the frame has
 one, else the latest timestamp seen in fit (`recency_.reference_time_`, i.e. the end of the training data).
-- MLflow validates the body against the signature logged by `scoring.tracking.track`, which has only the feature
-  columns: it drops `as_of` (and `lead_id`) with a warning, "Found extra inputs ... These inputs will be ignored",
-  so `mlflow models serve` always measures recency from the end of the training data.
-- leadcast keeps `as_of` (api/scoring_io.py) and, when a lead has none, measures recency from the request time.
-So the body carries an `as_of` column equal to the model's fitted reference time: MLflow ignores it and falls
-back to that same instant, leadcast uses it, and both compute identical features. (Without it the two agree only
-for leads with no timestamps, and MLflow's answer is the stale one: every lead looks as old as the training data.)
+- `scoring.tracking.track` logs a signature with every spec field optional and an optional `as_of` datetime, so
+  `mlflow models serve` passes `as_of` to the pipeline like leadcast does; without it MLflow measures from the end
+  of the training data while leadcast measures from the request time.
+The main body carries `as_of` equal to the model's fitted reference time, so that both sides agree whichever
+reference they fall back to; the last test moves `as_of` and drops optional fields, which both must honour alike.
 """
 
 from __future__ import annotations
@@ -161,3 +159,23 @@ def test_a_body_without_lead_ids_is_scored_like_mlflow_does(
     assert [s["id"] for s in answer.json["scores"]] == [str(i) for i in range(20)]  # numbered by position
     worst = max(abs(mine[1] - theirs[1]) for mine, theirs in zip(answer.json["predictions"], expected, strict=True))
     assert worst <= TOLERANCE
+
+
+def test_a_later_as_of_and_absent_optional_fields_agree_too(
+    store: Store, mlflow_port: int, leadcast: tuple[Any, dict[str, str]]
+) -> None:
+    split = split_body(store, n=50)["dataframe_split"]
+    dropped = {"age", "industry", "budget_amount"}
+    keep = [i for i, c in enumerate(split["columns"]) if c not in dropped]
+    later = (pd.Timestamp(store.as_of) + pd.Timedelta(days=30)).isoformat()
+    body = {"dataframe_split": {"columns": [split["columns"][i] for i in keep],
+                                "data": [[*[row[i] for i in keep][:-1], later] for row in split["data"]]}}
+    expected = mlflow_predict(mlflow_port, body)
+    client, headers = leadcast
+    answer = client.post("/v1/leads/score", json=body, headers=headers)
+    assert answer.status_code == 200, answer.json
+    worst = max(abs(mine[1] - theirs[1]) for mine, theirs in zip(answer.json["predictions"], expected, strict=True))
+    assert worst <= TOLERANCE
+    # The later reference changes the answer: 30 more days since every touch lowers interest.
+    before = mlflow_predict(mlflow_port, split_body(store, n=50))
+    assert sum(p[1] for p in expected) < sum(p[1] for p in before)
