@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -382,6 +384,52 @@ def _bant(spec: ModelSpec) -> list[FeatureSpec]:
 
 
 Base = dict[str, np.ndarray]
+_LARGEST = np.finfo(np.float64).max
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What `LeadFeatures.derive` computes, worked out once from the spec (see `feature_layout`)."""
+
+    spec: ModelSpec
+    direct: tuple[str, ...]  # numeric, boolean and categorical fields, as they are
+    stamps: tuple[str, ...]
+    groups: tuple[tuple[str, tuple[str, ...], str | None], ...]  # (group, members, its timestamp field)
+    bant: tuple[tuple[str, bool], ...]  # (field, known means > 0)
+    ratios: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> _Layout:
+        direct = [f.column for kind in ("numeric", "boolean", "categorical") for f in spec.features if f.kind == kind]
+        return cls(
+            spec, tuple(direct), tuple(f.column for f in spec.features if f.kind == "timestamp"),
+            tuple((group, tuple(members), _group_stamp(spec, group)) for group, members in _index_groups(spec)),
+            tuple((f.column, f.kind in ("numeric", "boolean")) for f in _bant(spec)),
+            tuple((r.numerator, r.denominator) for r in spec.ratios),
+        )
+
+
+_LAYOUTS: weakref.WeakKeyDictionary[Any, _Layout] = weakref.WeakKeyDictionary()
+
+
+def _layout_of(features: Any) -> _Layout:
+    """Return the derive layout of a LeadFeatures, kept beside it (not in it, so never pickled with it)."""
+    layout = _LAYOUTS.get(features)
+    if layout is None or layout.spec is not features.spec:
+        layout = _Layout.of(features.spec)
+        _LAYOUTS[features] = layout
+    return layout
+
+
+def _columns(parts: list[np.ndarray]) -> np.ndarray:
+    """Return the 1-d arrays as the columns of a C-ordered matrix (what np.column_stack returns, faster)."""
+    n = parts[0].shape[0]
+    if n <= 32:
+        return np.ascontiguousarray(np.array(parts).T)
+    out = np.empty((n, len(parts)), dtype=np.result_type(*parts))
+    for k, part in enumerate(parts):
+        out[:, k] = part
+    return out
 
 
 class LeadFeatures(TransformerMixin, BaseEstimator):
@@ -470,35 +518,32 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
 
     def derive(self, base: Base) -> np.ndarray:
         """Build the model matrix from encoded fields."""
-        spec = self.spec
-        parts: list[np.ndarray] = []
-        for kind in ("numeric", "boolean", "categorical"):
-            parts += [base[f.column] for f in spec.features if f.kind == kind]
-        stamps = [f.column for f in spec.features if f.kind == "timestamp"]
-        parts += [base[c] for c in stamps]
-        decays = {c: np.where(np.isnan(base[c]), 0.0, 0.5 ** (base[c] / self._half_life())) for c in stamps}
-        parts += [decays[c] for c in stamps]
-        for group, members in _index_groups(spec):
-            logs = np.log1p(np.clip(np.nan_to_num(np.column_stack([base[c] for c in members]), nan=0.0), 0, None))
-            index = (logs / self.index_scales_[group]).mean(axis=1)
+        layout = _layout_of(self)
+        half_life = self._half_life()
+        parts: list[np.ndarray] = [base[c] for c in layout.direct]
+        parts += [base[c] for c in layout.stamps]
+        missing = {c: np.isnan(base[c]) for c in layout.stamps}
+        halving = {c: 0.5 ** (base[c] / half_life) for c in layout.stamps}
+        parts += [np.where(missing[c], 0.0, halving[c]) for c in layout.stamps]
+        for group, members, stamp in layout.groups:
+            counts = _columns([base[c] for c in members])
+            # log1p(clip(nan_to_num(counts), 0, None)): missing -> 0, +inf -> the largest float, below 0 -> 0.
+            counts = np.minimum(np.maximum(np.where(np.isnan(counts), 0.0, counts), 0.0), _LARGEST)
+            index = (np.log1p(counts) / self.index_scales_[group]).mean(axis=1)
             parts.append(index)
-            stamp = _group_stamp(spec, group)
             if stamp is not None:
-                age = base[stamp]
-                parts.append(index * np.where(np.isnan(age), 1.0, 0.5 ** (age / self._half_life())))
-        bant = _bant(spec)
-        if bant:
-            known = [np.where(np.isnan(base[f.column]), 0.0,
-                              base[f.column] > 0 if f.kind in ("numeric", "boolean") else 1.0) for f in bant]
+                parts.append(index * np.where(missing[stamp], 1.0, halving[stamp]))
+        if layout.bant:
+            known = [np.where(np.isnan(base[c]), 0.0, base[c] > 0 if numeric else 1.0) for c, numeric in layout.bant]
             parts.append(np.mean(known, axis=0))
-        for r in spec.ratios:
-            num, den = base[r.numerator], base[r.denominator]
+        for numerator, denominator in layout.ratios:
+            num, den = base[numerator], base[denominator]
             ratio = np.full(num.shape, np.nan)
             ok = den > 0
             ratio[ok] = num[ok] / den[ok]
             parts.append(ratio)
         n = len(next(iter(base.values()))) if base else 0
-        return np.column_stack(parts) if parts else np.empty((n, 0))
+        return _columns(parts) if parts else np.empty((n, 0))
 
     def transform(self, X: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """Return the model matrix."""

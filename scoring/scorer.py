@@ -25,6 +25,7 @@ from scoring.spec import FeatureSpec, ModelSpec, load_spec, prepare, prepare_rec
 TOP_REASONS = 5
 FAST_RECORDS = 64
 TEXT_CACHE = 20_000  # words for values seen often (categories, small counts); numbers are re-described
+REASON_CACHE = 20_000  # reasons (field, words, points) seen often, shared as immutable objects
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,9 @@ def describe(f: FeatureSpec, value: Any) -> str:
     return (f.reason or "{label}: {value}").format(label=f.label, value=shown)
 
 
+Words = Callable[[int, np.ndarray], np.ndarray]
+
+
 class Scorer(Protocol):
     """What both the trained-model scorer and the cold-start scorer offer."""
 
@@ -113,26 +117,63 @@ class Scorer(Protocol):
         ...
 
 
-def _top_reasons(contrib: np.ndarray, texts: np.ndarray, fields: list[FeatureSpec], top: int,
+def _top_reasons(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[FeatureSpec], top: int,
+                 cache: dict[tuple[int, Any, int], Reason] | None = None,
                  ) -> tuple[list[list[Reason]], list[list[Reason]]]:
-    """Pick each lead's `top` positive and negative contributions (at least 1 point) and word them."""
+    """Pick each lead's `top` positive and negative contributions (at least 1 point) and word them.
+
+    `texts` is an (n, fields) array of words, or `words(j, rows)` (asked only for the reasons shown). With
+    a `cache`, equal reasons (same field, words and points) share one immutable Reason object.
+    """
     points = np.rint(contrib * 100).astype(np.int64)
     k = min(top, contrib.shape[1])
-    order_pos = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-    order_neg = np.argsort(contrib, axis=1, kind="stable")[:, :k]
-    positives: list[list[Reason]] = []
-    negatives: list[list[Reason]] = []
-    for i in range(contrib.shape[0]):
-        row_pts = points[i]
-        positives.append([Reason(fields[j].column, fields[j].group, str(texts[i, j]), int(row_pts[j]))
-                          for j in order_pos[i] if row_pts[j] >= 1])
-        negatives.append([Reason(fields[j].column, fields[j].group, str(texts[i, j]), int(row_pts[j]))
-                          for j in order_neg[i] if row_pts[j] <= -1])
-    return positives, negatives
+    leads, cols, pts, counts = [], [], [], []
+    for sign in (1, -1):
+        # A stable order, so that ties keep field order; points grow with the contribution, so the reasons
+        # of at least one point are the first ones of the order.
+        order = np.argsort(-sign * contrib, axis=1, kind="stable")[:, :k]
+        ranked = np.take_along_axis(points, order, axis=1)
+        keep = sign * ranked >= 1
+        ii, rr = np.nonzero(keep)  # lead by lead, best first
+        leads.append(ii)
+        cols.append(order[ii, rr])
+        pts.append(ranked[ii, rr])
+        counts.append(keep.sum(axis=1))
+    ii, jj = np.concatenate(leads), np.concatenate(cols)
+    words = np.empty(ii.size, dtype=object)
+    if callable(texts):
+        for j in np.unique(jj).tolist():
+            at = np.flatnonzero(jj == j)
+            words[at] = texts(j, ii[at])
+    else:
+        words[:] = texts[ii, jj]
+    made = _make_reasons(jj.tolist(), words.tolist(), np.concatenate(pts).tolist(), fields, cache)
+    out: list[list[list[Reason]]] = []
+    start = 0
+    for count in counts:  # positives, then negatives: each lead's reasons are consecutive in `made`
+        ends = (start + np.cumsum(count)).tolist()
+        out.append([made[a:b] for a, b in zip([start, *ends[:-1]], ends, strict=True)])
+        start = ends[-1] if ends else start
+    return out[0], out[1]
+
+
+def _make_reasons(jj: list[int], words: list[Any], pts: list[int], fields: list[FeatureSpec],
+                  cache: dict[tuple[int, Any, int], Reason] | None) -> list[Reason]:
+    if cache is None:
+        return [Reason(fields[j].column, fields[j].group, str(w), p) for j, w, p in zip(jj, words, pts, strict=True)]
+
+    def new(key: tuple[int, Any, int]) -> Reason:
+        j, w, p = key
+        reason = Reason(fields[j].column, fields[j].group, str(w), p)
+        if len(cache) < REASON_CACHE:
+            cache[key] = reason
+        return reason
+
+    known = cache.get
+    return [known(key) or new(key) for key in zip(jj, words, pts, strict=True)]
 
 
 POINT_TEXT = np.asarray([f": {v:+d}" for v in range(-100, 101)], dtype=object)
-Words = Callable[[int, np.ndarray], np.ndarray]
 
 
 def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[list[str], list[str]]:
@@ -195,13 +236,7 @@ class ModelScorer:
         self.compiled = CompiledModel(trained.pipeline)
         self.fields = list(self.spec.features)
         self._text_cache: dict[tuple[int, Any], str] = {}
-
-    def _text_of(self, base: Mapping[str, np.ndarray], features: pd.DataFrame) -> np.ndarray:
-        """Return an (n, fields) object array of the words for each lead's value of each field."""
-        words = self._words(base, features)
-        rows = np.arange(len(features))
-        return np.column_stack([words(j, rows) for j in range(len(self.fields))]) if self.fields else \
-            np.empty((len(features), 0), dtype=object)
+        self._reason_cache: dict[tuple[int, Any, int], Reason] = {}
 
     def _words(self, base: Mapping[str, np.ndarray], features: pd.DataFrame) -> Words:
         """Return words(j, rows): the words for field j's value of those leads, described once per value."""
@@ -218,8 +253,7 @@ class ModelScorer:
             if f.kind == "timestamp":
                 values = np.rint(values)
             uniq, inverse = np.unique(values, return_inverse=True)
-            table = np.asarray([self._describe(j, f, None if np.isnan(u) else float(u)) for u in uniq],
-                               dtype=object)
+            table = np.asarray([self._describe(j, f, None if u != u else u) for u in uniq.tolist()], dtype=object)
             return np.asarray(table[inverse.ravel()])
 
         return words
@@ -235,10 +269,10 @@ class ModelScorer:
 
     def _score(self, features: pd.DataFrame, reasons: bool) -> tuple[np.ndarray, np.ndarray | None, Any]:
         base = self.compiled.features.encode(features)
-        p = self.compiled.proba(base)
         if not reasons:
-            return p, None, None
-        return p, self.compiled.contributions(base, p), base
+            return self.compiled.proba(base), None, None
+        p, contrib = self.compiled.proba_and_contributions(base)
+        return p, contrib, base
 
     def score_frame(self, features: pd.DataFrame, ids: pd.Series, *, reasons: bool = True,
                     top: int = TOP_REASONS) -> pd.DataFrame:
@@ -263,9 +297,9 @@ class ModelScorer:
         if len(rows) > FAST_RECORDS:
             prepared = prepare(records_frame(rows), spec=self.spec, table="records")
             p, contrib, base = self._score(prepared.features, reasons)
-            pos, neg = (_top_reasons(contrib, self._text_of(base, prepared.features), self.fields, top)
-                        if contrib is not None else (None, None))
-            return _lead_scores(prepared.ids, p, pos, neg, self.spec, self.kind, self.version)
+            pos, neg = (_top_reasons(contrib, self._words(base, prepared.features), self.fields, top,
+                                     self._reason_cache) if contrib is not None else (None, None))
+            return _lead_scores(prepared.ids.tolist(), p, pos, neg, self.spec, self.kind, self.version)
         columns, ids = prepare_records(rows, spec=self.spec)
         base = self.compiled.features.encode(columns)
         pos = neg = None
@@ -273,30 +307,37 @@ class ModelScorer:
             p = self.compiled.proba(base)
         else:
             p, contrib = self.compiled.proba_and_contributions(base)
-            pos, neg = _top_reasons(contrib, self._record_texts(base, columns, contrib), self.fields, top)
-        return _lead_scores(pd.Series(ids, dtype=object), p, pos, neg, self.spec, self.kind, self.version)
+            pos, neg = _top_reasons(contrib, self._record_words(base, columns), self.fields, top, self._reason_cache)
+        return _lead_scores(ids, p, pos, neg, self.spec, self.kind, self.version)
 
-    def _record_texts(self, base: Mapping[str, np.ndarray], columns: Mapping[str, np.ndarray],
-                      contrib: np.ndarray) -> np.ndarray:
-        texts = np.empty(contrib.shape, dtype=object)
-        points = np.rint(contrib * 100)
-        for i, j in zip(*np.nonzero(points), strict=True):
-            f = self.fields[j]
-            if f.kind == "categorical":
-                value: Any = columns[f.column][i]
-            else:
-                raw = float(base[f.column][i])
-                value = None if math.isnan(raw) else (float(round(raw)) if f.kind == "timestamp" else raw)
-            texts[i, j] = self._describe(int(j), f, value)
-        return texts
+    def _record_words(self, base: Mapping[str, np.ndarray], columns: Mapping[str, np.ndarray]) -> Words:
+        """Return words(j, rows) for records typed by `prepare_records` (categories as given, stripped)."""
+        fields = self.fields
+
+        def words(j: int, rows: np.ndarray) -> np.ndarray:
+            f = fields[j]
+            out = np.empty(rows.size, dtype=object)
+            for k, i in enumerate(rows.tolist()):
+                if f.kind == "categorical":
+                    value: Any = columns[f.column][i]
+                else:
+                    raw = float(base[f.column][i])
+                    value = None if math.isnan(raw) else (float(round(raw)) if f.kind == "timestamp" else raw)
+                out[k] = self._describe(j, f, value)
+            return out
+
+        return words
 
 
-def _lead_scores(ids: pd.Series, p: np.ndarray, pos: list[list[Reason]] | None, neg: list[list[Reason]] | None,
-                 spec: ModelSpec, kind: str, version: str) -> list[LeadScore]:
-    grades = spec.grades.grade(p)
-    return [LeadScore(lead_id=str(ids.iloc[i]), probability=float(p[i]), score=int(min(100, max(0, round(p[i] * 100)))),
-                      grade=str(grades[i]), model_kind=kind, model_version=version,
-                      positive=pos[i] if pos else [], negative=neg[i] if neg else []) for i in range(len(p))]
+def _lead_scores(ids: pd.Series | list[str], p: np.ndarray, pos: list[list[Reason]] | None,
+                 neg: list[list[Reason]] | None, spec: ModelSpec, kind: str, version: str) -> list[LeadScore]:
+    id_list = ids.tolist() if isinstance(ids, pd.Series) else ids
+    scores = np.clip(np.rint(p * 100), 0, 100).astype(np.int64).tolist()
+    grades = spec.grades.grade(p).tolist()
+    probabilities = np.asarray(p, dtype=np.float64).tolist()
+    return [LeadScore(lead_id=str(id_list[i]), probability=probabilities[i], score=scores[i], grade=grades[i],
+                      model_kind=kind, model_version=version, positive=pos[i] if pos else [],
+                      negative=neg[i] if neg else []) for i in range(len(probabilities))]
 
 
 class RulesScorer:

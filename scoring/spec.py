@@ -262,52 +262,94 @@ class Prepared:
     kept: np.ndarray | None = None
 
 
+def _plain_numbers(series: pd.Series) -> np.ndarray | None:
+    """Return a copy of a plain numpy bool, integer or float column as float64; None for any other dtype.
+
+    For these dtypes this is what the nullable round trip (`astype("Float64").astype("float64")`) gives,
+    without its cost; missing values are exactly the NaNs.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        return np.array(series.to_numpy(), dtype=np.float64)
+    return None
+
+
+def _plain_text(distinct: list[Any]) -> bool:
+    """Whether distinct values are all printable ASCII text, or all true/false: then Python's `str`, `strip`
+    and `casefold` read each as pandas' string methods do, and equal values are the same text."""
+    return all(type(u) is bool for u in distinct) or all(
+        type(u) is str and u.isascii() and u.isprintable() for u in distinct)
+
+
 def _parse(series: pd.Series, kind: FeatureKind, spec: ModelSpec, table: str, name: str,
            problems: list[Problem]) -> pd.Series:
-    present = series.notna()
     out: pd.Series
     if kind == "categorical":
         # Work on the distinct values only, and keep a Categorical: a million leads have a few categories.
         codes, uniques = pd.factorize(series, use_na_sentinel=True)
-        clean = [str(u).strip() for u in uniques]
+        clean = [str(u).strip() for u in uniques.tolist()]
         categories = list(dict.fromkeys(c for c in clean if c))
         position = {c: i for i, c in enumerate(categories)}
         remap = np.asarray([position.get(c, -1) for c in clean] + [-1], dtype=np.int64)
         categorical = pd.Categorical.from_codes(remap[codes], categories=pd.Index(categories, dtype=object))
         return pd.Series(categorical, index=series.index)
+    numbers = _plain_numbers(series) if kind in ("numeric", "boolean") else None
+    bad: np.ndarray | None = None  # rows given a value that does not parse, when known without pandas
     if kind == "numeric":
-        if pd.api.types.is_bool_dtype(series.dtype):
-            out = series.astype("float64")
-        elif pd.api.types.is_numeric_dtype(series.dtype):
-            out = series.astype("Float64").astype("float64")
-        else:
-            out = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
         # Infinity parses as a float but no model can use it: it is as wrong as text.
-        out[np.isinf(out.to_numpy())] = np.nan
+        if numbers is not None:
+            infinite = np.isinf(numbers)
+            numbers[infinite] = np.nan
+            out = pd.Series(numbers, index=series.index, name=series.name, copy=False)
+            bad = np.flatnonzero(infinite)  # NaN was missing already: only infinities were given and lost
+        else:
+            if pd.api.types.is_bool_dtype(series.dtype):
+                out = series.astype("float64")
+            elif pd.api.types.is_numeric_dtype(series.dtype):
+                out = series.astype("Float64").astype("float64")
+            else:
+                out = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
+            out[np.isinf(out.to_numpy())] = np.nan
         expected = "a number"
     elif kind == "boolean":
-        if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
+        if numbers is not None:
+            invalid = ~np.isnan(numbers) & (numbers != 0.0) & (numbers != 1.0)
+            numbers[invalid] = np.nan
+            out = pd.Series(numbers, index=series.index, name=series.name, copy=False)
+            bad = np.flatnonzero(invalid)
+        elif pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
             numeric = series.astype("Float64")
             out = numeric.astype("float64")
-            bad_value = present & ~numeric.isin([0.0, 1.0]).fillna(False)
+            bad_value = series.notna() & ~numeric.isin([0.0, 1.0]).fillna(False)
             out[bad_value.to_numpy(bool)] = np.nan
         else:
-            text = series.astype("string").str.strip().str.casefold()
-            out = pd.Series(np.nan, index=series.index, dtype="float64")
-            out[text.isin([v.casefold() for v in spec.true_values]).fillna(False).to_numpy(bool)] = 1.0
-            out[text.isin([v.casefold() for v in spec.false_values]).fillna(False).to_numpy(bool)] = 0.0
+            codes, uniques = pd.factorize(series, use_na_sentinel=True)
+            distinct = uniques.tolist()
+            if _plain_text(distinct):
+                trues = {v.casefold() for v in spec.true_values}
+                falses = {v.casefold() for v in spec.false_values}
+                words = [str(u).strip().casefold() for u in distinct]
+                meaning = np.asarray([0.0 if w in falses else 1.0 if w in trues else np.nan for w in words] + [np.nan])
+                out = pd.Series(meaning[codes], index=series.index)
+            else:
+                text = series.astype("string").str.strip().str.casefold()
+                parsed = np.full(len(series), np.nan)
+                parsed[text.isin([v.casefold() for v in spec.true_values]).fillna(False).to_numpy(bool)] = 1.0
+                parsed[text.isin([v.casefold() for v in spec.false_values]).fillna(False).to_numpy(bool)] = 0.0
+                out = pd.Series(parsed, index=series.index)
         expected = f"true or false ({'/'.join(spec.true_values[:3])} or {'/'.join(spec.false_values[:3])})"
     else:
         if pd.api.types.is_datetime64_any_dtype(series.dtype):
-            parsed = series
+            parsed_times = series
         else:
-            parsed = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", format="ISO8601",
-                                    utc=True)
-        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-        out = pd.Series(parsed.astype("datetime64[ns]"))
+            parsed_times = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", format="ISO8601",
+                                          utc=True)
+        if isinstance(parsed_times.dtype, pd.DatetimeTZDtype):
+            parsed_times = parsed_times.dt.tz_convert("UTC").dt.tz_localize(None)
+        out = pd.Series(parsed_times.astype("datetime64[ns]"))
         expected = "a date (ISO 8601, e.g. 2024-03-01 or 2024-03-01T10:00:00)"
-    bad = np.flatnonzero((present & out.isna()).to_numpy(bool))
+    if bad is None:
+        bad = np.flatnonzero(series.notna().to_numpy(bool) & out.isna().to_numpy(bool))
     problems += [Problem(table, name, f"is not {expected}", row=int(i) + 1, value=str(series.iloc[i]),
                          code="wrong_type") for i in bad[:MAX_PROBLEMS]]
     return out
@@ -344,7 +386,8 @@ def prepare(raw: pd.DataFrame, *, spec: ModelSpec, table: str = "input", with_ta
             if len(uniques) > 1_000:
                 blank = values.astype("string").str.strip().isin(placeholders).fillna(False).to_numpy(bool)
             else:
-                placeholder = np.asarray([str(u).strip() in placeholders for u in uniques] + [False], dtype=bool)
+                placeholder = np.asarray([str(u).strip() in placeholders for u in uniques.tolist()] + [False],
+                                         dtype=bool)
                 blank = placeholder[codes]
             if blank.any():
                 frame[column] = values.mask(blank)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_math_thread() -> Iterator[None]:
+    """Run the suite's numeric code on one OpenMP/BLAS thread.
+
+    On a busy 2-core runner, OpenMP pools spinning against other work made single model fits 10-100x slower
+    (seen: a 1 s fit taking 158 s); the service pins its workers the same way.
+    """
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,11 @@ def score() -> Response:
     if len(records) > rt.settings.max_batch:
         raise ApiError(422, "invalid_input", f"at most {rt.settings.max_batch:,} leads per request",
                        [{"loc": ["leads"], "msg": f"{len(records):,} leads sent"}])
-    reasons = body.reasons and request.args.get("reasons", "true").lower() not in ("false", "0", "no")
+    query = request.args.get("reasons", "true")
+    if query not in ("true", "false"):
+        raise ApiError(422, "invalid_input", "the query parameter reasons must be true or false",
+                       [{"loc": ["query", "reasons"], "msg": f"expected true or false, got {query!r}"}])
+    reasons = body.reasons and query == "true"
     as_of = body.as_of or datetime.now(UTC)
     # The hot path answers a plain dict in ScoreResponse's shape (checked by the schema tests), not a pydantic
     # round trip per lead.

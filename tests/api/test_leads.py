@@ -74,6 +74,13 @@ def test_reasons_can_be_skipped_in_the_body_or_the_query(service: Service, sampl
         assert item["probability"] == pytest.approx(with_reasons["probability"], abs=1e-12)
 
 
+def test_the_reasons_query_parameter_is_a_strict_boolean(service: Service) -> None:
+    response = service.post("/v1/leads/score?reasons=perhaps", {"lead": {"lead_id": "a"}})
+    assert response.status_code == 422
+    assert response.json["error"]["details"] == [{"loc": ["query", "reasons"],
+                                                  "msg": "expected true or false, got 'perhaps'"}]
+
+
 def test_unknown_fields_are_ignored_and_listed_missing_ones_scored_as_missing(service: Service) -> None:
     response = service.post("/v1/leads/score", {"leads": [{"lead_id": "x1", "favourite_colour": "teal"},
                                                           {"lead_id": "x2", "shoe_size": 44}]})

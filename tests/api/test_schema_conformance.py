@@ -24,7 +24,9 @@ def test_the_app_serves_the_document_under_test(service: Service) -> None:
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+# Derandomised so CI runs the same examples every time; widen max_examples locally to search further (400 per
+# operation, twice, found nothing beyond what is fixed).
+@settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_response_matches_the_document_and_none_is_a_500(case: Any, service: Service) -> None:
     # Bind the document to this test's fresh app: every request, probes included, goes through WSGI.
     case.operation.schema.app = service.app

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from crmdata.errors import DataValidationError, LeadcastError
 from scoring.artifacts import TrainedModel, save_trained
-from scoring.scorer import ModelScorer, RulesScorer, describe, format_number, load_scorer
+from scoring.scorer import ModelScorer, Reason, RulesScorer, describe, format_number, load_scorer
 from scoring.spec import FeatureSpec, ModelSpec, prepare
 from scoring.training import TrainingResult
 
@@ -122,3 +123,75 @@ def test_rules_records_small_and_large_agree(spec: ModelSpec) -> None:
     # quiet for 29.5 days > 10 -> 30 points
     assert one.score == many.score == 30
     assert str(one.positive[0]) == str(many.positive[0]) == "Quiet since 2026-06-01: +30"
+
+
+def _top_reasons_one_by_one(contrib: np.ndarray, texts: np.ndarray, fields: list[FeatureSpec], top: int,
+                            ) -> tuple[list[list[Reason]], list[list[Reason]]]:
+    """Each lead's reasons picked lead by lead: the definition `_top_reasons` computes for all at once."""
+    points = np.rint(contrib * 100).astype(np.int64)
+    k = min(top, contrib.shape[1])
+    positives, negatives = [], []
+    for i in range(contrib.shape[0]):
+        order_pos = np.argsort(-contrib[i], kind="stable")[:k]
+        order_neg = np.argsort(contrib[i], kind="stable")[:k]
+        positives.append([Reason(fields[j].column, fields[j].group, str(texts[i, j]), int(points[i, j]))
+                          for j in order_pos if points[i, j] >= 1])
+        negatives.append([Reason(fields[j].column, fields[j].group, str(texts[i, j]), int(points[i, j]))
+                          for j in order_neg if points[i, j] <= -1])
+    return positives, negatives
+
+
+@pytest.mark.parametrize("top", [1, 3, 5, 12])
+def test_top_reasons_for_all_leads_at_once_match_lead_by_lead(top: int) -> None:
+    from scoring.scorer import _top_reasons
+
+    rng = np.random.default_rng(top)
+    contrib = np.round(rng.normal(0, 0.04, (400, 9)), 3)  # rounded: ties, and values on the 0.5-point edge
+    contrib[:, 4] = contrib[:, 2]
+    contrib[::7] = 0.0
+    fields = [FeatureSpec(f"f{j}", "numeric", "behavioural", f"F{j}") for j in range(9)]
+    texts = np.array([[f"lead {i} field {j}" for j in range(9)] for i in range(400)], dtype=object)
+    expected = _top_reasons_one_by_one(contrib, texts, fields, top)
+    assert _top_reasons(contrib, texts, fields, top) == expected
+    asked: list[int] = []
+
+    def words(j: int, rows: np.ndarray) -> np.ndarray:
+        asked.append(j)
+        return np.asarray(texts[rows, j])
+
+    cache: dict[tuple[int, object, int], Reason] = {}
+    first = _top_reasons(contrib, words, fields, top, cache)
+    assert first == expected
+    assert len(asked) == len(set(asked))  # each field's words asked for once, for the reasons shown only
+    second = _top_reasons(contrib, words, fields, top, cache)
+    assert second == expected
+    shown = list(zip(itertools.chain(*first[0]), itertools.chain(*second[0]), strict=True))
+    assert shown and all(a is b for a, b in shown)  # equal reasons are one shared (immutable) object
+
+
+def test_many_records_get_their_top_contributions_in_words(scorer: ModelScorer, leads: pd.DataFrame) -> None:
+    from scoring.scorer import FAST_RECORDS, records_frame
+
+    head = leads.head(3 * FAST_RECORDS)
+    records = [{str(k): (None if pd.isna(v) else v) for k, v in r.items()} for r in head.to_dict("records")]
+    scores = scorer.score_records(records)
+    prepared = prepare(records_frame(records), spec=scorer.spec, table="records")
+    base = scorer.compiled.features.encode(prepared.features)
+    p = scorer.compiled.proba(base)
+    contrib = scorer.compiled.contributions(base, p)
+    fields = list(scorer.spec.features)
+
+    def value(i: int, f: FeatureSpec) -> object:
+        if f.kind == "categorical":
+            raw = prepared.features[f.column].iloc[i]
+            return None if pd.isna(raw) else raw
+        number = float(base[f.column][i])
+        return None if np.isnan(number) else (float(np.rint(number)) if f.kind == "timestamp" else number)
+
+    texts = np.array([[describe(f, value(i, f)) for f in fields] for i in range(len(records))], dtype=object)
+    positive, negative = _top_reasons_one_by_one(contrib, texts, fields, 5)
+    assert [s.lead_id for s in scores] == prepared.ids.tolist()
+    assert [s.probability for s in scores] == pytest.approx(p.tolist(), abs=1e-12)
+    assert [s.positive for s in scores] == positive
+    assert [s.negative for s in scores] == negative
+    assert [s.score for s in scores] == [int(min(100, max(0, round(x * 100)))) for x in p.tolist()]
