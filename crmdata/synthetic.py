@@ -17,7 +17,7 @@ from crmdata.contracts import LEAD, OPPORTUNITY, STAGE_HISTORY
 from crmdata.loaders import write_table
 from crmdata.stages import DEFAULT_STAGES, StageConfig
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 DEFAULT_AS_OF = pd.Timestamp("2026-07-01")
 LEAD_HISTORY_DAYS = 365
 DEAL_HISTORY_DAYS = 730
@@ -245,15 +245,32 @@ def generate_leads(*, n: int, seed: int, as_of: pd.Timestamp = DEFAULT_AS_OF) ->
     return SyntheticLeads(leads=leads, truth=truth, as_of=as_of)
 
 
-def _creation_times(rng: np.random.Generator, n: int, start_day: float, days: int, origin_s: int) -> np.ndarray:
-    """Draw creation times with a yearly season and steady growth (seconds since the epoch, whole seconds)."""
+def _creation_weights(start_day: float, days: int, origin_s: int) -> np.ndarray:
+    """Return the relative creation rate on each of `days` days from `start_day`: yearly season x steady growth."""
     day = np.arange(days) + start_day
     date = pd.to_datetime(origin_s + day * 86_400, unit="s")
     season = 1.0 + SEASONALITY * np.cos(2 * np.pi * (date.day_of_year.to_numpy() - 105) / 365.25)
     trend = (1.0 + GROWTH_PER_YEAR) ** (day / 365.25)
-    weights = season * trend
+    return np.asarray(season * trend, dtype=float)
+
+
+def _creation_times(rng: np.random.Generator, n: int, start_day: float, days: int, origin_s: int) -> np.ndarray:
+    """Draw creation times with a yearly season and steady growth (seconds since the epoch, whole seconds)."""
+    weights = _creation_weights(start_day, days, origin_s)
     picked = rng.choice(days, size=n, p=weights / weights.sum())
     return np.sort(origin_s + np.floor((start_day + picked + rng.random(n)) * 86_400))
+
+
+def future_deal_count(n: int, *, as_of: pd.Timestamp = DEFAULT_AS_OF) -> int:
+    """Return how many deals the generator creates in the DEAL_FUTURE_DAYS after `as_of`, given `n` before it.
+
+    The same seasonal, growing rate carries on across `as_of`: n x (sum of the daily rate over the future days) /
+    (sum over the DEAL_HISTORY_DAYS before), so the day after the export is as busy as the day before it.
+    """
+    origin_s = as_of.value // 10**9 - DEAL_HISTORY_DAYS * 86_400
+    past = _creation_weights(0.0, DEAL_HISTORY_DAYS, origin_s).sum()
+    future = _creation_weights(float(DEAL_HISTORY_DAYS), DEAL_FUTURE_DAYS, origin_s).sum()
+    return round(n * future / past)
 
 
 def _names(rng: np.random.Generator, n: int, first: tuple[str, ...], second: tuple[str, ...]) -> list[str]:
@@ -271,7 +288,7 @@ def generate_opportunities(*, n: int, seed: int, as_of: pd.Timestamp = DEFAULT_A
     rng = np.random.default_rng([seed, 2])
     as_of_s = as_of.value // 10**9
     origin_s = as_of_s - DEAL_HISTORY_DAYS * 86_400
-    n_future = round(n * DEAL_FUTURE_DAYS / DEAL_HISTORY_DAYS * (1 + GROWTH_PER_YEAR))
+    n_future = future_deal_count(n, as_of=as_of)
     created = np.concatenate([
         _creation_times(rng, n, 0.0, DEAL_HISTORY_DAYS, origin_s),
         _creation_times(rng, n_future, float(DEAL_HISTORY_DAYS), DEAL_FUTURE_DAYS, origin_s),

@@ -5,6 +5,7 @@ quarter phase, per stage and product, with a mixture-cure adjustment for cohorts
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -287,28 +288,27 @@ def _stage_durations(entries: pd.DataFrame, *, stages: StageConfig) -> pd.DataFr
     return pd.DataFrame({"stage": e["stage"], "days": days, "outcome": final_outcome}).dropna(subset=["days"])
 
 
-def fit_hazards(
-    entries: pd.DataFrame,
-    *,
-    as_of: pd.Timestamp,
-    observed_from: pd.Timestamp,
-    bin_days: int = 7,
-    seasonal_prior: float = 100.0,
-    cohort_prior: float = 50.0,
-    half_life_days: float = float("inf"),
-    prior: Hazards | None = None,
-    prior_weight: float = 200.0,
-) -> tuple[Hazards, np.ndarray]:
-    """Estimate daily won/lost hazards by (age bin, quarter phase) with delayed entry and right censoring.
+class _Stays(NamedTuple):
+    """Stays in a stage counted on the (age bin, quarter phase) grid, with what the cure model needs."""
 
-    h(b, q) = (E(b, q) + k x h(b)) / (R(b, q) + k), where E counts closes and R deal-days at risk in age bin b
-    during quarter phase q, h(b) = E(b) / R(b) pools the phases and k = `seasonal_prior` deal-days shrinks a
-    phase with little evidence towards the pooled hazard. Deal-days before `observed_from` (the first close in
-    the data) are not at risk: an export that keeps only deals closed after some date says nothing earlier.
-    Also return, per calendar month since observed_from (rows: month start day, observed wins, expected wins).
-    """
-    t_dn = int(day_numbers(pd.DatetimeIndex([as_day(as_of)]))[0])
-    obs_dn = int(day_numbers(pd.DatetimeIndex([as_day(observed_from)]))[0])
+    nb: int
+    risk: np.ndarray  # (nb, 3) deal-days at risk
+    won: np.ndarray  # (nb, 3) events, likewise lost and advance
+    lost: np.ndarray
+    advance: np.ndarray
+    start: np.ndarray  # per stay with time at risk: entry day, end day, closed (left before as_of), outcome
+    end: np.ndarray
+    closed: np.ndarray
+    outcome: np.ndarray
+    at_risk: np.ndarray  # per occupied (entry day, age) grid cell: deals at risk, calendar day, (bin, phase) cell
+    day: np.ndarray
+    cell: np.ndarray
+
+
+def _count_stays(
+    entries: pd.DataFrame, *, t_dn: int, obs_dn: int, bin_days: int, half_life_days: float, min_bins: int = 0
+) -> _Stays | None:
+    """Count deal-days at risk and events by (age bin, quarter phase); None when no stay has a day at risk."""
     start = day_numbers(entries["entered_at"])
     end = day_numbers(entries["closed_at"])
     outcome = entries["outcome"].astype(object).to_numpy()
@@ -320,7 +320,7 @@ def fit_hazards(
     start, first, length, closed, end = start[ok], first[ok], length[ok], closed[ok], end[ok]
     outcome = outcome[ok]
     if int(length.sum()) == 0:
-        return Hazards(bin_days, np.zeros((1, 3)), np.zeros((1, 3)), 0), np.zeros((0, 3))
+        return None
     # Deal-days at risk, counted on a (start day x age) grid: each stay is one run of ages on its start day's
     # row, so a difference array and a cumulative sum count them without listing every day.
     s0 = int(start.min())
@@ -334,9 +334,7 @@ def fit_hazards(
     cell_row, age = np.nonzero(grid)
     at_risk = grid[cell_row, age].astype(np.float64)
     day = s0 + cell_row + age
-    nb = int(age.max()) // bin_days + 1
-    if prior is not None:
-        nb = max(nb, prior.won.shape[0])
+    nb = max(int(age.max()) // bin_days + 1, min_bins)
     b = age // bin_days
     ph = quarter_phase(day)
     cell = b * 3 + ph
@@ -350,7 +348,87 @@ def fit_hazards(
         hit = closed & (outcome == kind)
         return np.bincount(ev_cell[hit], weights=ev_weight[hit], minlength=nb * 3).reshape(nb, 3)
 
-    won_ev, lost_ev, adv_ev = count("won"), count("lost"), count("advance")
+    return _Stays(nb, risk, count("won"), count("lost"), count("advance"), start, end, closed, outcome, at_risk,
+                  day, cell)
+
+
+def _prior_hazard(prior: Hazards, kind: str, nb: int) -> np.ndarray:
+    """Return a prior's (age bin, phase) hazard of one kind (won, lost, advance), padded with 0 to nb bins."""
+    h = getattr(prior, kind)
+    h = np.zeros((0, 3)) if h is None else h
+    return np.vstack([h, np.zeros((max(nb - h.shape[0], 0), 3))])[:nb]
+
+
+def segment_strength(
+    groups: list[pd.DataFrame], *, prior: Hazards, as_of: pd.Timestamp, observed_from: pd.Timestamp,
+    bin_days: int = 7, half_life_days: float = float("inf"),
+) -> np.ndarray:
+    """Return, per age bin, how many pseudo-exits a segment's hazards borrow from its stage's (inf: all of them).
+
+    Empirical Bayes (gamma-Poisson): in age bin b a segment's exit hazards are its stage's times a factor theta
+    with mean 1 and variance phi_b. With E_g = the exits (won, lost or advanced) of segment g in the bin and X_g =
+    the exits the stage's hazards expect from its deal-days at risk (sum over quarter phases of R x h),
+    E[(E_g - X_g)^2 - E_g] = phi_b X_g^2, so phi_b = max(0, sum_g (E_g - X_g)^2 - E_g) / sum_g X_g^2, and the
+    posterior factor of the exit hazard is (E_g + m_b) / (X_g + m_b) = 1 + w (E_g / X_g - 1), m_b = 1 / phi_b,
+    w = X_g / (X_g + m_b). Where the segments differ (a slow product barely closes in the first weeks, when a
+    fast one mostly does) they borrow little; where they are alike, or the bin has too few exits to tell, they
+    take the stage's hazards. fit_hazards applies the one weight w to each kind's own ratio (won, lost,
+    advance), so shrinking does not tilt a segment's odds of winning against losing.
+    """
+    t_dn = int(day_numbers(pd.DatetimeIndex([as_day(as_of)]))[0])
+    obs_dn = int(day_numbers(pd.DatetimeIndex([as_day(observed_from)]))[0])
+    nb = prior.won.shape[0]
+    kinds = ("won", "lost", "advance")
+    num = np.zeros(nb)
+    den = np.zeros(nb)
+    for group in groups:
+        c = _count_stays(group, t_dn=t_dn, obs_dn=obs_dn, bin_days=bin_days, half_life_days=half_life_days,
+                         min_bins=nb)
+        if c is None:
+            continue
+        e = sum(getattr(c, k).sum(axis=1) for k in kinds)[:nb]
+        x = sum((c.risk * _prior_hazard(prior, k, c.nb)).sum(axis=1) for k in kinds)[:nb]
+        num += (e - x) ** 2 - e
+        den += x**2
+    phi = np.divide(np.maximum(num, 0.0), den, out=np.zeros(nb), where=den > 0)
+    return np.divide(1.0, phi, out=np.full(nb, np.inf), where=phi > 0)
+
+
+def fit_hazards(
+    entries: pd.DataFrame,
+    *,
+    as_of: pd.Timestamp,
+    observed_from: pd.Timestamp,
+    bin_days: int = 7,
+    seasonal_prior: float = 100.0,
+    cohort_prior: float = 50.0,
+    half_life_days: float = float("inf"),
+    prior: Hazards | None = None,
+    prior_strength: np.ndarray | float = np.inf,
+) -> tuple[Hazards, np.ndarray]:
+    """Estimate daily won/lost hazards by (age bin, quarter phase) with delayed entry and right censoring.
+
+    h(b, q) = (E(b, q) + k x h(b)) / (R(b, q) + k), where E counts closes and R deal-days at risk in age bin b
+    during quarter phase q, h(b) = E(b) / R(b) pools the phases and k = `seasonal_prior` deal-days shrinks a
+    phase with little evidence towards the pooled hazard. Deal-days before `observed_from` (the first close in
+    the data) are not at risk: an export that keeps only deals closed after some date says nothing earlier.
+    With a `prior` (the stage's hazards, for one segment of it), each kind k (won, lost, advance) is the prior's
+    times a credibility-weighted factor per age bin: h_k(b, q) = h_prior,k(b, q) x (1 + w_b (E_k(b) / X_k(b) - 1)),
+    E_k(b) = the segment's events of kind k in bin b, X_k(b) = sum over phases of R(b, q) h_prior,k(b, q) (the
+    events the prior expects), w_b = X(b) / (X(b) + m_b) with X(b) = the exits of any kind the prior expects and
+    m_b = `prior_strength` pseudo-exits (one number, or one per bin; inf: the prior's hazards; see
+    segment_strength). One weight for every kind, so borrowing does not tilt winning against losing.
+    Also return, per calendar month since observed_from (rows: month start day, observed wins, expected wins).
+    """
+    t_dn = int(day_numbers(pd.DatetimeIndex([as_day(as_of)]))[0])
+    obs_dn = int(day_numbers(pd.DatetimeIndex([as_day(observed_from)]))[0])
+    c = _count_stays(entries, t_dn=t_dn, obs_dn=obs_dn, bin_days=bin_days, half_life_days=half_life_days,
+                     min_bins=0 if prior is None else prior.won.shape[0])
+    if c is None:
+        return Hazards(bin_days, np.zeros((1, 3)), np.zeros((1, 3)), 0), np.zeros((0, 3))
+    nb, risk, won_ev, lost_ev, adv_ev = c.nb, c.risk, c.won, c.lost, c.advance
+    start, end, closed, outcome, at_risk, day, cell = c.start, c.end, c.closed, c.outcome, c.at_risk, c.day, c.cell
+    ev_age = end - start
 
     def rate(events: np.ndarray) -> np.ndarray:
         pooled = np.divide(events.sum(1), risk.sum(1), out=np.zeros(nb), where=risk.sum(1) > 0)
@@ -361,14 +439,23 @@ def fit_hazards(
     if prior is None:
         hw, hl, ha = rate(won_ev), rate(lost_ev), rate(adv_ev)
     else:
-        # A segment (e.g. one product) borrows strength from its stage: k deal-days of the stage's hazard.
-        def pad(h: np.ndarray | None) -> np.ndarray:
-            h = np.zeros((0, 3)) if h is None else h
-            return np.vstack([h, np.zeros((nb - h.shape[0], 3))])
+        # A segment (e.g. one product) borrows strength from its stage: per age bin, its own rate of each kind
+        # (events / events the stage's hazards expect) weighted X / (X + m) against the stage's (factor 1).
+        given = np.atleast_1d(np.asarray(prior_strength, dtype=float))
+        m = np.full(nb, given[0]) if given.size == 1 else np.full(nb, np.inf)
+        if given.size > 1:
+            m[: min(nb, given.size)] = given[:nb]
+        prior_h = [_prior_hazard(prior, k, nb) for k in ("won", "lost", "advance")]
+        prior_x = [(risk * h).sum(axis=1) for h in prior_h]
+        x_all = sum(prior_x)
+        own = np.zeros(nb)
+        np.divide(x_all, x_all + m, out=own, where=np.isfinite(m) & (x_all + m > 0))
 
-        hw = (won_ev + prior_weight * pad(prior.won)) / (risk + prior_weight)
-        hl = (lost_ev + prior_weight * pad(prior.lost)) / (risk + prior_weight)
-        ha = (adv_ev + prior_weight * pad(prior.advance)) / (risk + prior_weight)
+        def borrow(events: np.ndarray, i: int) -> np.ndarray:
+            ratio = np.divide(events.sum(axis=1), prior_x[i], out=np.ones(nb), where=prior_x[i] > 0)
+            return prior_h[i] * (1.0 + own * (ratio - 1.0))[:, None]
+
+        hw, hl, ha = borrow(won_ev, 0), borrow(lost_ev, 1), borrow(adv_ev, 2)
     scale = np.maximum(hw + hl + ha, 1.0)  # keep a daily probability: won + lost + advance <= 1
     hw, hl, ha = hw / scale, hl / scale, ha / scale
     # Observed against expected wins per calendar month, to measure how much months vary beyond chance.
@@ -403,7 +490,7 @@ def fit_hazards(
         k_c = np.bincount(inv, weights=closed[fresh].astype(float), minlength=len(cohorts))
         f_c = np.bincount(inv, weights=f1, minlength=len(cohorts))
         susceptible = np.clip((k_c + cohort_prior * q) / (f_c + cohort_prior), 0.0, 1.0)
-    hazards = Hazards(bin_days, hw, hl, int(ok.sum()), ha if adv_ev.any() else None, cure, survival, cohorts,
+    hazards = Hazards(bin_days, hw, hl, len(start), ha if adv_ev.any() else None, cure, survival, cohorts,
                       susceptible)
     return hazards, monthly
 
@@ -476,7 +563,7 @@ def fit_stage_model(
     cohort_prior: float = 50.0,
     half_life_days: float = float("inf"),
     segment_by: str | None = "product",
-    segment_prior: float = 200.0,
+    segment_prior: float | None = None,
     min_segment_deals: int = 30,
     dispersion_prior: float = 0.15,
     dispersion_prior_weight: float = 3.0,
@@ -484,8 +571,11 @@ def fit_stage_model(
     """Learn the stage model from a snapshot (see forecasting.snapshot.snapshot) taken at `as_of`.
 
     Stage probabilities, conversions and durations as in stage_statistics. Timing: daily won/lost hazards per
-    stage on the clock "days since entering the stage" (see fit_hazards). Realisation = won revenue / amount of
-    won deals (how booked value compares with the amount in the pipeline). Dispersion: see _dispersion.
+    stage on the clock "days since entering the stage" (see fit_hazards). Each value of `segment_by` with at least
+    `min_segment_deals` stays in a stage gets its own hazards, borrowing from the stage's per age bin as much as
+    the segments are alike (`segment_prior=None`: estimated, see segment_strength; a number fixes the pseudo-exits
+    per bin). Realisation = won revenue / amount of won deals (how booked value compares with the amount in the
+    pipeline). Dispersion: see _dispersion.
     """
     t = as_day(as_of)
     closed = snap[snap["outcome"].isin(["won", "lost"])]
@@ -509,17 +599,25 @@ def fit_stage_model(
                                         seasonal_prior=seasonal_prior, cohort_prior=cohort_prior,
                                         half_life_days=half_life_days)
         hazards[entry] = hz
+    def by_segment(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+        keys = rows[str(segment)].astype(object)
+        return [(str(value), group) for value, group in rows.groupby(keys.where(keys.notna(), "(none)"), sort=True)
+                if len(group) >= min_segment_deals]
+
+    def segment_fits(rows: pd.DataFrame, base: Hazards, need_close: bool) -> dict[str, Hazards]:
+        groups = [(v, g) for v, g in by_segment(rows) if not need_close or g["outcome"].isin(["won", "lost"]).any()]
+        strength = (segment_strength([g for _, g in groups], prior=base, as_of=t, observed_from=observed_from,
+                                     bin_days=bin_days, half_life_days=half_life_days)
+                    if segment_prior is None else np.asarray(segment_prior, dtype=float))
+        return {v: fit_hazards(g, as_of=t, observed_from=observed_from, bin_days=bin_days,
+                               cohort_prior=cohort_prior, half_life_days=half_life_days, prior=base,
+                               prior_strength=strength)[0] for v, g in groups}
+
     segment_hazards: dict[tuple[str, str], Hazards] = {}
     if segment is not None:
         for s, base in hazards.items():
-            rows = entries[entries["stage"] == s]
-            keys = rows[segment].astype(object)
-            for value, group in rows.groupby(keys.where(keys.notna(), "(none)"), sort=True):
-                if len(group) >= min_segment_deals and group["outcome"].isin(["won", "lost"]).any():
-                    segment_hazards[(s, str(value))] = fit_hazards(
-                        group, as_of=t, observed_from=observed_from, bin_days=bin_days,
-                        cohort_prior=cohort_prior, half_life_days=half_life_days, prior=base,
-                        prior_weight=segment_prior)[0]
+            for value, hz in segment_fits(entries[entries["stage"] == s], base, True).items():
+                segment_hazards[(s, value)] = hz
     sojourn: dict[str, Hazards] = {}
     sojourn_segments: dict[tuple[str, str], Hazards] = {}
     stays = sojourn_entries(entries)
@@ -531,14 +629,9 @@ def fit_stage_model(
                            seasonal_prior=seasonal_prior, cohort_prior=cohort_prior,
                            half_life_days=half_life_days)[0]
         sojourn[s] = base
-        if segment is None:
-            continue
-        keys = rows[segment].astype(object)
-        for value, group in rows.groupby(keys.where(keys.notna(), "(none)"), sort=True):
-            if len(group) >= min_segment_deals:
-                sojourn_segments[(s, str(value))] = fit_hazards(
-                    group, as_of=t, observed_from=observed_from, bin_days=bin_days, cohort_prior=cohort_prior,
-                    half_life_days=half_life_days, prior=base, prior_weight=segment_prior)[0]
+        if segment is not None:
+            for value, hz in segment_fits(rows, base, False).items():
+                sojourn_segments[(s, value)] = hz
     w = snap[snap["outcome"] == "won"]
     amount = w["amount"].astype(float)
     booked = w["won_amount"].astype(float)

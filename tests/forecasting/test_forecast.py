@@ -12,7 +12,7 @@ import pytest
 from crmdata.stages import DEFAULT_STAGES
 from crmdata.synthetic import generate_opportunities
 from forecasting.errors import ForecastInputError
-from forecasting.forecast import forecast, monte_carlo, plan, stage_weighted, velocity_forecast
+from forecasting.forecast import forecast, monte_carlo, new_deal_means, plan, stage_weighted, velocity_forecast
 from tests.forecasting.conftest import MAVEN_STAGES
 
 
@@ -79,3 +79,35 @@ def test_monte_carlo_mean_matches_what_the_generator_closes() -> None:
     print(f"\nMonte Carlo mean vs generated revenue, 6 weeks, per seed: {np.round(errors, 3)}; "
           f"average {np.mean(errors):+.3f}")
     assert abs(np.mean(errors)) <= 0.03
+
+
+@pytest.mark.slow
+def test_replayed_forecasts_match_what_the_generator_closed() -> None:
+    # The report's backtest on the demo CRM (5,000 deals): as of the first of January to June 2026, with only
+    # what was known then, forecast the won revenue up to the end of the quarter, and compare the expected value
+    # (open deals' value x odds + new deals' count x mean size) with what the generator's truth closed.
+    # With every product's timing pulled towards the stage's (200 deal-days per age bin and quarter phase) this
+    # was +9.7% on average (6 seeds x 6 months), while the forward test above looked right; a CRM Enterprise deal
+    # ($48k, 1.6x the stage durations) created in the quarter was credited with the pace of the fast products.
+    errors = []
+    enterprise_new = np.zeros(2)  # (expected, generated) wins within the quarter of Enterprise deals created in it
+    for seed in range(1, 7):
+        data = generate_opportunities(n=5000, seed=seed)
+        truth = data.truth
+        for month in range(1, 7):
+            t = pd.Timestamp(2026, month, 1)
+            p = plan(data.opportunities, stages=data.stages, history=data.history, as_of=t, horizon="1Q")
+            end = p.periods[-1].end
+            won = truth[(truth["final_outcome"] == "won") & (truth["final_closed_at"] >= t)
+                        & (truth["final_closed_at"] < end)]
+            expected = float((p.values @ p.probs).sum() + new_deal_means(p).sum())
+            errors.append(expected / float(won["final_won_amount"].sum()) - 1)
+            if month in (1, 4):
+                created = truth[(truth["created_at"] >= t) & (truth["product"] == "CRM Enterprise")]
+                enterprise_new += [p.new_counts[p.new_segments.index("CRM Enterprise")].sum(),
+                                   int(created["opportunity_id"].isin(won["opportunity_id"]).sum())]
+    print(f"\nreplayed expected vs generated revenue, 1Q, 6 seeds x 6 months: mean {np.mean(errors):+.3f}; "
+          f"CRM Enterprise new-deal wins expected {enterprise_new[0]:.1f}, generated {enterprise_new[1]:.0f}")
+    assert abs(np.mean(errors)) <= 0.05  # -1.1% (was +9.7%)
+    # 26 such wins in the 12 quarters replayed; the pooled pace expected 54.5, the product's own 28.6.
+    assert enterprise_new[0] <= 1.3 * enterprise_new[1]

@@ -8,7 +8,7 @@ import pytest
 
 from crmdata.stages import DEFAULT_STAGES
 from forecasting.snapshot import snapshot
-from forecasting.stage_model import fit_hazards, fit_stage_model
+from forecasting.stage_model import Hazards, fit_hazards, fit_stage_model, segment_strength
 from tests.forecasting.conftest import MAVEN_STAGES, make_deals, make_history
 
 T = pd.Timestamp("2024-03-01")
@@ -71,6 +71,34 @@ def test_hazards_use_delayed_entry_and_censoring() -> None:
     # (Jan 4-7), open deals 8 days each (Jan 4-11): 1 + 4 + 8 + 8 = 21 deal-days, one win and one loss.
     assert hz.won[0, 0] == pytest.approx(1 / 21)
     assert hz.lost[0, 0] == pytest.approx(1 / 21)
+
+
+def test_segments_borrow_from_their_stage_only_as_much_as_they_are_alike() -> None:
+    # Empirical Bayes by hand. The stage's hazards: win 0.1 a day, never lose. In January (quarter phase 0)
+    # segment A had 20 deals for 5 days each, all won on the 5th: 100 deal-days, 20 exits where the stage's
+    # hazards expect 100 x 0.1 = 10. Segment B had 10 deals open for 10 days: 100 deal-days, no exit, 10 expected.
+    # phi = ((20 - 10)^2 - 20 + (0 - 10)^2 - 0) / (10^2 + 10^2) = 180 / 200 = 0.9, so m = 1 / 0.9 pseudo-exits
+    # and each segment's own rate counts X / (X + m) = 10 / (10 + 1.11) = 0.9: A wins 0.1 x (1 + 0.9 x (20 / 10 -
+    # 1)) = 0.19 a day, B 0.1 x (1 + 0.9 x (0 / 10 - 1)) = 0.01, in every quarter phase.
+    stage = Hazards(365, np.full((1, 3), 0.1), np.zeros((1, 3)), 30)
+    day, t = pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-11")
+    a = pd.DataFrame({"entered_at": [day] * 20, "closed_at": [day + pd.Timedelta(days=4)] * 20,
+                      "outcome": ["won"] * 20})
+    b = pd.DataFrame({"entered_at": [day] * 10, "closed_at": [pd.NaT] * 10, "outcome": ["open"] * 10})
+    m = segment_strength([a, b], prior=stage, as_of=t, observed_from=day, bin_days=365)
+    assert m.tolist() == pytest.approx([1 / 0.9])
+    fit_a, _ = fit_hazards(a, as_of=t, observed_from=day, bin_days=365, prior=stage, prior_strength=m)
+    fit_b, _ = fit_hazards(b, as_of=t, observed_from=day, bin_days=365, prior=stage, prior_strength=m)
+    assert fit_a.won[0].tolist() == pytest.approx([0.19] * 3) and not fit_a.lost.any()
+    assert fit_b.won[0].tolist() == pytest.approx([0.01] * 3)
+    # Segments that differ no more than chance says (each as the stage expects: 10 deals won on their 10th day,
+    # 100 deal-days, 10 exits, 10 expected: (10 - 10)^2 - 10 < 0) take the stage's hazards as they are.
+    c = pd.DataFrame({"entered_at": [day] * 10, "closed_at": [day + pd.Timedelta(days=9)] * 10,
+                      "outcome": ["won"] * 10})
+    alike = segment_strength([c, c], prior=stage, as_of=t, observed_from=day, bin_days=365)
+    assert alike.tolist() == [float("inf")]
+    fit_c, _ = fit_hazards(c, as_of=t, observed_from=day, bin_days=365, prior=stage, prior_strength=alike)
+    assert fit_c.won[0].tolist() == pytest.approx([0.1] * 3)
 
 
 def test_time_spent_lowers_the_win_probability() -> None:
