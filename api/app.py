@@ -9,6 +9,7 @@ from flask import Flask, Response, g, request
 
 from api.errors import register_error_handlers
 from api.http import Runtime
+from api.jsonio import OrjsonProvider
 from api.keys import KeyRing
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
@@ -17,14 +18,19 @@ from api.settings import Settings, load_settings
 log = logging.getLogger("leadcast.api")
 
 
+class LeadcastFlask(Flask):
+    """Flask with orjson for request and response bodies."""
+
+    json_provider_class = OrjsonProvider
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the leadcast service: settings read once, one blueprint per resource, one error shape."""
     from api.blueprints import docs, forecast, health, leads, models
 
     settings = settings or load_settings()
-    app = Flask("leadcast")
+    app = LeadcastFlask("leadcast")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     rt = Runtime(
         settings=settings,
         keys=KeyRing(settings.resolved_api_keys_file),

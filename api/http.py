@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any, TypeVar, cast
 from flask import current_app, g, request
 
 from api.errors import ApiError
+from api.jsonio import parse
 from api.keys import KeyRing
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
@@ -72,11 +72,6 @@ def json_body() -> Any:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = request.get_data(cache=True)
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return parse(raw)
+    except ValueError as exc:  # orjson's errors are ValueErrors; it refuses NaN, Infinity and bad UTF-8
         raise ApiError(400, "malformed_json", f"the request body is not valid JSON: {exc}") from exc
-
-
-def _reject_constant(name: str) -> Any:
-    """Refuse NaN and Infinity, which Python's parser takes but JSON does not allow."""
-    raise ValueError(f"{name} is not a JSON value")
