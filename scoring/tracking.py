@@ -13,11 +13,12 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from scoring.spec import prepare
 from scoring.training import TrainingResult
 
 SERVING_ARTIFACT_DIR = "leadcast"
+F = TypeVar("F", bound=Callable[..., Any])
 
 AUC_MARGIN = 0.005
 BRIER_MARGIN = 0.02
@@ -155,6 +157,18 @@ def quiet_mlflow() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _quietly(fn: F) -> F:
+    """Run `fn` with MLflow's import-time and logging noise silenced."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with quiet_mlflow():
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+@_quietly
 def track(
     result: TrainingResult,
     *,
@@ -168,23 +182,6 @@ def track(
 ) -> TrackedModel:
     """Log the run to MLflow, register the model as `challenger`, promote it to `champion` if it earns it,
     and write the joblib artifact and model card to `models_dir`."""
-    with quiet_mlflow():
-        return _track(result, tracking_uri=tracking_uri, artifact_root=artifact_root,
-                      experiment_name=experiment_name, registered_model_name=registered_model_name,
-                      models_dir=models_dir, spec_path=spec_path, force=force)
-
-
-def _track(
-    result: TrainingResult,
-    *,
-    tracking_uri: str,
-    artifact_root: str,
-    experiment_name: str,
-    registered_model_name: str,
-    models_dir: Path,
-    spec_path: Path | None,
-    force: bool,
-) -> TrackedModel:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
