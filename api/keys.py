@@ -7,16 +7,15 @@ import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from crmdata.errors import LeadcastError
+from crmdata.loaders import atomic_write
 
 SCOPES = ("score", "forecast", "admin")
 KEY_PATTERN = re.compile(r"^lc_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
@@ -67,11 +66,11 @@ def read_keys(path: Path) -> list[ApiKey]:
 
 
 def _write_keys(path: Path, keys: list[ApiKey]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"keys": [asdict(k) for k in keys]}, handle, indent=2)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps({"keys": [asdict(k) for k in keys]}, indent=2))
+        tmp.chmod(0o600)
+
+    atomic_write(path, write)
 
 
 def create_key(path: Path, *, name: str, scopes: tuple[str, ...]) -> str:

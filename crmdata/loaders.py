@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -63,20 +64,26 @@ def read_raw(path: Path, *, missing_values: tuple[str, ...] = ()) -> pd.DataFram
     )
 
 
-def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Write CSV or Parquet (by suffix) atomically, so a failure never leaves a half-written file."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write` on a temporary file beside `path` and rename it over `path` once complete, so a failure
+    never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame.to_parquet(tmp, index=False, compression="zstd")
-        else:
-            frame.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+        write(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write CSV or Parquet (by suffix) atomically."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False, compression="zstd"))
+    else:
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%S"))
 
 
 def _normalise_key(values: pd.Series, how: str) -> pd.Series:

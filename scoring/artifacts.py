@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from crmdata.errors import LeadcastError
+from crmdata.loaders import atomic_write
 from scoring.spec import ModelSpec
 
 REGISTRY_FILE = "registry.json"
@@ -47,21 +46,9 @@ def hash_ids(ids: pd.Series) -> np.ndarray:
     return np.asarray(pd.util.hash_array(ids.astype(str).to_numpy(dtype=object)), dtype=np.uint64)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically."""
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
 def read_registry(models_dir: Path) -> dict[str, Any]:
@@ -77,7 +64,7 @@ def save_trained(trained: TrainedModel, *, models_dir: Path, name: str, aliases:
     """Write `<name>-v<version>.joblib` and its `.json` model card; record the version and aliases."""
     stem = f"{name}-v{trained.version}"
     path = models_dir / f"{stem}.joblib"
-    _atomic_write(path, lambda tmp: joblib.dump(trained, tmp, compress=3))
+    atomic_write(path, lambda tmp: joblib.dump(trained, tmp, compress=3))
     write_json(models_dir / f"{stem}.json", trained.card)
     registry = read_registry(models_dir)
     registry["name"] = name

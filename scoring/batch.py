@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from crmdata.errors import DataValidationError, Problem
+from crmdata.loaders import atomic_write
 from scoring.scorer import Scorer
 from scoring.spec import prepare
 
@@ -82,48 +81,44 @@ def score_file(
     failure (a bad row in any chunk) never leaves a half-written output. `as_of` (ISO date) is the time
     recency is measured from for leads without their own `as_of` value; without it, the model's reference."""
     spec = scorer.spec
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    writer = None
     rows = 0
     grades = {g: 0 for g in "ABCD"}
-    try:
-        for chunk in read_chunks(src, chunk_rows=chunk_rows, missing_values=spec.missing_values):
-            if as_of is not None:
-                chunk = chunk.assign(as_of=chunk["as_of"].fillna(as_of)) if "as_of" in chunk.columns else \
-                    chunk.assign(as_of=as_of)
-            try:
-                prepared = prepare(chunk, spec=spec, table=src.name)
-            except DataValidationError as exc:
-                problems = [Problem(p.table, p.field, p.message, None if p.row is None else p.row + rows,
-                                    p.value, p.code) for p in exc.problems]
-                raise DataValidationError(problems, source=src.name) from exc
-            out = scorer.score_frame(prepared.features, prepared.ids, reasons=reasons)
-            for g, n in out["grade"].value_counts().items():
-                grades[str(g)] += int(n)
-            if _is_parquet(dst):
-                import pyarrow as pa
-                import pyarrow.parquet as pq
 
-                table = pa.Table.from_pandas(out, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                writer.write_table(table)
-            else:
-                out.to_csv(tmp, mode="w" if rows == 0 else "a", header=rows == 0, index=False)
-            rows += len(out)
-            if progress is not None:
-                progress(len(chunk))
-        if writer is not None:
-            writer.close()
-            writer = None
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        writer = None
+        try:
+            for chunk in read_chunks(src, chunk_rows=chunk_rows, missing_values=spec.missing_values):
+                if as_of is not None:
+                    chunk = chunk.assign(as_of=chunk["as_of"].fillna(as_of)) if "as_of" in chunk.columns else \
+                        chunk.assign(as_of=as_of)
+                try:
+                    prepared = prepare(chunk, spec=spec, table=src.name)
+                except DataValidationError as exc:
+                    problems = [Problem(p.table, p.field, p.message, None if p.row is None else p.row + rows,
+                                        p.value, p.code) for p in exc.problems]
+                    raise DataValidationError(problems, source=src.name) from exc
+                out = scorer.score_frame(prepared.features, prepared.ids, reasons=reasons)
+                for g, n in out["grade"].value_counts().items():
+                    grades[str(g)] += int(n)
+                if _is_parquet(dst):
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    table = pa.Table.from_pandas(out, preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                    writer.write_table(table)
+                else:
+                    out.to_csv(tmp, mode="w" if rows == 0 else "a", header=rows == 0, index=False)
+                rows += len(out)
+                if progress is not None:
+                    progress(len(chunk))
+        finally:
+            if writer is not None:
+                writer.close()
         if rows == 0:
             raise DataValidationError([Problem(src.name, "-", "no lead to score", code="empty")], source=src.name)
-        tmp.replace(dst)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(dst, write)
     return BatchSummary(rows=rows, grades=grades, model_kind=scorer.kind, model_version=scorer.version, out=dst)

@@ -118,19 +118,12 @@ class CompiledTrees:
     feature: np.ndarray
     threshold: np.ndarray
     missing_left: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
     is_leaf: np.ndarray
-    is_categorical: np.ndarray
-    bitset_row: np.ndarray
-    left_bitsets: np.ndarray
-    known_bitsets: np.ndarray
     value: np.ndarray
     depth: int
     baseline: float
     column_order: np.ndarray
     category_maps: tuple[np.ndarray, ...]
-    n_categorical: int
     tree_columns: tuple[frozenset[int], ...]
     left_nav: np.ndarray
     right_nav: np.ndarray
@@ -194,13 +187,10 @@ class CompiledTrees:
         return cls(
             roots=np.asarray(roots, dtype=np.int64), feature=nodes["feature_idx"].astype(np.int64),
             threshold=nodes["num_threshold"].astype(np.float64), missing_left=nodes["missing_go_to_left"] == 1,
-            left=nodes["left"].astype(np.int64), right=nodes["right"].astype(np.int64),
-            is_leaf=nodes["is_leaf"] == 1, is_categorical=nodes["is_categorical"] == 1,
-            bitset_row=nodes["bitset_idx"].astype(np.int64), left_bitsets=left_bitsets.astype(np.uint32),
-            known_bitsets=known_rows.astype(np.uint32), value=nodes["value"].astype(np.float64),
+            is_leaf=nodes["is_leaf"] == 1, value=nodes["value"].astype(np.float64),
             depth=int(nodes["depth"].max()) + 1, baseline=float(hgb._baseline_prediction.ravel()[0]),
             column_order=np.concatenate([cat_cols, num_cols]).astype(np.int64), category_maps=maps,
-            n_categorical=len(cat_cols), tree_columns=tree_columns, left_nav=left_nav, right_nav=right_nav,
+            tree_columns=tree_columns, left_nav=left_nav, right_nav=right_nav,
             cat_row=cat_row, cat_table=cat_table,
             predictors=tuple(p for (p,) in hgb._predictors), known_cat_bitsets=known, f_idx_map=f_idx_map,
         )
@@ -426,12 +416,9 @@ class CompiledLinear:
                 miss_w.append(weights[-1])
         as_int = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
         as_float = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
-        self.num_cols, self.wz, self.medians = as_int(num_cols), as_float(wz), basis.medians_[num_cols]
-        self.knot_pos, self.knot_val, self.knot_w = as_int(knot_pos), as_float(knot_val), as_float(knot_w)
-        self.miss_cols, self.miss_w = as_int(miss_cols), as_float(miss_w)
-        self.cat_cols, self.cat_codes, self.cat_w = as_int(cat_cols), as_float(cat_codes), as_float(cat_w)
-        self.terms = LinearTerms(self.num_cols, self.wz, self.medians, self.knot_pos, self.knot_val, self.knot_w,
-                                 self.miss_cols, self.miss_w, self.cat_cols, self.cat_codes, self.cat_w)
+        self.terms = LinearTerms(as_int(num_cols), as_float(wz), basis.medians_[num_cols], as_int(knot_pos),
+                                 as_float(knot_val), as_float(knot_w), as_int(miss_cols), as_float(miss_w),
+                                 as_int(cat_cols), as_float(cat_codes), as_float(cat_w))
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         """Return the logistic model's log-odds for each row."""
@@ -579,13 +566,7 @@ class CompiledModel:
             return out
         if sum(rows.size for _, rows in subs) > SMALL_BATCH:
             return self._contributions_by_field(base, p, subs, out)
-        all_rows = np.concatenate([rows for _, rows in subs])
-        stacked = {name: values[all_rows] for name, values in base.items()}
-        start = 0
-        for j, rows in subs:
-            stacked[self.fields[j]][start:start + rows.size] = self.neutral[self.fields[j]]
-            start += rows.size
-        p_sub = self.proba(stacked)
+        p_sub = self.proba(self._stack(base, subs, include_base=False))
         start = 0
         for j, rows in subs:
             out[rows, j] = p[rows] - p_sub[start:start + rows.size]

@@ -474,7 +474,6 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
         base = self.encode(cols)
         # A field never filled in during fit is ignored later too, so derived features mean the same thing.
         self.absent_fields_ = tuple(f.column for f in spec.features if np.isnan(base[f.column]).all())
-        base = self.encode(cols)
         for group, members in _index_groups(spec):
             self.index_scales_[group] = ActivityIndex().fit(np.column_stack([base[c] for c in members])).scale_
         self.neutral_: dict[str, float] = {}

@@ -8,7 +8,6 @@ same data promotes nothing unless it is better. `force` promotes anyway and says
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ import pandas as pd
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from crmdata.errors import DataValidationError, LeadcastError
-from scoring.artifacts import TrainedModel, load_trained, save_trained, set_alias, write_json
+from scoring.artifacts import TrainedModel, load_trained, read_registry, save_trained, set_alias, write_json
 from scoring.evaluation import save_plots
 from scoring.fast import CompiledModel
 from scoring.spec import prepare
@@ -321,10 +320,7 @@ def fetch_champion(*, tracking_uri: str, registered_model_name: str, cache_dir: 
 
 def read_champion_version(models_dir: Path) -> str | None:
     """Return the version the local registry calls champion, if any."""
-    path = models_dir / "registry.json"
-    if not path.exists():
-        return None
-    version = json.loads(path.read_text())["aliases"].get("champion")
+    version = read_registry(models_dir)["aliases"].get("champion")
     return None if version is None else str(version)
 
 
