@@ -12,7 +12,7 @@ import pandas as pd
 from crmdata.stages import StageConfig
 from forecasting import metrics
 from forecasting.errors import ForecastInputError
-from forecasting.forecast import monte_carlo, plan, stage_weighted, velocity_forecast
+from forecasting.forecast import finite_or_none, monte_carlo, plan, stage_weighted, velocity_forecast
 from forecasting.periods import Horizon, as_day, parse_horizon, periods
 
 METHODS = ("monte_carlo_p50", "monte_carlo_mean", "velocity", "stage_weighted", "last_period", "trailing_3_mean",
@@ -46,8 +46,9 @@ class BacktestRow:
 
     def to_dict(self) -> dict[str, object]:
         """Return JSON-ready values."""
-        return {"as_of": self.as_of.date().isoformat(), "label": self.label, "actual": self.actual,
-                "forecasts": dict(self.forecasts), "p10": self.p10, "p90": self.p90, "inside_p10_p90": self.inside}
+        return {"as_of": self.as_of.date().isoformat(), "label": self.label, "actual": finite_or_none(self.actual),
+                "forecasts": {k: finite_or_none(v) for k, v in self.forecasts.items()},
+                "p10": finite_or_none(self.p10), "p90": finite_or_none(self.p90), "inside_p10_p90": self.inside}
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ class MethodAccuracy:
 
     def to_dict(self) -> dict[str, object]:
         """Return JSON-ready values."""
-        return {"method": self.method, "label": METHOD_LABELS.get(self.method, self.method), "mape": self.mape,
-                "bias": self.bias, "coverage": self.coverage, "n": self.n}
+        return {"method": self.method, "label": METHOD_LABELS.get(self.method, self.method),
+                "mape": finite_or_none(self.mape), "bias": finite_or_none(self.bias),
+                "coverage": finite_or_none(self.coverage), "n": self.n}
 
 
 @dataclass(frozen=True)

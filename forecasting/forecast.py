@@ -20,7 +20,8 @@ from forecasting.stuck import find_stuck, stuck_thresholds
 QUANTILES = (10, 50, 90)
 
 
-def _num(x: float | None) -> float | None:
+def finite_or_none(x: float | None) -> float | None:
+    """Return `x` as a float, or None when it is missing, NaN or infinite (JSON has no NaN)."""
     """Return a JSON-ready float (None for NaN or None)."""
     if x is None:
         return None
@@ -45,7 +46,7 @@ class PeriodForecast:
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-ready values (ISO dates; `end` is excluded)."""
-        d = {k: _num(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        d = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
         d["start"], d["end"] = self.start.date().isoformat(), self.end.date().isoformat()
         return d
 
@@ -65,7 +66,7 @@ class DealDriver:
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-ready values."""
-        return {k: _num(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class GroupForecast:
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-ready values."""
-        return {k: _num(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,9 @@ class ModelSummary:
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-ready values."""
         d = asdict(self)
-        d["stages"] = [{k: _num(v) if isinstance(v, float) else v for k, v in asdict(s).items()}
+        d["stages"] = [{k: finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(s).items()}
                        for s in self.stages]
-        return {k: _num(v) if isinstance(v, float) else v for k, v in d.items()}
+        return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in d.items()}
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class ForecastResult:
     def to_dict(self) -> dict[str, Any]:
         """Return the whole result as plain floats, strings, lists and dicts (dates in ISO format)."""
         stuck_records = [
-            {k: (_num(float(v)) if isinstance(v, (float, np.floating)) else (None if pd.isna(v) else str(v)))
+            {k: (finite_or_none(float(v)) if isinstance(v, (float, np.floating)) else (None if pd.isna(v) else str(v)))
              for k, v in row.items()}
             for row in self.stuck.to_dict(orient="records")
         ]
@@ -147,13 +148,13 @@ class ForecastResult:
             "horizon": self.horizon,
             "periods": [p.to_dict() for p in self.periods],
             "total": self.total.to_dict(),
-            "stage_weighted": _num(self.stage_weighted),
-            "target": _num(self.target),
-            "probability_of_target": _num(self.probability_of_target),
+            "stage_weighted": finite_or_none(self.stage_weighted),
+            "target": finite_or_none(self.target),
+            "probability_of_target": finite_or_none(self.probability_of_target),
             "drivers": [d.to_dict() for d in self.drivers],
             "stuck": stuck_records,
-            "stuck_thresholds": {k: _num(v) for k, v in self.stuck_thresholds.items()},
-            "metrics": {k: _num(v) for k, v in self.metrics.items()},
+            "stuck_thresholds": {k: finite_or_none(v) for k, v in self.stuck_thresholds.items()},
+            "metrics": {k: finite_or_none(v) for k, v in self.metrics.items()},
             "model": self.model.to_dict(),
             "by": self.by,
             "groups": [g.to_dict() for g in self.groups],

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,8 @@ import click
 import numpy as np
 import pandas as pd
 
-from crmdata.loaders import Pipeline, load_pipeline
+from api.commands import FILE
+from crmdata.loaders import Pipeline, atomic_write, load_pipeline
 from forecasting.backtest import METHOD_LABELS, BacktestResult, as_of_dates, backtest
 from forecasting.errors import ForecastInputError
 from forecasting.forecast import ForecastResult, forecast
@@ -24,11 +23,13 @@ from forecasting.stage_model import fit_stage_model
 from forecasting.stuck import find_stuck, stuck_thresholds
 from forecasting.summary import pipeline_metrics
 
-FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
-
 
 def _money(x: float | None) -> str:
     return "-" if x is None or not np.isfinite(x) else f"${x:,.0f}"
+
+
+def _pct_points(x: float | None, *, sign: bool = False) -> str:
+    return "-" if x is None or not np.isfinite(x) else (f"{x:+.1f}%" if sign else f"{x:.1f}%")
 
 
 def _pct(x: float | None) -> str:
@@ -36,30 +37,13 @@ def _pct(x: float | None) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a temporary file beside the target, renamed over it once complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write JSON atomically (no NaN: it is not JSON)."""
+    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _load(opportunities: Path, mapping: Path | None, history: Path | None) -> Pipeline:
@@ -164,17 +148,6 @@ def metrics_command(opportunities: Path, mapping: Path | None, history: Path | N
         click.echo(f"\nwrote {json_path}")
 
 
-def _clean(value: Any) -> Any:
-    """Return a JSON-safe copy: NaN and infinity become None."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def print_forecast(result: ForecastResult) -> None:
     """Print a forecast as readable tables."""
     click.echo(f"Forecast of won revenue as of {result.as_of:%Y-%m-%d}, horizon {result.horizon} "
@@ -205,7 +178,7 @@ def print_forecast(result: ForecastResult) -> None:
     if result.backtest:
         click.echo("\nbacktest on your history (same horizon)")
         click.echo(_table(["method", "MAPE", "bias", "inside P10-P90"],
-                          [[a["label"], f"{a['mape']:.1f}%", f"{a['bias']:+.1f}%",
+                          [[a["label"], _pct_points(a["mape"]), _pct_points(a["bias"], sign=True),
                             "-" if a["coverage"] is None else f"{a['coverage']:.0%}"]
                            for a in result.backtest["accuracy"]]))
 
@@ -286,7 +259,7 @@ def backtest_command(opportunities: Path, mapping: Path | None, history: Path | 
                       [[METHOD_LABELS[a.method], f"{a.mape:.1f}%", f"{a.bias:+.1f}%",
                         "-" if a.coverage is None else f"{round(a.coverage * a.n)} of {a.n}"] for a in bt.accuracy]))
     if json_path is not None:
-        write_json(json_path, _clean(bt.to_dict()))
+        write_json(json_path, bt.to_dict())
         click.echo(f"\nwrote {json_path}")
     if markdown_path is not None:
         given = {"--opportunities": opportunities, "--mapping": mapping, "--history": history, "--start": start,

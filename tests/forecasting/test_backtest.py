@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from crmdata.loaders import load_pipeline
-from forecasting.backtest import as_of_dates, backtest, baselines
+from forecasting.backtest import MethodAccuracy, as_of_dates, backtest, baselines
 from forecasting.errors import ForecastInputError
 from forecasting.periods import parse_horizon
 from forecasting.snapshot import snapshot
@@ -57,3 +58,10 @@ def test_maven_monthly_backtest(maven_dir: Path, repo_root: Path) -> None:
     mc = result.method("monte_carlo_p50")
     assert mc.mape <= 15.0
     assert mc.coverage is not None and round(mc.coverage * 9) >= 7
+
+
+def test_accuracy_without_a_positive_actual_is_null_in_json() -> None:
+    # MAPE divides by the actual: with no month above $0 it is undefined (NaN), which JSON cannot carry.
+    acc = MethodAccuracy(method="monte_carlo_p50", mape=float("nan"), bias=float("nan"), coverage=0.5, n=0)
+    assert acc.to_dict()["mape"] is None and acc.to_dict()["bias"] is None
+    assert json.loads(json.dumps(acc.to_dict(), allow_nan=False))["coverage"] == 0.5
