@@ -32,4 +32,6 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks -m bench -s -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) demo-data reports .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) demo-data reports mlflow.db mlartifacts api-keys.json api-keys.json.lock \
+		.pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find models -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -12,7 +12,8 @@ from api.commands import forecasting as forecasting_commands
 from api.commands import report as report_commands
 from api.commands import scoring as scoring_commands
 from api.commands import service as service_commands
-from api.settings import Settings, SettingsError, load_settings
+from api.commands import settings_of as settings_of
+from api.settings import SettingsError, load_settings
 from crmdata.errors import LeadcastError
 
 
@@ -35,13 +36,6 @@ class LeadcastGroup(click.Group):
 def cli(ctx: click.Context, settings_file: Path | None) -> None:
     """Lead scoring and revenue forecasting for your CRM."""
     ctx.obj = load_settings(settings_file)
-
-
-def settings_of(ctx: click.Context) -> Settings:
-    """Return the settings the group read once at start-up."""
-    obj = ctx.find_root().obj
-    assert isinstance(obj, Settings)
-    return obj
 
 
 data_commands.register(cli)

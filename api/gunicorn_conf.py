@@ -4,11 +4,15 @@ import os
 
 from prometheus_client import multiprocess
 
-bind = f"{os.environ.get('LEADCAST_HOST', '127.0.0.1')}:{os.environ.get('LEADCAST_PORT', '8000')}"
-workers = int(os.environ.get("LEADCAST_WORKERS", "2"))
-threads = int(os.environ.get("LEADCAST_THREADS", "1"))
+from api.settings import load_settings
+
+# The same settings object the app reads (the serve command passes every setting as LEADCAST_* variables).
+_settings = load_settings()
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+threads = _settings.threads
 worker_class = "gthread" if threads > 1 else "sync"
-timeout = int(os.environ.get("LEADCAST_TIMEOUT_SECONDS", "60"))
+timeout = _settings.timeout_seconds
 graceful_timeout = 30
 keepalive = 5
 # Load the app (and its model) once in the master so workers start fast and share memory pages.

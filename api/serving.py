@@ -18,6 +18,8 @@ from scoring.spec import load_spec
 from scoring.tracking import fetch_champion
 
 log = logging.getLogger("leadcast.api")
+# What loading a model can raise that is the data's or the deployment's fault, not a bug.
+LOAD_ERRORS = (LeadcastError, OSError, ValueError)
 
 RELOAD_MARKER = ".reload"
 
@@ -46,11 +48,10 @@ def _served(scorer: Scorer, *, name: str) -> Served:
         "kind": "rules", "version": scorer.version, "spec": spec.name,
         "note": "No trained model yet: scores come from the cold-start points rules (see docs/scoring.md).",
     }
-    known = {spec.id_column, spec.target.column, *spec.feature_columns, *spec.exclude, *spec.protected, "as_of"}
-    if spec.created_at_column:
-        known.add(spec.created_at_column)
+    known = {spec.id_column, spec.target.column, *spec.feature_columns, *spec.exclude, *spec.protected, "as_of",
+             spec.created_at_column, spec.as_of_column}
     return Served(scorer=scorer, name=name, version=scorer.version, kind=kind, card=card,
-                  known_fields=frozenset(known))
+                  known_fields=frozenset(k for k in known if k is not None))
 
 
 class ModelHolder:
@@ -99,7 +100,7 @@ class ModelHolder:
             stamp = self._marker_stamp()
             try:
                 served = _served(self._champion(), name=self.name)
-            except (LeadcastError, OSError, ValueError) as exc:
+            except LOAD_ERRORS as exc:
                 self.last_error = str(exc)
                 log.error("model load failed: %s", exc)
                 raise
@@ -115,7 +116,7 @@ class ModelHolder:
         """Return the model to score with, first following a reload another worker announced."""
         if self._marker_seen is not None and self._marker_stamp() != self._marker_seen:
             # keep serving the model we have on failure; readyz and the reload call report the error
-            with contextlib.suppress(LeadcastError, OSError, ValueError):
+            with contextlib.suppress(*LOAD_ERRORS):
                 self.load()
         return self._current
 

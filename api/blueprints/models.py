@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from api.errors import ApiError
 from api.http import Runtime, requires, runtime
-from api.serving import ModelHolder, Served
-from crmdata.errors import LeadcastError
+from api.serving import LOAD_ERRORS, ModelHolder, Served
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -19,10 +20,9 @@ def init(app: Flask, rt: Runtime) -> None:
                          tracking_uri=settings.resolved_tracking_uri if settings.serves_from_mlflow else None,
                          on_load=lambda s: rt.metrics.set_model(name=s.name, version=s.version, kind=s.kind))
     rt.services["models"] = holder
-    try:
+    # A failed load is logged by the holder; the service starts anyway and answers 503 until a reload works.
+    with contextlib.suppress(*LOAD_ERRORS):
         holder.load()
-    except (LeadcastError, OSError, ValueError):
-        app.logger.error("starting without a model: %s", holder.last_error)
 
 
 def current_model() -> Served:
@@ -49,7 +49,7 @@ def reload() -> Response:
     previous = holder.current()
     try:
         served = holder.reload()
-    except (LeadcastError, OSError, ValueError) as exc:
+    except LOAD_ERRORS as exc:
         # The cause names files on the server: it goes to the log, not to the caller.
         current_app.logger.error("reload failed: %s", exc)
         raise ApiError(503, "unavailable", "reload failed, still serving the previous model; the service log says "

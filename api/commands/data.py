@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
+from api.commands import FILE, settings_of
 from crmdata.loaders import load_leads, load_pipeline, load_stage_history
 from crmdata.mapping import ColumnMapping
 from crmdata.synthetic import DEMO_STEPS, write_demo
-
-FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
 @click.command()
@@ -45,8 +44,6 @@ def validate(table: str, file: Path, mapping: Path | None) -> None:
 @click.pass_context
 def demo_data(ctx: click.Context, n_leads: int, n_opportunities: int, seed: int, out: Path | None, fmt: str) -> None:
     """Generate a synthetic CRM (leads, opportunities, stage history, and the truth behind them)."""
-    from api.cli import settings_of
-
     folder = out if out is not None else settings_of(ctx).resolved_demo_dir
     label = f"generating {n_leads:,} leads and {n_opportunities:,} opportunities"
     with click.progressbar(length=DEMO_STEPS, label=label, file=sys.stderr) as bar:

@@ -5,21 +5,19 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 import pandas as pd
 
+from api.commands import FILE, settings_of
 from crmdata.loaders import load_pipeline, read_raw
 from forecasting.errors import ForecastInputError
 from forecasting.periods import as_day, parse_horizon
-from forecasting.report import build_report, write_report
-from forecasting.report.build import REPORT_STEPS
-from scoring.scorer import Scorer
-from scoring.spec import prepare
 
-FILE = click.Path(dir_okay=False, path_type=Path)
+if TYPE_CHECKING:
+    from scoring.scorer import Scorer
 
 
 def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -29,6 +27,8 @@ def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.D
     Every row is checked against the scorer's spec first, so a bad value is reported with its row in the file.
     Recency is measured from each lead's own as-of value when the file has one, else from `as_of`.
     """
+    from scoring.spec import prepare
+
     spec = scorer.spec
     raw = read_raw(path, missing_values=spec.missing_values)
     stamp = as_of.isoformat()
@@ -50,11 +50,6 @@ def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.D
                              "score": pd.Series(dtype="int64"), "grade": pd.Series(dtype="string")})
     return scorer.score_frame(features, ids, reasons=False)
 
-
-def _settings(ctx: click.Context) -> Any:
-    from api.cli import settings_of
-
-    return settings_of(ctx)
 
 
 @click.command("report")
@@ -82,7 +77,7 @@ def report_command(ctx: click.Context, opportunities: Path, mapping: Path | None
                    backtest_months: int, backtest_sims: int, out: Path) -> None:
     """Write the leadership report: forecast with P10/P50/P90 and its measured accuracy, pipeline health, reps
     and products (report.html, one self-contained page, and report.xlsx)."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     hz = parse_horizon(horizon)
     t = as_day(as_of, field="--as-of")
     if target is not None and (not np.isfinite(target) or target < 0):
@@ -92,7 +87,7 @@ def report_command(ctx: click.Context, opportunities: Path, mapping: Path | None
         raise ForecastInputError(f"the pipeline is empty: {opportunities} has no opportunities")
     scores = None
     if leads is not None:
-        from scoring.scorer import load_scorer
+        from scoring.scorer import load_scorer  # heavy: imported only when leads are scored
 
         scorer = load_scorer(None, models_dir=settings.resolved_models_dir)
         if scorer.kind == "rules":
@@ -101,6 +96,10 @@ def report_command(ctx: click.Context, opportunities: Path, mapping: Path | None
         scores = score_open_leads(leads, scorer=scorer, as_of=t)
     n_sims = sims if sims is not None else settings.forecast_simulations
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    # matplotlib and openpyxl load here, not when any other leadcast command starts.
+    from forecasting.report import build_report, write_report
+    from forecasting.report.build import REPORT_STEPS
+
     with click.progressbar(length=REPORT_STEPS, label="building the report", file=sys.stderr) as bar:
         report = build_report(pipeline, as_of=t, horizon=str(hz), rng=np.random.default_rng(seed), target=target,
                               leads_scores=scores, n_sims=n_sims, backtest_months=backtest_months,

@@ -5,21 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
+from api.commands import FILE, settings_of
 from crmdata.loaders import read_raw
-from scoring.artifacts import write_json
 from scoring.spec import DEFAULT_SPEC, load_spec
-
-FILE = click.Path(dir_okay=False, path_type=Path)
-
-
-def _settings(ctx: click.Context) -> Any:
-    from api.cli import settings_of
-
-    return settings_of(ctx)
 
 
 @click.command()
@@ -35,7 +26,7 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
     from scoring.training import TRAINING_STEPS, fingerprint_file
     from scoring.training import train as train_model
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     spec = load_spec(spec_path)
     raw = read_raw(data, missing_values=spec.missing_values)
     with click.progressbar(length=TRAINING_STEPS + 1, label=f"training on {len(raw):,} leads",
@@ -69,6 +60,8 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
     click.echo(f"{'FORCED: ' if tracked.decision.forced else ''}{tracked.decision.reason}")
     click.echo(f"wrote {tracked.artifact} and {tracked.card}; MLflow run {tracked.run_id}")
     if json_out is not None:
+        from scoring.artifacts import write_json
+
         write_json(json_out, {"version": tracked.version, "run_id": tracked.run_id, "aliases": tracked.aliases,
                               "promoted": tracked.decision.promoted, "forced": tracked.decision.forced,
                               "decision": tracked.decision.reason, "card": card,
@@ -96,7 +89,7 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     from scoring.batch import count_rows, score_file
     from scoring.scorer import load_scorer
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     scorer = load_scorer(model, models_dir=settings.resolved_models_dir, spec_path=spec_path, rules_path=rules_path)
     if scorer.kind == "rules":
         click.echo(f"no trained model in {settings.resolved_models_dir}: scoring with the cold-start rules "

@@ -12,16 +12,9 @@ from pathlib import Path
 
 import click
 
+from api.commands import FILE, settings_of
 from api.keys import SCOPES, create_key, read_keys, revoke_key
 from api.settings import Settings
-
-KEY_FILE = click.Path(dir_okay=False, path_type=Path)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    from api.cli import settings_of
-
-    return settings_of(ctx)
 
 
 @click.group()
@@ -32,11 +25,11 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--name", required=True, help="Who or what the key is for.")
 @click.option("--scopes", default="score", show_default=True, help=f"Comma-separated, from {', '.join(SCOPES)}.")
-@click.option("--file", "file", type=KEY_FILE, default=None, help="Keys file (default: the api_keys_file setting).")
+@click.option("--file", "file", type=FILE, default=None, help="Keys file (default: the api_keys_file setting).")
 @click.pass_context
 def keys_create(ctx: click.Context, name: str, scopes: str, file: Path | None) -> None:
     """Create a key; it is printed once, alone on the last line, and only its hash is stored."""
-    path = file or _settings(ctx).resolved_api_keys_file
+    path = file or settings_of(ctx).resolved_api_keys_file
     wanted = tuple(s.strip() for s in scopes.split(",") if s.strip())
     key = create_key(path, name=name, scopes=wanted)
     click.echo(f"created key {name!r} with scopes {', '.join(wanted)} in {path}; store it now, it is not shown again:")
@@ -44,11 +37,11 @@ def keys_create(ctx: click.Context, name: str, scopes: str, file: Path | None) -
 
 
 @keys.command("list")
-@click.option("--file", "file", type=KEY_FILE, default=None)
+@click.option("--file", "file", type=FILE, default=None)
 @click.pass_context
 def keys_list(ctx: click.Context, file: Path | None) -> None:
     """List keys by name, scopes and state (never the keys themselves)."""
-    path = file or _settings(ctx).resolved_api_keys_file
+    path = file or settings_of(ctx).resolved_api_keys_file
     rows = read_keys(path)
     if not rows:
         click.echo(f"no keys in {path}")
@@ -59,11 +52,11 @@ def keys_list(ctx: click.Context, file: Path | None) -> None:
 
 @keys.command("revoke")
 @click.argument("name")
-@click.option("--file", "file", type=KEY_FILE, default=None)
+@click.option("--file", "file", type=FILE, default=None)
 @click.pass_context
 def keys_revoke(ctx: click.Context, name: str, file: Path | None) -> None:
     """Revoke the active key with this name; running services refuse it from the next request."""
-    path = file or _settings(ctx).resolved_api_keys_file
+    path = file or settings_of(ctx).resolved_api_keys_file
     count = revoke_key(path, name=name)
     click.echo(f"revoked {count} key(s) named {name!r}")
 
@@ -131,7 +124,7 @@ def _quickstart_key(settings: Settings) -> str:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None, quickstart_key: bool) -> None:
     """Run the scoring and forecast service under gunicorn (config: api/gunicorn_conf.py)."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     env = dict(os.environ)
     # gunicorn's app reads its settings from the environment only: hand it every field of ours.
     env.update(settings_environment(settings))

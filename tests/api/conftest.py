@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from threadpoolctl import threadpool_limits
 
 from api.app import create_app
 from api.keys import create_key
@@ -37,9 +36,7 @@ def sample_leads() -> pd.DataFrame:
 def trained_dir(tmp_path_factory: pytest.TempPathFactory, sample_leads: pd.DataFrame) -> Path:
     """Return a models folder holding version 1 of a trained model as champion (copy it before changing it)."""
     folder = tmp_path_factory.mktemp("trained-models")
-    # One OpenMP thread: on a busy 2-core machine a default pool made this fit take minutes instead of a second.
-    with threadpool_limits(limits=1):
-        trained = train(sample_leads, spec=load_spec(), params=FAST).trained
+    trained = train(sample_leads, spec=load_spec(), params=FAST).trained
     trained.version = "1"
     save_trained(trained, models_dir=folder, name=MODEL_NAME, aliases=["champion"])
     return folder

@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from api.keys import create_key
 from crmdata.synthetic import generate_leads
@@ -37,8 +36,7 @@ ACCESS_FORMAT = "%(p)s %(U)s %(q)s %(s)s"  # worker pid, path, query, status
 @pytest.fixture(scope="module")
 def second_model() -> TrainedModel:
     """Return a model trained on other leads, to be promoted as version 2 while the service runs."""
-    with threadpool_limits(limits=1):  # OpenMP threads spinning against a busy machine cost 10-100x in fit
-        trained = train(generate_leads(n=3000, seed=12).leads, spec=load_spec(), params=FAST).trained
+    trained = train(generate_leads(n=3000, seed=12).leads, spec=load_spec(), params=FAST).trained
     trained.version = "2"
     return trained
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from api.app import create_app
 from api.keys import create_key
@@ -55,8 +54,7 @@ class Store:
 def store(tmp_path_factory: pytest.TempPathFactory, sample_leads: pd.DataFrame) -> Store:
     home = tmp_path_factory.mktemp("parity")
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    with threadpool_limits(limits=1):  # OpenMP threads spinning against a busy machine cost 10-100x in fit
-        result = train(sample_leads, spec=load_spec(), params=FAST)
+    result = train(sample_leads, spec=load_spec(), params=FAST)
     tracked = track(result, tracking_uri=uri, artifact_root=(home / "mlartifacts").as_uri(),
                     experiment_name="parity", registered_model_name=MODEL_NAME, models_dir=home / "trainer-models")
     assert "champion" in tracked.aliases

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from scoring.artifacts import load_trained, save_trained, set_alias
 from scoring.spec import load_spec
@@ -73,8 +72,7 @@ def test_the_champion_comes_from_the_mlflow_alias_when_a_tracking_uri_is_set(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'tracking.db'}"
     trained_here = tmp_path / "trainer-models"
-    with threadpool_limits(limits=1):
-        result = train(sample_leads, spec=load_spec(), params=FAST)
+    result = train(sample_leads, spec=load_spec(), params=FAST)
     tracked = track(result, tracking_uri=uri, artifact_root=(tmp_path / "artifacts").as_uri(),
                     experiment_name="api-test", registered_model_name=MODEL_NAME, models_dir=trained_here)
     assert tracked.decision.promoted
