@@ -6,9 +6,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from crmdata.contracts import OPPORTUNITY
 from crmdata.stages import StageConfig
+from forecasting.columns import arrow, is_in, positions, sorted_codes
 from forecasting.errors import ForecastInputError
 from forecasting.periods import as_day
 
@@ -28,6 +30,27 @@ def last_known_date(opportunities: pd.DataFrame) -> pd.Timestamp | None:
     return max(known) if known else None
 
 
+def first_rows(history: pd.DataFrame, *, last: bool = False) -> np.ndarray:
+    """Return the row of each deal's first (or last) stage change, deals in id order.
+
+    As a stable sort by (opportunity_id, entered_at) and taking each deal's first (last) row does: a tie in
+    entered_at goes to the row that comes first (last) in the frame.
+    """
+    ids = sorted_codes(history["opportunity_id"])
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((history["entered_at"].to_numpy("datetime64[ns]").view(np.int64), ids))
+    grouped = ids[order]
+    edge = np.empty(len(order), dtype=bool)
+    if last:
+        edge[-1] = True
+        np.not_equal(grouped[1:], grouped[:-1], out=edge[:-1])
+    else:
+        edge[0] = True
+        np.not_equal(grouped[1:], grouped[:-1], out=edge[1:])
+    return order[edge]
+
+
 def entry_stage(opportunities: pd.DataFrame, *, stages: StageConfig, history: pd.DataFrame | None = None) -> str:
     """Return the open stage a deal is in when it is created.
 
@@ -35,13 +58,13 @@ def entry_stage(opportunities: pd.DataFrame, *, stages: StageConfig, history: pd
     by any open deal that has a creation date (in the Maven export, "Engaging"; "Prospecting" deals have no date).
     """
     if history is not None and len(history):
-        first = history.sort_values(["opportunity_id", "entered_at"], kind="stable").groupby(
-            "opportunity_id", sort=False)["stage"].first()
-        first = first[first.isin(stages.open)]
+        first = history["stage"].iloc[first_rows(history)]
+        first = first[is_in(first, stages.open)]
         if len(first):
             return str(first.value_counts().idxmax())
     dated = opportunities.loc[opportunities["created_at"].notna() & (opportunities["outcome"] == "open"), "stage"]
-    held = [s for s in stages.open if s in set(dated.dropna())]
+    held = [s for s, hit in zip(stages.open, is_in(np.asarray(stages.open, dtype=object), dated), strict=True)
+            if hit]
     return held[0] if held else stages.open[0]
 
 
@@ -77,38 +100,38 @@ def snapshot(
     # An open deal's recorded stage held at T if it entered it before T, or if T is the present.
     recorded_open = (snap["outcome"] == "open").to_numpy(bool) & (
         (snap["stage_entered_at"] < t).fillna(False).to_numpy(bool) | present)
-    stage = snap["stage"].astype(object).to_numpy().copy()
     entered = snap["stage_entered_at"].to_numpy(copy=True)
     inferred = np.zeros(len(snap), dtype=bool)
     still_open = ~closed_before
     # A still-open deal with no recorded stage entry before T: its stage then is the entry stage at creation.
     fallback = still_open & ~recorded_open
-    stage[fallback] = entry
     entered[fallback] = snap["created_at"].to_numpy()[fallback]
     keep_entered = recorded_open & pd.isna(entered)
     entered[keep_entered] = snap["created_at"].to_numpy()[keep_entered]
     inferred[fallback] = True
 
+    stage_rows = np.arange(len(snap))  # where each deal's stage at T comes from: snap rows, the entry, history
+    stage_rows[fallback] = len(snap)
+    stage_values = [arrow(snap["stage"]), arrow([entry])]
     if history is not None and len(history):
-        before = history[history["entered_at"] < t]
-        before = before[before["opportunity_id"].isin(snap["opportunity_id"])]
-        last_entry = before.sort_values(["opportunity_id", "entered_at"], kind="stable").groupby(
-            "opportunity_id", sort=False).last()
-        ids = snap["opportunity_id"].astype(object).to_numpy()
-        pos = pd.Index(last_entry.index.astype(object)).get_indexer(ids)
+        row = positions(history["opportunity_id"], snap["opportunity_id"])
+        known = np.flatnonzero((history["entered_at"] < t).fillna(False).to_numpy(bool) & (row >= 0))
+        before = history.iloc[known]
+        last_entry = known[first_rows(before, last=True)]
+        pos = np.full(len(snap), -1, dtype=np.int64)
+        pos[row[last_entry]] = last_entry
         has = (pos >= 0) & still_open
-        hist_stage = last_entry["stage"].astype(object).to_numpy()
         hist_open = np.zeros(len(snap), dtype=bool)
-        hist_open[has] = np.isin(hist_stage[pos[has]], stages.open)
-        stage[hist_open] = hist_stage[pos[hist_open]]
-        entered[hist_open] = last_entry["entered_at"].to_numpy()[pos[hist_open]]
+        hist_open[has] = is_in(history["stage"].iloc[pos[has]], stages.open)
+        stage_rows[hist_open] = len(snap) + 1 + pos[hist_open]
+        stage_values.append(arrow(history["stage"]))
+        entered[hist_open] = history["entered_at"].to_numpy()[pos[hist_open]]
         inferred[hist_open] = False
 
-    snap["stage"] = pd.array(stage, dtype="string")
+    chosen = pa.concat_arrays([v.cast(pa.large_string()) for v in stage_values]).take(pa.array(stage_rows))
+    snap["stage"] = pd.arrays.ArrowStringArray(chosen)
     snap["stage_entered_at"] = pd.to_datetime(entered)
-    outcome = snap["outcome"].astype(object).to_numpy().copy()
-    outcome[still_open] = "open"
-    snap["outcome"] = pd.array(outcome, dtype="string")
+    snap["outcome"] = snap["outcome"].astype("string").mask(pd.Series(still_open, index=snap.index), "open")
     snap.loc[still_open, "closed_at"] = pd.NaT
     won_amount = snap["won_amount"].astype("Float64")
     snap["won_amount"] = won_amount.mask(pd.Series(still_open, index=snap.index))

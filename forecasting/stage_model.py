@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 
 from crmdata.stages import StageConfig
+from forecasting.columns import equals, is_in, lookup, positions, sorted_codes
 from forecasting.periods import as_day
 from forecasting.snapshot import elapsed_days, entry_stage
 
 EPOCH = np.datetime64("1970-01-01", "D")
+EXITS = ("won", "lost", "advance")  # how a stay in a stage ends; codes 0, 1, 2
+WON, LOST, ADVANCE = 0, 1, 2
 
 
 def day_numbers(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
@@ -185,10 +188,17 @@ class StageModel:
         return daily[:, 0] + later
 
 
+WALK_CELLS = 4_000_000  # (deal x day) cells stepped at once: about 32 MB per array
+
+
 def _walk(
     hz: Hazards, ages: np.ndarray, start_day: int, days: int, use_cohorts: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Step deals forward day by day; return daily win and advance probabilities (n, days) and their later sums."""
+    """Step deals forward day by day; return daily win and advance probabilities (n, days) and their later sums.
+
+    alive(u) = prod over v < u of (1 - h_won(v) - h_lost(v) - h_adv(v)), as a running product along the days
+    (an exact sequential product and sum, so the result equals stepping one day at a time).
+    """
     n = len(ages)
     won = np.zeros((n, days))
     adv = np.zeros((n, days))
@@ -198,24 +208,29 @@ def _walk(
         return won, won_later, adv, adv_later
     span = max(days, hz.max_age - int(ages.min()))
     phases = quarter_phase(start_day + np.arange(span))
-    alive = np.ones(n)
     nb = hz.won.shape[0]
     h_adv = hz.advance if hz.advance is not None else np.zeros_like(hz.won)
-    for u in range(span):
-        age = ages + u
+    step = max(1, WALK_CELLS // span)
+    for lo in range(0, n, step):
+        rows = slice(lo, min(n, lo + step))
+        age = ages[rows, None] + np.arange(span)[None, :]
         b = age // hz.bin_days
         valid = (age >= 0) & (b < nb)
         bc = np.clip(b, 0, nb - 1)
-        hw = np.where(valid, hz.won[bc, phases[u]], 0.0)
-        hl = np.where(valid, hz.lost[bc, phases[u]], 0.0)
-        ha = np.where(valid, h_adv[bc, phases[u]], 0.0)
-        if u < days:
-            won[:, u] = alive * hw
-            adv[:, u] = alive * ha
-        else:
-            won_later += alive * hw
-            adv_later += alive * ha
-        alive = alive * (1.0 - hw - hl - ha)
+        hw = np.where(valid, hz.won[bc, phases], 0.0)
+        hl = np.where(valid, hz.lost[bc, phases], 0.0)
+        ha = np.where(valid, h_adv[bc, phases], 0.0)
+        alive = np.empty_like(hw)
+        alive[:, 0] = 1.0
+        np.multiply.accumulate(1.0 - hw - hl - ha, axis=1, out=hl)
+        alive[:, 1:] = hl[:, :-1]
+        hw *= alive
+        ha *= alive
+        won[rows] = hw[:, :days]
+        adv[rows] = ha[:, :days]
+        if span > days:
+            won_later[rows] = np.add.accumulate(hw[:, days:], axis=1)[:, -1]
+            adv_later[rows] = np.add.accumulate(ha[:, days:], axis=1)[:, -1]
     if use_cohorts:
         ratio = hz.cohort_ratio(start_day - ages, ages)[:, None]
         won, adv = won * ratio, adv * ratio
@@ -227,61 +242,89 @@ def stage_entries(
     snap: pd.DataFrame, *, stages: StageConfig, history: pd.DataFrame | None, as_of: pd.Timestamp, entry: str,
     extra: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Return one row per (deal, open stage entered before as_of): entered_at, closed_at, outcome at as_of."""
+    """Return one row per (deal, open stage entered before as_of): entered_at, closed_at, outcome at as_of.
+
+    Rows from the history first (by deal id, then entry time; a stage entered twice counts from its first
+    entry), then one row in the entry stage from its creation for each deal without a recorded stage.
+    """
     t = as_day(as_of)
-    parts = []
-    with_history: set[object] = set()
+    rows = np.zeros(0, dtype=np.int64)  # the snapshot row of each history entry kept
+    kept = np.zeros(0, dtype=np.int64)
     if history is not None and len(history):
-        h = history[(history["entered_at"] < t) & history["stage"].isin(stages.open)
-                    & history["opportunity_id"].isin(snap["opportunity_id"])]
-        h = h.sort_values(["opportunity_id", "entered_at"], kind="stable").drop_duplicates(
-            ["opportunity_id", "stage"], keep="first")
-        parts.append(h[["opportunity_id", "stage", "entered_at"]])
-        with_history = set(h["opportunity_id"].astype(object))
-    rest = snap[~snap["opportunity_id"].astype(object).isin(with_history) & snap["created_at"].notna()]
-    parts.append(pd.DataFrame({"opportunity_id": rest["opportunity_id"], "stage": entry,
-                               "entered_at": rest["created_at"]}))
-    entries = pd.concat(parts, ignore_index=True)
-    info = snap.set_index("opportunity_id")[["closed_at", "outcome", "amount", "won_amount",
-                                             *[c for c in extra if c in snap.columns]]]
-    return entries.join(info, on="opportunity_id")
+        row = positions(history["opportunity_id"], snap["opportunity_id"])
+        kept = np.flatnonzero((history["entered_at"] < t).fillna(False).to_numpy(bool)
+                              & is_in(history["stage"], stages.open) & (row >= 0))
+        entered = history["entered_at"].to_numpy("datetime64[ns]")[kept].view(np.int64)
+        kept = kept[np.lexsort((entered, sorted_codes(snap["opportunity_id"])[row[kept]]))]
+        # The first entry of each (deal, stage) in that order.
+        key = row[kept] * len(stages.open) + positions(history["stage"].iloc[kept], stages.open)
+        kept = kept[np.sort(np.unique(key, return_index=True)[1])]
+        rows = row[kept]
+    with_history = np.zeros(len(snap), dtype=bool)
+    with_history[rows] = True
+    rest = np.flatnonzero(~with_history & snap["created_at"].notna().to_numpy(bool))
+    snap_rows = np.concatenate([rows, rest])
+    hist = history if history is not None else pd.DataFrame({
+        "opportunity_id": pd.Series(dtype="string"), "stage": pd.Series(dtype="string"),
+        "entered_at": snap["created_at"].iloc[:0]})
+    entries = pd.DataFrame({
+        "opportunity_id": pd.concat([hist["opportunity_id"].iloc[kept], snap["opportunity_id"].iloc[rest]],
+                                    ignore_index=True).astype("string"),
+        "stage": pd.concat([hist["stage"].iloc[kept].astype("string"),
+                            pd.Series([entry] * len(rest), dtype="string")], ignore_index=True),
+        "entered_at": pd.concat([hist["entered_at"].iloc[kept], snap["created_at"].iloc[rest]],
+                                ignore_index=True),
+    })
+    for column in ("closed_at", "outcome", "amount", "won_amount", *[c for c in extra if c in snap.columns]):
+        entries[column] = snap[column].iloc[snap_rows].reset_index(drop=True)
+    return entries
+
+
+def _in_deal_order(entries: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Return the entries sorted by (deal id, entry time), stably, and each one's next entry time of the same
+    deal (NaT for its last)."""
+    ids = sorted_codes(entries["opportunity_id"])
+    order = np.lexsort((entries["entered_at"].to_numpy("datetime64[ns]").view(np.int64), ids))
+    e = entries.iloc[order]
+    same = np.zeros(len(order), dtype=bool)
+    same[:-1] = ids[order][1:] == ids[order][:-1]
+    entered = e["entered_at"].to_numpy("datetime64[ns]")
+    nxt = np.full(len(order), np.datetime64("NaT"), dtype="datetime64[ns]")
+    nxt[:-1][same[:-1]] = entered[1:][same[:-1]]
+    return e, pd.Series(nxt, index=e.index)
 
 
 def sojourn_entries(entries: pd.DataFrame) -> pd.DataFrame:
     """Return stays in a stage: a stay ends with "advance" when the deal entered another open stage next, else
     with the deal's close (won / lost) or is still open (censored at the as-of date)."""
-    e = entries.sort_values(["opportunity_id", "entered_at"], kind="stable")
-    nxt = e.groupby("opportunity_id", sort=False)["entered_at"].shift(-1)
+    e, nxt = _in_deal_order(entries)
     out = e.copy()
     moved = nxt.notna()
     out["closed_at"] = nxt.where(moved, e["closed_at"])
-    out["outcome"] = e["outcome"].astype(object).where(~moved, "advance")
+    out["outcome"] = e["outcome"].astype("string").mask(moved, "advance")
     return out
 
 
 def _reached_matrix(snap: pd.DataFrame, entries: pd.DataFrame, *, stages: StageConfig, entry: str) -> np.ndarray:
     """Return a (deals x open stages) bool matrix of the stages each deal reached by as_of."""
-    order = {s: i for i, s in enumerate(stages.open)}
     k = len(stages.open)
-    ids = pd.Index(snap["opportunity_id"].astype(object))
-    current = snap["stage"].map(lambda s: order.get(s, -1)).to_numpy(np.int64)
-    is_open = (snap["outcome"] == "open").to_numpy(bool)
+    current = positions(snap["stage"], stages.open)
+    is_open = equals(snap["outcome"], "open")
     # An open deal reached its current stage (a Prospecting deal has not reached Engaging); a closed one at
     # least the entry stage.
-    deepest = np.where(is_open, current, np.maximum(current, order[entry]))
+    deepest = np.where(is_open, current, np.maximum(current, stages.open.index(entry)))
     if len(entries):
-        e_order = entries["stage"].map(order).to_numpy(np.int64)
-        pos = ids.get_indexer(entries["opportunity_id"].astype(object))
+        e_order = positions(entries["stage"], stages.open)
+        pos = positions(entries["opportunity_id"], snap["opportunity_id"])
         np.maximum.at(deepest, pos, e_order)
-    won = (snap["outcome"] == "won").to_numpy(bool)
+    won = equals(snap["outcome"], "won")
     deepest[won] = k - 1  # a won deal passed every stage
     return np.arange(k)[None, :] <= deepest[:, None]
 
 
 def _stage_durations(entries: pd.DataFrame, *, stages: StageConfig) -> pd.DataFrame:
     """Return days spent in each stage by deals that left it (to the next stage entered, or to the close)."""
-    e = entries.sort_values(["opportunity_id", "entered_at"], kind="stable")
-    nxt = e.groupby("opportunity_id", sort=False)["entered_at"].shift(-1)
+    e, nxt = _in_deal_order(entries)
     left = nxt.where(nxt.notna(), e["closed_at"])
     days = elapsed_days(left, e["entered_at"])
     final_outcome = e["outcome"]
@@ -299,7 +342,7 @@ class _Stays(NamedTuple):
     start: np.ndarray  # per stay with time at risk: entry day, end day, closed (left before as_of), outcome
     end: np.ndarray
     closed: np.ndarray
-    outcome: np.ndarray
+    outcome: np.ndarray  # WON, LOST, ADVANCE or -1 (still open)
     at_risk: np.ndarray  # per occupied (entry day, age) grid cell: deals at risk, calendar day, (bin, phase) cell
     day: np.ndarray
     cell: np.ndarray
@@ -311,8 +354,8 @@ def _count_stays(
     """Count deal-days at risk and events by (age bin, quarter phase); None when no stay has a day at risk."""
     start = day_numbers(entries["entered_at"])
     end = day_numbers(entries["closed_at"])
-    outcome = entries["outcome"].astype(object).to_numpy()
-    closed = (end > -(2**61)) & (end < t_dn) & np.isin(outcome, ["won", "lost", "advance"])
+    outcome = positions(entries["outcome"], EXITS)  # 0 won, 1 lost, 2 advance, -1 open
+    closed = (end > -(2**61)) & (end < t_dn) & (outcome >= 0)
     first = np.maximum(start, obs_dn)
     last = np.where(closed, end, t_dn - 1)
     length = np.maximum(last - first + 1, 0)
@@ -344,12 +387,12 @@ def _count_stays(
     ev_cell = (ev_age // bin_days) * 3 + quarter_phase(np.where(closed, end, 0))
     ev_weight = 0.5 ** ((t_dn - end) / half_life_days) if np.isfinite(half_life_days) else np.ones(len(end))
 
-    def count(kind: str) -> np.ndarray:
+    def count(kind: int) -> np.ndarray:
         hit = closed & (outcome == kind)
         return np.bincount(ev_cell[hit], weights=ev_weight[hit], minlength=nb * 3).reshape(nb, 3)
 
-    return _Stays(nb, risk, count("won"), count("lost"), count("advance"), start, end, closed, outcome, at_risk,
-                  day, cell)
+    return _Stays(nb, risk, count(WON), count(LOST), count(ADVANCE), start, end, closed, outcome, at_risk, day,
+                  cell)
 
 
 def _prior_hazard(prior: Hazards, kind: str, nb: int) -> np.ndarray:
@@ -461,7 +504,7 @@ def fit_hazards(
     # Observed against expected wins per calendar month, to measure how much months vary beyond chance.
     month = (EPOCH + day.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
     expected = np.bincount(month - month.min(), weights=hw.reshape(-1)[cell] * at_risk)
-    ev_month = (EPOCH + end[closed & (outcome == "won")].astype("timedelta64[D]")).astype(
+    ev_month = (EPOCH + end[closed & (outcome == WON)].astype("timedelta64[D]")).astype(
         "datetime64[M]").astype(np.int64) - month.min()
     observed = np.bincount(ev_month, minlength=len(expected))[: len(expected)]
     full = np.arange(len(expected)) + month.min()
@@ -525,9 +568,8 @@ def stage_statistics(
     entry = entry_stage(snap, stages=stages, history=history)
     entries = stage_entries(snap, stages=stages, history=history, as_of=t, entry=entry, extra=extra)
     reached = _reached_matrix(snap, entries, stages=stages, entry=entry)
-    outcome = snap["outcome"].to_numpy(dtype=object)
-    won, lost, is_open = outcome == "won", outcome == "lost", outcome == "open"
-    order = snap["stage"].map(lambda s: stages.order(s) if s in stages.all else -1).to_numpy(np.int64)
+    won, lost, is_open = (equals(snap["outcome"], kind) for kind in ("won", "lost", "open"))
+    order = lookup(snap["stage"], {s: stages.order(s) for s in stages.all}, default=-1).astype(np.int64)
     durations = _stage_durations(entries, stages=stages)
     stats = []
     won_days: dict[str, np.ndarray] = {}
@@ -600,8 +642,11 @@ def fit_stage_model(
                                         half_life_days=half_life_days)
         hazards[entry] = hz
     def by_segment(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-        keys = rows[str(segment)].astype(object)
-        return [(str(value), group) for value, group in rows.groupby(keys.where(keys.notna(), "(none)"), sort=True)
+        keys = rows[str(segment)]
+        # Grouping Arrow strings directly: an object column would hash one Python string per row.
+        keys = (keys.astype("string").fillna("(none)") if pd.api.types.is_string_dtype(keys)
+                else keys.astype(object).where(keys.notna(), "(none)"))
+        return [(str(value), group) for value, group in rows.groupby(keys, sort=True)
                 if len(group) >= min_segment_deals]
 
     def segment_fits(rows: pd.DataFrame, base: Hazards, need_close: bool) -> dict[str, Hazards]:
