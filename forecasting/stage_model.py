@@ -29,10 +29,20 @@ def day_numbers(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray
     return out
 
 
+def month_number(day: np.ndarray) -> np.ndarray:
+    """Return the calendar month (months since January 1970) of each day number."""
+    day = np.asarray(day, dtype=np.int64)
+    if day.size > 64:
+        lo, hi = int(day.min()), int(day.max())
+        if hi - lo < day.size:  # many cells on few days: convert each distinct day once
+            table = (EPOCH + np.arange(lo, hi + 1).astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+            return table[day - lo]
+    return (EPOCH + day.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+
+
 def quarter_phase(day: np.ndarray) -> np.ndarray:
     """Return the month of the quarter (0, 1 or 2) of each day number."""
-    months = (EPOCH + day.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
-    return (months % 12) % 3
+    return (month_number(day) % 12) % 3
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,7 @@ class Hazards:
         q = 1.0 - self.cure
         if len(self.cohorts) == 0 or q <= 0:
             return out
-        month = (EPOCH + entered_day.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+        month = month_number(entered_day)
         pos = np.clip(np.searchsorted(self.cohorts, month), 0, len(self.cohorts) - 1)
         qc = np.where(self.cohorts[pos] == month, self.cohort_susceptible[pos], q)
         a = np.clip(age, 0, len(self.survival) - 1)
@@ -421,12 +431,18 @@ def segment_strength(
     t_dn = int(day_numbers(pd.DatetimeIndex([as_day(as_of)]))[0])
     obs_dn = int(day_numbers(pd.DatetimeIndex([as_day(observed_from)]))[0])
     nb = prior.won.shape[0]
+    counted = [_count_stays(group, t_dn=t_dn, obs_dn=obs_dn, bin_days=bin_days, half_life_days=half_life_days,
+                            min_bins=nb) for group in groups]
+    return _strength_of(counted, prior=prior)
+
+
+def _strength_of(counted: list[_Stays | None], *, prior: Hazards) -> np.ndarray:
+    """Return segment_strength from the segments' stays counted with min_bins = the prior's bins."""
+    nb = prior.won.shape[0]
     kinds = ("won", "lost", "advance")
     num = np.zeros(nb)
     den = np.zeros(nb)
-    for group in groups:
-        c = _count_stays(group, t_dn=t_dn, obs_dn=obs_dn, bin_days=bin_days, half_life_days=half_life_days,
-                         min_bins=nb)
+    for c in counted:
         if c is None:
             continue
         e = sum(getattr(c, k).sum(axis=1) for k in kinds)[:nb]
@@ -467,6 +483,15 @@ def fit_hazards(
     obs_dn = int(day_numbers(pd.DatetimeIndex([as_day(observed_from)]))[0])
     c = _count_stays(entries, t_dn=t_dn, obs_dn=obs_dn, bin_days=bin_days, half_life_days=half_life_days,
                      min_bins=0 if prior is None else prior.won.shape[0])
+    return _hazards_of(c, t_dn=t_dn, obs_dn=obs_dn, bin_days=bin_days, seasonal_prior=seasonal_prior,
+                       cohort_prior=cohort_prior, prior=prior, prior_strength=prior_strength)
+
+
+def _hazards_of(
+    c: _Stays | None, *, t_dn: int, obs_dn: int, bin_days: int, seasonal_prior: float, cohort_prior: float,
+    prior: Hazards | None, prior_strength: np.ndarray | float,
+) -> tuple[Hazards, np.ndarray]:
+    """Return fit_hazards from stays already counted (min_bins = the prior's bins when there is a prior)."""
     if c is None:
         return Hazards(bin_days, np.zeros((1, 3)), np.zeros((1, 3)), 0), np.zeros((0, 3))
     nb, risk, won_ev, lost_ev, adv_ev = c.nb, c.risk, c.won, c.lost, c.advance
@@ -502,7 +527,7 @@ def fit_hazards(
     scale = np.maximum(hw + hl + ha, 1.0)  # keep a daily probability: won + lost + advance <= 1
     hw, hl, ha = hw / scale, hl / scale, ha / scale
     # Observed against expected wins per calendar month, to measure how much months vary beyond chance.
-    month = (EPOCH + day.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+    month = month_number(day)
     expected = np.bincount(month - month.min(), weights=hw.reshape(-1)[cell] * at_risk)
     ev_month = (EPOCH + end[closed & (outcome == WON)].astype("timedelta64[D]")).astype(
         "datetime64[M]").astype(np.int64) - month.min()
@@ -528,7 +553,7 @@ def fit_hazards(
     if q > 0 and fresh.any() and np.isfinite(cohort_prior):
         exposure = np.clip(t_dn - start[fresh], 0, len(survival) - 1)
         f1 = np.clip((1.0 - survival[exposure]) / q, 0.0, 1.0)
-        cohort = (EPOCH + start[fresh].astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
+        cohort = month_number(start[fresh])
         cohorts, inv = np.unique(cohort, return_inverse=True)
         k_c = np.bincount(inv, weights=closed[fresh].astype(float), minlength=len(cohorts))
         f_c = np.bincount(inv, weights=f1, minlength=len(cohorts))
@@ -622,6 +647,8 @@ def fit_stage_model(
     t = as_day(as_of)
     closed = snap[snap["outcome"].isin(["won", "lost"])]
     observed_from = closed["closed_at"].min() if len(closed) else t
+    t_dn = int(day_numbers(pd.DatetimeIndex([t]))[0])
+    obs_dn = int(day_numbers(pd.DatetimeIndex([as_day(observed_from)]))[0])
     segment = segment_by if segment_by is not None and segment_by in snap.columns else None
     entry, entries, stats, won_days = stage_statistics(snap, stages=stages, as_of=t, history=history,
                                                        extra=(segment,) if segment else ())
@@ -651,12 +678,14 @@ def fit_stage_model(
 
     def segment_fits(rows: pd.DataFrame, base: Hazards, need_close: bool) -> dict[str, Hazards]:
         groups = [(v, g) for v, g in by_segment(rows) if not need_close or g["outcome"].isin(["won", "lost"]).any()]
-        strength = (segment_strength([g for _, g in groups], prior=base, as_of=t, observed_from=observed_from,
-                                     bin_days=bin_days, half_life_days=half_life_days)
-                    if segment_prior is None else np.asarray(segment_prior, dtype=float))
-        return {v: fit_hazards(g, as_of=t, observed_from=observed_from, bin_days=bin_days,
-                               cohort_prior=cohort_prior, half_life_days=half_life_days, prior=base,
-                               prior_strength=strength)[0] for v, g in groups}
+        # Each segment's stays are counted once, for its borrowing weight and for its hazards.
+        counted = [_count_stays(g, t_dn=t_dn, obs_dn=obs_dn, bin_days=bin_days, half_life_days=half_life_days,
+                                min_bins=base.won.shape[0]) for _, g in groups]
+        strength = (_strength_of(counted, prior=base) if segment_prior is None
+                    else np.asarray(segment_prior, dtype=float))
+        return {v: _hazards_of(c, t_dn=t_dn, obs_dn=obs_dn, bin_days=bin_days, seasonal_prior=seasonal_prior,
+                               cohort_prior=cohort_prior, prior=base, prior_strength=strength)[0]
+                for (v, _), c in zip(groups, counted, strict=True)}
 
     segment_hazards: dict[tuple[str, str], Hazards] = {}
     if segment is not None:
