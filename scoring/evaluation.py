@@ -155,27 +155,32 @@ def evaluate(
 
 
 def save_plots(report: dict[str, Any], out_dir: Path, *, title: str) -> list[Path]:
-    """Draw calibration, gains, score distribution and importance charts as PNG files; return their paths."""
-    import matplotlib
+    """Draw calibration, gains, score distribution and importance charts as PNG files; return their paths.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Figures are built with matplotlib's object API (Figure + its own Agg canvas): pyplot is never imported and
+    the caller's backend (a notebook's inline one) is left as it was.
+    """
+    from matplotlib.figure import Figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    def save(fig: Figure, name: str) -> None:
+        paths.append(out_dir / name)
+        fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
+
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     cal = report["calibration"]
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
     ax.plot([r["mean_predicted"] for r in cal], [r["observed_rate"] for r in cal], "o-", label="model")
     ax.set(xlabel="predicted probability", ylabel="observed conversion rate",
            title=f"{title}: calibration (ECE {report['ece']:.3f})")
     ax.legend()
-    paths.append(out_dir / "calibration.png")
-    fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, "calibration.png")
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     lift = report["lift"]
     ax.plot([0, *[r["decile"] * 10 for r in lift]], [0, *[r["cumulative_gain"] * 100 for r in lift]], "o-",
             label="model")
@@ -183,27 +188,23 @@ def save_plots(report: dict[str, Any], out_dir: Path, *, title: str) -> list[Pat
     ax.set(xlabel="% of leads contacted (highest scores first)", ylabel="% of conversions found",
            title=f"{title}: cumulative gains (AUC {report['roc_auc']:.3f})")
     ax.legend()
-    paths.append(out_dir / "gains.png")
-    fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, "gains.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     hist = report["score_histogram"]
     centers = (np.asarray(hist["edges"][:-1]) + np.asarray(hist["edges"][1:])) / 2 * 100
     ax.bar(centers, hist["not_converted"], width=4.5, alpha=0.6, label="not converted")
     ax.bar(centers, hist["converted"], width=4.5, alpha=0.6, label="converted")
     ax.set(xlabel="score (0-100)", ylabel="leads", title=f"{title}: score distribution")
     ax.legend()
-    paths.append(out_dir / "scores.png")
-    fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, "scores.png")
 
     if report.get("importance"):
         items = sorted(report["importance"].items(), key=lambda kv: kv[1])[-15:]
-        fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
+        fig = Figure(figsize=(6, 0.3 * len(items) + 1))
+        ax = fig.subplots()
         ax.barh([k for k, _ in items], [v for _, v in items])
         ax.set(xlabel="drop in ROC AUC when the field is shuffled", title=f"{title}: field importance")
-        paths.append(out_dir / "importance.png")
-        fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
-        plt.close(fig)
+        save(fig, "importance.png")
     return paths
