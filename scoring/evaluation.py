@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +100,45 @@ def core_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+FAIRNESS_BANDS = 5  # a numeric protected field with more distinct values than MAX_FAIRNESS_GROUPS is banded
+MAX_FAIRNESS_GROUPS = 10
+
+
+def _fairness_groups(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Return each lead's group label and the labels in display order.
+
+    Text fields are grouped by value. A numeric field (age, say) with more than MAX_FAIRNESS_GROUPS values is
+    banded at its quintiles, [lo, hi) with the last band closed, because one group per distinct age gives
+    groups of a few leads and a meaningless four-fifths ratio.
+    """
+    text = values.astype("string")
+    numbers = pd.to_numeric(text, errors="coerce")
+    given = text.notna().to_numpy(bool)
+    finite = numbers.to_numpy(np.float64, na_value=np.nan)[given]
+    if not given.any() or np.isnan(finite).any() or len(np.unique(finite)) <= MAX_FAIRNESS_GROUPS:
+        labels = text.fillna("(missing)").to_numpy(dtype=object)
+        return labels, sorted(set(labels.tolist()))
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, FAIRNESS_BANDS + 1), method="higher"))
+    names = [f"[{lo:g}, {hi:g})" for lo, hi in pairwise(edges[:-1])]
+    names.append(f"[{edges[-2]:g}, {edges[-1]:g}]")
+    band = np.clip(np.searchsorted(edges, finite, side="right") - 1, 0, len(names) - 1)
+    labels = np.full(len(text), "(missing)", dtype=object)
+    labels[given] = np.asarray(names, dtype=object)[band]
+    return labels, [*names, *(["(missing)"] if not given.all() else [])]
+
+
 def fairness(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, *, grades: Grades) -> dict[str, Any]:
     """Return per protected column and group: leads, mean score, observed rate, A-grade rate, ECE.
 
-    The four-fifths ratio is min(A-grade rate) / max(A-grade rate) over groups with at least 20 leads;
-    below 0.8 the column is flagged.
+    Numeric columns with many values are grouped in quintile bands. The four-fifths ratio is
+    min(A-grade rate) / max(A-grade rate) over groups with at least 20 leads; below 0.8 the column is flagged.
     """
     out: dict[str, Any] = {}
     grade_a = grades.grade(p) == "A"
     for column in groups.columns:
-        values = groups[column].astype("string").fillna("(missing)").to_numpy()
-        rows = []
-        for g in sorted(set(values.tolist())):
+        values, order = _fairness_groups(groups[column])
+        rows: list[dict[str, Any]] = []
+        for g in order:
             mask = values == g
             rows.append({"group": g, "leads": int(mask.sum()), "mean_probability": float(p[mask].mean()),
                          "observed_rate": float(y[mask].mean()), "a_grade_rate": float(grade_a[mask].mean()),

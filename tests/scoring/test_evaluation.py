@@ -72,3 +72,22 @@ def test_evaluate_and_plots(tmp_path: object) -> None:
     paths = save_plots(report, Path(str(tmp_path)), title="t")
     assert [p.name for p in paths] == ["calibration.png", "gains.png", "scores.png", "importance.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_fairness_bands_a_numeric_protected_field() -> None:
+    ages = pd.Series([str(float(a)) for a in range(100)] + [None], dtype="string")  # as the spec hands them over
+    p = np.where(np.arange(101) < 50, 0.9, 0.1)  # ages 0-49 grade A, 50-99 and the unknown one not
+    y = np.zeros(101, dtype=int)
+    out = fairness(y, p, pd.DataFrame({"age": ages}), grades=Grades())["age"]
+    # quintile edges ("higher" method: positions 0, 19.8, 39.6, 59.4, 79.2, 99 rounded up) = 0, 20, 40, 60, 80, 99
+    assert [(g["group"], g["leads"]) for g in out["groups"]] == [
+        ("[0, 20)", 20), ("[20, 40)", 20), ("[40, 60)", 20), ("[60, 80)", 20), ("[80, 99]", 20), ("(missing)", 1)]
+    # A-grade rates: 1, 1, 10/20 = 0.5 (ages 40-49), 0, 0 -> min 0 / max 1 = 0 over the bands of >= 20 leads
+    assert [g["a_grade_rate"] for g in out["groups"][:5]] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    assert out["four_fifths_ratio"] == 0.0 and out["flagged"] is True
+
+
+def test_fairness_keeps_few_numeric_values_as_groups() -> None:
+    out = fairness(np.zeros(40, dtype=int), np.full(40, 0.5), pd.DataFrame({"tier": ["1", "2", "3", "4"] * 10}),
+                   grades=Grades())["tier"]
+    assert [g["group"] for g in out["groups"]] == ["1", "2", "3", "4"]  # 4 values <= 10: not banded
