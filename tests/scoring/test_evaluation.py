@@ -11,8 +11,10 @@ from scoring.evaluation import (
     evaluate,
     expected_calibration_error,
     fairness,
+    leakage_warnings,
     lift_table,
     save_plots,
+    single_field_auc,
 )
 from scoring.spec import Grades
 
@@ -91,3 +93,39 @@ def test_fairness_keeps_few_numeric_values_as_groups() -> None:
     out = fairness(np.zeros(40, dtype=int), np.full(40, 0.5), pd.DataFrame({"tier": ["1", "2", "3", "4"] * 10}),
                    grades=Grades())["tier"]
     assert [g["group"] for g in out["groups"]] == ["1", "2", "3", "4"]  # 4 values <= 10: not banded
+
+
+def test_single_field_auc_out_of_fold() -> None:
+    y = np.array([0, 1] * 50)
+    features = pd.DataFrame({
+        "leak": pd.Categorical(np.where(y == 1, "won-call", "no-call")),  # the outcome, recorded after contact
+        "id": pd.Categorical([f"L{i}" for i in range(100)]),  # unique: never seen in the other folds
+        "visits": np.where(y == 1, 5.0, 1.0),
+        "noise": np.zeros(100),
+    })
+    auc = single_field_auc(features, y)
+    # every test lead of "won-call" gets (k + prior) / (k + 1) > every "no-call" lead's prior / (m + 1):
+    # the field alone ranks perfectly
+    assert auc["leak"] == 1.0 and auc["visits"] == 1.0
+    # a constant field scores each lead by its fold's prior alone: no ranking within a fold
+    assert auc["noise"] < 0.6 and auc["id"] < 0.6
+    warnings = leakage_warnings(auc, labels={"leak": "Call result"})
+    assert len(warnings) == 2 and warnings[0].startswith("possible leak: 'Call result' (leak) alone ranks")
+    assert "AUC 1.000" in warnings[0] and "`exclude`" in warnings[0]
+
+
+@pytest.mark.slow
+def test_training_warns_of_a_field_that_leaks_the_outcome(leads: pd.DataFrame) -> None:
+    from crmdata.tomlfile import read_toml
+    from scoring.spec import DEFAULT_SPEC, ModelSpec
+    from scoring.training import train
+
+    data = read_toml(DEFAULT_SPEC, what="spec", code="bad_spec")
+    data["features"] = [*data["features"], {"column": "call_outcome", "kind": "categorical", "group": "bant",
+                                            "label": "Call outcome"}]
+    spec = ModelSpec.from_dict(data)
+    leaky = leads.assign(call_outcome=np.where(leads["converted"].astype(bool), "interested", "no answer"))
+    result = train(leaky, spec=spec, params={"cv": 3, "max_iter": 30, "candidates": ("linear",)})
+    assert result.trained.card["field_auc"]["call_outcome"] == 1.0
+    assert [w.split(" alone")[0] for w in result.report["warnings"]] == [
+        "possible leak: 'Call outcome' (call_outcome)"]
