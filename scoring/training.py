@@ -22,6 +22,7 @@ from scoring.evaluation import best_f1_threshold, evaluate, leakage_warnings, si
 from scoring.fast import CompiledModel
 from scoring.features import LeadFeatures, feature_layout
 from scoring.model import CANDIDATES, LeadScoringModel
+from scoring.monitoring import reference_profile
 from scoring.rules import DEFAULT_RULES
 from scoring.spec import ModelSpec, Prepared, prepare
 
@@ -224,6 +225,7 @@ def train(
         "libraries": library_versions(),
         "field_auc": field_auc,
         "warnings": warnings,
+        "profile": reference_profile(features=features.iloc[evaluated], probability=p_eval, y=y_eval, spec=spec),
     }
     trained = TrainedModel(pipeline=final, spec=spec, card=card, train_ids=np.sort(hash_ids(prepared.ids)))
     return TrainingResult(
