@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks -m bench -s -p no:cacheprovider
+
+# Lead-model quality against default references on every export in ../shared/data (issue 14), a printed table.
+bench-quality: $(STAMP)
+	$(BIN)/python -m pytest tests/benchmarks/bench_quality.py -m bench -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) demo-data reports mlflow.db mlartifacts api-keys.json api-keys.json.lock \

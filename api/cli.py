@@ -9,6 +9,7 @@ import click
 
 from api.commands import data as data_commands
 from api.commands import forecasting as forecasting_commands
+from api.commands import monitoring as monitoring_commands
 from api.commands import report as report_commands
 from api.commands import scoring as scoring_commands
 from api.commands import service as service_commands
@@ -42,6 +43,7 @@ data_commands.register(cli)
 scoring_commands.register(cli)
 forecasting_commands.register(cli)
 report_commands.register(cli)
+monitoring_commands.register(cli)
 service_commands.register(cli)
 
 

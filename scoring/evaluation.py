@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +101,45 @@ def core_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+FAIRNESS_BANDS = 5  # a numeric protected field with more distinct values than MAX_FAIRNESS_GROUPS is banded
+MAX_FAIRNESS_GROUPS = 10
+
+
+def _fairness_groups(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Return each lead's group label and the labels in display order.
+
+    Text fields are grouped by value. A numeric field (age, say) with more than MAX_FAIRNESS_GROUPS values is
+    banded at its quintiles, [lo, hi) with the last band closed, because one group per distinct age gives
+    groups of a few leads and a meaningless four-fifths ratio.
+    """
+    text = values.astype("string")
+    numbers = pd.to_numeric(text, errors="coerce")
+    given = text.notna().to_numpy(bool)
+    finite = numbers.to_numpy(np.float64, na_value=np.nan)[given]
+    if not given.any() or np.isnan(finite).any() or len(np.unique(finite)) <= MAX_FAIRNESS_GROUPS:
+        labels = text.fillna("(missing)").to_numpy(dtype=object)
+        return labels, sorted(set(labels.tolist()))
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, FAIRNESS_BANDS + 1), method="higher"))
+    names = [f"[{lo:g}, {hi:g})" for lo, hi in pairwise(edges[:-1])]
+    names.append(f"[{edges[-2]:g}, {edges[-1]:g}]")
+    band = np.clip(np.searchsorted(edges, finite, side="right") - 1, 0, len(names) - 1)
+    labels = np.full(len(text), "(missing)", dtype=object)
+    labels[given] = np.asarray(names, dtype=object)[band]
+    return labels, [*names, *(["(missing)"] if not given.all() else [])]
+
+
 def fairness(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, *, grades: Grades) -> dict[str, Any]:
     """Return per protected column and group: leads, mean score, observed rate, A-grade rate, ECE.
 
-    The four-fifths ratio is min(A-grade rate) / max(A-grade rate) over groups with at least 20 leads;
-    below 0.8 the column is flagged.
+    Numeric columns with many values are grouped in quintile bands. The four-fifths ratio is
+    min(A-grade rate) / max(A-grade rate) over groups with at least 20 leads; below 0.8 the column is flagged.
     """
     out: dict[str, Any] = {}
     grade_a = grades.grade(p) == "A"
     for column in groups.columns:
-        values = groups[column].astype("string").fillna("(missing)").to_numpy()
-        rows = []
-        for g in sorted(set(values.tolist())):
+        values, order = _fairness_groups(groups[column])
+        rows: list[dict[str, Any]] = []
+        for g in order:
             mask = values == g
             rows.append({"group": g, "leads": int(mask.sum()), "mean_probability": float(p[mask].mean()),
                          "observed_rate": float(y[mask].mean()), "a_grade_rate": float(grade_a[mask].mean()),
@@ -121,6 +150,62 @@ def fairness(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, *, grades: Grad
         ratio = min(rates) / max(rates) if rates and max(rates) > 0 else 1.0
         out[column] = {"groups": rows, "four_fifths_ratio": ratio, "flagged": ratio < 0.8}
     return out
+
+
+LEAKAGE_AUC = 0.9
+
+
+def _field_codes(values: pd.Series, *, bins: int) -> np.ndarray:
+    """Return a small integer code per lead: the category, or the quantile bin of a number or time; missing
+    values get a code of their own."""
+    if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_datetime64_any_dtype(values.dtype):
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            numbers = values.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+            numbers[values.isna().to_numpy(bool)] = np.nan
+        else:
+            numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = numbers[~np.isnan(numbers)]
+        if finite.size == 0:
+            return np.zeros(len(values), dtype=np.int64)
+        edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+        codes = np.searchsorted(edges, numbers, side="right")
+        return np.where(np.isnan(numbers), len(edges) + 1, codes).astype(np.int64)
+    codes, _ = pd.factorize(values, use_na_sentinel=True)
+    return np.where(codes < 0, codes.max(initial=-1) + 1, codes).astype(np.int64)
+
+
+def single_field_auc(features: pd.DataFrame, y: np.ndarray, *, folds: int = 5, bins: int = 20,
+                     seed: int = 0) -> dict[str, float]:
+    """Return, per field, the ROC AUC of that field alone, measured out of fold.
+
+    Each lead is scored by the conversion rate of its category (or quantile bin of its number or time; missing
+    is a category) among the other folds' leads, smoothed towards their base rate by one lead:
+    (converted + rate) / (leads + 1). Out of fold, an id-like field scores about 0.5, not 1.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    out: dict[str, float] = {}
+    for column in features.columns:
+        codes = _field_codes(features[column], bins=bins)
+        size = int(codes.max(initial=0)) + 1
+        score = np.empty(len(y))
+        for k in range(folds):
+            test = fold == k
+            prior = float(y[~test].mean())
+            converted = np.bincount(codes[~test], weights=y[~test], minlength=size)
+            leads = np.bincount(codes[~test], minlength=size)
+            score[test] = ((converted + prior) / (leads + 1.0))[codes[test]]
+        out[str(column)] = float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else 0.5
+    return out
+
+
+def leakage_warnings(auc: Mapping[str, float], *, labels: Mapping[str, str],
+                     threshold: float = LEAKAGE_AUC) -> list[str]:
+    """Return a sentence for each field that alone reaches `threshold` AUC: it may leak the outcome."""
+    return [f"possible leak: '{labels.get(c, c)}' ({c}) alone ranks converted above unconverted leads with "
+            f"AUC {a:.3f} (out of fold); check that it is known before the outcome, and add it to the spec's "
+            "`exclude` if it is recorded after contact"
+            for c, a in sorted(auc.items(), key=lambda kv: -kv[1]) if a >= threshold]
 
 
 def evaluate(

@@ -9,20 +9,24 @@ guide, not a calibrated probability; outputs say `model_kind = "rules"`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from crmdata.errors import DataValidationError, Problem
+from crmdata.errors import DataValidationError, LeadcastError, Problem
 from crmdata.tomlfile import read_toml
 from scoring.features import to_days
 
 RULES_DIR = Path(__file__).resolve().parent / "rules"
 DEFAULT_RULES = RULES_DIR / "default.toml"
+
+
+class RulesMismatchError(LeadcastError):
+    """Raised when the cold-start rules read none of the fields a lead table has."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,20 @@ class RulesModel:
         caps = {str(k): float(v) for k, v in data.get("caps", {}).items()}
         return cls(name=str(data.get("name", "rules")), rules=tuple(rules), caps=caps,
                    base_points=float(data.get("base_points", 0.0)), source=source)
+
+    def for_columns(self, columns: Iterable[str]) -> RulesModel:
+        """Return the rules whose condition reads one of `columns`, so no rule scores or explains a field the
+        data lacks (a missing timestamp only fades a rule, as an unknown time does); raise RulesMismatchError
+        when no rule is left."""
+        have = set(columns)
+        kept = tuple(r for r in self.rules if r.column in have)
+        if not kept:
+            read = ", ".join(dict.fromkeys(r.column for r in self.rules))
+            raise RulesMismatchError(
+                f"the cold-start rules '{self.name}' ({self.source}) read {read}; the data has "
+                f"{', '.join(sorted(have)) or 'no fields'}, and none is shared: write rules for these fields "
+                "(--rules FILE, see docs/scoring.md) or train a model")
+        return self if kept == self.rules else replace(self, rules=kept)
 
     def points(self, frame: pd.DataFrame, *, reference_time: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Return (n,) total points in [0, 100] and (n, rules) each rule's points after decay and caps.

@@ -346,7 +346,8 @@ class RulesScorer:
     kind = "rules"
 
     def __init__(self, rules: RulesModel, spec: ModelSpec, *, reference_time: Any = None) -> None:
-        self.rules = rules
+        # A rule on a field the spec does not read would score every lead as lacking it and say so in a reason.
+        self.rules = rules.for_columns(spec.feature_columns)
         self.spec = spec
         self.version = f"rules:{rules.name}"
         self.reference_time = reference_time
@@ -359,8 +360,6 @@ class RulesScorer:
 
         def words(k: int, rows: np.ndarray) -> np.ndarray:
             rule = rules[k]
-            if rule.column not in features.columns:
-                return np.full(rows.size, _rule_text(rule.reason, None), dtype=object)
             codes, uniques = pd.factorize(features[rule.column].iloc[rows], use_na_sentinel=True)
             table = np.asarray([_rule_text(rule.reason, u) for u in uniques] + [_rule_text(rule.reason, None)],
                                dtype=object)
@@ -370,15 +369,8 @@ class RulesScorer:
         return total / 100.0, each / 100.0, text
 
     def _fields(self) -> list[FeatureSpec]:
-        groups = {"fit": "firmographic", "interest": "behavioural"}
-        out = []
-        for r in self.rules.rules:
-            try:
-                f = self.spec.feature(r.column)
-                out.append(FeatureSpec(column=r.column, kind="numeric", group=f.group, label=r.reason))
-            except KeyError:
-                out.append(FeatureSpec(column=r.column, kind="numeric", group=groups[r.group], label=r.reason))  # type: ignore[arg-type]
-        return out
+        return [FeatureSpec(column=r.column, kind="numeric", group=self.spec.feature(r.column).group, label=r.reason)
+                for r in self.rules.rules]
 
     def score_frame(self, features: pd.DataFrame, ids: pd.Series, *, reasons: bool = True,
                     top: int = TOP_REASONS) -> pd.DataFrame:

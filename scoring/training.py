@@ -18,10 +18,11 @@ from sklearn.pipeline import Pipeline
 
 from crmdata.errors import LeadcastError
 from scoring.artifacts import TrainedModel, hash_ids
-from scoring.evaluation import best_f1_threshold, evaluate
+from scoring.evaluation import best_f1_threshold, evaluate, leakage_warnings, single_field_auc
 from scoring.fast import CompiledModel
 from scoring.features import LeadFeatures, feature_layout
 from scoring.model import CANDIDATES, LeadScoringModel
+from scoring.monitoring import reference_profile
 from scoring.rules import DEFAULT_RULES
 from scoring.spec import ModelSpec, Prepared, prepare
 
@@ -29,7 +30,6 @@ MIN_PER_CLASS = 40
 HOLDOUT_SHARE = 0.2
 CV_FOLDS = 5
 Progress = Callable[[str], None]
-TRAINING_STEPS = 4
 
 
 class NotEnoughOutcomesError(LeadcastError):
@@ -160,6 +160,8 @@ def train(
     assert prepared.kept is not None
     decided = raw.reset_index(drop=True).iloc[prepared.kept].reset_index(drop=True)
     features = prepared.features
+    field_auc = single_field_auc(features, y, seed=seed)
+    warnings = leakage_warnings(field_auc, labels={f.column: f.label for f in spec.features})
     rng = np.random.default_rng(seed)
     candidates = tuple(params.pop("candidates", CANDIDATES))
     step("evaluating candidates on held-out leads")
@@ -221,11 +223,15 @@ def train(
         "params": {k: v for k, v in model.get_params().items() if k != "categorical"},
         "metrics": {"selected": _headline(reports[selected]), **{c: _headline(r) for c, r in reports.items()}},
         "libraries": library_versions(),
+        "field_auc": field_auc,
+        "warnings": warnings,
+        "profile": reference_profile(features=features.iloc[evaluated], probability=p_eval, y=y_eval, spec=spec),
     }
     trained = TrainedModel(pipeline=final, spec=spec, card=card, train_ids=np.sort(hash_ids(prepared.ids)))
     return TrainingResult(
         trained=trained,
-        report={"selected": selected, "threshold": threshold, "candidates": reports, "evaluation": protocol},
+        report={"selected": selected, "threshold": threshold, "candidates": reports, "evaluation": protocol,
+                "warnings": warnings},
         holdout_raw=decided.iloc[evaluated].reset_index(drop=True),
         holdout_ids=eval_ids,
         holdout_y=y_eval,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -23,22 +24,26 @@ from scoring.spec import DEFAULT_SPEC, load_spec
 def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path | None, force: bool) -> None:
     """Train a lead scoring model, evaluate it on held-out leads, track it in MLflow, promote it if better."""
     from scoring.tracking import track
-    from scoring.training import TRAINING_STEPS, fingerprint_file
+    from scoring.training import fingerprint_file
     from scoring.training import train as train_model
 
     settings = settings_of(ctx)
     spec = load_spec(spec_path)
     raw = read_raw(data, missing_values=spec.missing_values)
-    with click.progressbar(length=TRAINING_STEPS + 1, label=f"training on {len(raw):,} leads",
-                           file=sys.stderr) as bar:
-        result = train_model(raw, spec=spec, data_fingerprint=fingerprint_file(data), table=data.name,
-                             progress=lambda _step: bar.update(1))
-        tracked = track(
-            result, tracking_uri=settings.resolved_tracking_uri, artifact_root=settings.resolved_artifact_root,
-            experiment_name=settings.experiment_name, registered_model_name=settings.registered_model_name,
-            models_dir=settings.resolved_models_dir, spec_path=spec_path or DEFAULT_SPEC, force=force,
-        )
-        bar.update(1)
+    started = time.perf_counter()
+
+    def step(message: str) -> None:
+        click.echo(f"[{time.perf_counter() - started:6.1f}s] {message}", err=True)
+
+    step(f"training on {len(raw):,} leads from {data.name}")
+    result = train_model(raw, spec=spec, data_fingerprint=fingerprint_file(data), table=data.name, progress=step)
+    step("tracking the run in MLflow and deciding on promotion")
+    tracked = track(
+        result, tracking_uri=settings.resolved_tracking_uri, artifact_root=settings.resolved_artifact_root,
+        experiment_name=settings.experiment_name, registered_model_name=settings.registered_model_name,
+        models_dir=settings.resolved_models_dir, spec_path=spec_path or DEFAULT_SPEC, force=force,
+    )
+    step("done")
     card = result.trained.card
     click.echo(f"evaluation: {card['evaluation']['kind']} on {card['rows']['evaluated']:,} leads "
                f"({card['rows']['converted']:,} of {card['rows']['trained']:,} converted"
@@ -57,6 +62,8 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
         verdict = "below 0.8: review" if fair["flagged"] else "ok"
         click.echo(f"fairness by {column}: four-fifths ratio of A-grade rates {fair['four_fifths_ratio']:.2f} "
                    f"({verdict})")
+    for warning in card["warnings"]:
+        click.echo(f"warning: {warning}")
     click.echo(f"{'FORCED: ' if tracked.decision.forced else ''}{tracked.decision.reason}")
     click.echo(f"wrote {tracked.artifact} and {tracked.card}; MLflow run {tracked.run_id}")
     if json_out is not None:

@@ -71,3 +71,17 @@ def test_bad_settings_are_reported_without_a_traceback(runner: CliRunner, tmp_pa
     assert result.exit_code != 0
     assert "unknown_setting" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_score_refuses_an_export_the_cold_start_rules_cannot_read(runner: CliRunner, tmp_path: Path) -> None:
+    spec = tmp_path / "foreign.toml"
+    spec.write_text('name = "foreign"\nid_column = "id"\n[target]\ncolumn = "won"\npositive = ["yes"]\n'
+                    'negative = ["no"]\n[[features]]\ncolumn = "clicks"\nkind = "numeric"\ngroup = "engagement"\n')
+    data = tmp_path / "foreign.csv"
+    data.write_text("id,clicks\na,3\n")
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(cli, ["score", "--data", str(data), "--out", str(out), "--spec", str(spec)])
+    assert result.exit_code == 2, result.output
+    assert "none is shared: write rules for these fields (--rules FILE" in result.output
+    assert "the data has clicks" in result.output
+    assert not out.exists()

@@ -11,8 +11,10 @@ from scoring.evaluation import (
     evaluate,
     expected_calibration_error,
     fairness,
+    leakage_warnings,
     lift_table,
     save_plots,
+    single_field_auc,
 )
 from scoring.spec import Grades
 
@@ -72,3 +74,58 @@ def test_evaluate_and_plots(tmp_path: object) -> None:
     paths = save_plots(report, Path(str(tmp_path)), title="t")
     assert [p.name for p in paths] == ["calibration.png", "gains.png", "scores.png", "importance.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_fairness_bands_a_numeric_protected_field() -> None:
+    ages = pd.Series([str(float(a)) for a in range(100)] + [None], dtype="string")  # as the spec hands them over
+    p = np.where(np.arange(101) < 50, 0.9, 0.1)  # ages 0-49 grade A, 50-99 and the unknown one not
+    y = np.zeros(101, dtype=int)
+    out = fairness(y, p, pd.DataFrame({"age": ages}), grades=Grades())["age"]
+    # quintile edges ("higher" method: positions 0, 19.8, 39.6, 59.4, 79.2, 99 rounded up) = 0, 20, 40, 60, 80, 99
+    assert [(g["group"], g["leads"]) for g in out["groups"]] == [
+        ("[0, 20)", 20), ("[20, 40)", 20), ("[40, 60)", 20), ("[60, 80)", 20), ("[80, 99]", 20), ("(missing)", 1)]
+    # A-grade rates: 1, 1, 10/20 = 0.5 (ages 40-49), 0, 0 -> min 0 / max 1 = 0 over the bands of >= 20 leads
+    assert [g["a_grade_rate"] for g in out["groups"][:5]] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    assert out["four_fifths_ratio"] == 0.0 and out["flagged"] is True
+
+
+def test_fairness_keeps_few_numeric_values_as_groups() -> None:
+    out = fairness(np.zeros(40, dtype=int), np.full(40, 0.5), pd.DataFrame({"tier": ["1", "2", "3", "4"] * 10}),
+                   grades=Grades())["tier"]
+    assert [g["group"] for g in out["groups"]] == ["1", "2", "3", "4"]  # 4 values <= 10: not banded
+
+
+def test_single_field_auc_out_of_fold() -> None:
+    y = np.array([0, 1] * 50)
+    features = pd.DataFrame({
+        "leak": pd.Categorical(np.where(y == 1, "won-call", "no-call")),  # the outcome, recorded after contact
+        "id": pd.Categorical([f"L{i}" for i in range(100)]),  # unique: never seen in the other folds
+        "visits": np.where(y == 1, 5.0, 1.0),
+        "noise": np.zeros(100),
+    })
+    auc = single_field_auc(features, y)
+    # every test lead of "won-call" gets (k + prior) / (k + 1) > every "no-call" lead's prior / (m + 1):
+    # the field alone ranks perfectly
+    assert auc["leak"] == 1.0 and auc["visits"] == 1.0
+    # a constant field scores each lead by its fold's prior alone: no ranking within a fold
+    assert auc["noise"] < 0.6 and auc["id"] < 0.6
+    warnings = leakage_warnings(auc, labels={"leak": "Call result"})
+    assert len(warnings) == 2 and warnings[0].startswith("possible leak: 'Call result' (leak) alone ranks")
+    assert "AUC 1.000" in warnings[0] and "`exclude`" in warnings[0]
+
+
+@pytest.mark.slow
+def test_training_warns_of_a_field_that_leaks_the_outcome(leads: pd.DataFrame) -> None:
+    from crmdata.tomlfile import read_toml
+    from scoring.spec import DEFAULT_SPEC, ModelSpec
+    from scoring.training import train
+
+    data = read_toml(DEFAULT_SPEC, what="spec", code="bad_spec")
+    data["features"] = [*data["features"], {"column": "call_outcome", "kind": "categorical", "group": "bant",
+                                            "label": "Call outcome"}]
+    spec = ModelSpec.from_dict(data)
+    leaky = leads.assign(call_outcome=np.where(leads["converted"].astype(bool), "interested", "no answer"))
+    result = train(leaky, spec=spec, params={"cv": 3, "max_iter": 30, "candidates": ("linear",)})
+    assert result.trained.card["field_auc"]["call_outcome"] == 1.0
+    assert [w.split(" alone")[0] for w in result.report["warnings"]] == [
+        "possible leak: 'Call outcome' (call_outcome)"]

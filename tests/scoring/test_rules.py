@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from crmdata.errors import DataValidationError
-from scoring.rules import DEFAULT_RULES, RulesModel
+from scoring.rules import DEFAULT_RULES, RulesMismatchError, RulesModel
+from scoring.scorer import RulesScorer
+from scoring.spec import ModelSpec
 
 
 def rules() -> RulesModel:
@@ -60,3 +62,36 @@ def test_default_rules_load_and_bad_rules_are_reported() -> None:
     assert "needs `column` and `reason`" in messages
     assert "unknown keys: colour" in messages
     assert "needs half_life_days" in messages
+
+
+def foreign_spec(*columns: str) -> ModelSpec:
+    """A spec for an export that is not the lead contract: an id, an outcome and the given numeric fields."""
+    return ModelSpec.from_dict({
+        "name": "foreign", "id_column": "id", "target": {"column": "won", "positive": ["yes"], "negative": ["no"]},
+        "features": [{"column": c, "kind": "numeric", "group": "behavioural"} for c in columns],
+    })
+
+
+def test_rules_keep_only_the_fields_the_data_has() -> None:
+    kept = rules().for_columns(["pricing", "seen", "other"])
+    # of the six rules, only "pricing" (per unit) and "seen" (older than 30 days) read a field that is there
+    assert [r.column for r in kept.rules] == ["pricing", "seen"]
+    assert rules().for_columns(["job", "employees", "student", "demo", "pricing", "seen"]) == rules()
+
+
+def test_an_export_sharing_no_field_with_the_rules_is_refused_by_name() -> None:
+    with pytest.raises(RulesMismatchError) as exc:
+        RulesScorer(RulesModel.from_file(), foreign_spec("clicks", "minutes"))
+    message = str(exc.value)
+    assert "job_level" in message and "web_visits" in message  # what the rules read
+    assert "clicks, minutes" in message  # what the data has
+    assert "write rules for these fields" in message and "train a model" in message
+
+
+def test_no_reason_names_a_field_the_export_lacks() -> None:
+    scorer = RulesScorer(RulesModel.from_file(), foreign_spec("web_visits", "clicks"), reference_time="2026-07-01")
+    [lead] = scorer.score_records([{"id": "a", "web_visits": 6, "clicks": 2}])
+    # only the web_visits rule is left: 6 visits x 1 point = 6, faded to half since the spec has no
+    # last_activity_at to date them: 3; plus the base 5 => 8
+    assert lead.score == 8
+    assert [(r.field, r.points) for r in (*lead.positive, *lead.negative)] == [("web_visits", 3)]

@@ -1,0 +1,202 @@
+"""Model health: a reference profile saved with every model, and how the leads scored since compare with it.
+
+Drift is measured with the population stability index over the reference's bins (quantile bins of a number,
+the shares of the commonest categories of a text field, deciles of the held-out scores):
+PSI = sum_b (live_b - ref_b) * ln(live_b / ref_b), shares floored at 1e-4; from 0.1 a warning, from 0.25 an
+alert. Calibration on matured outcomes is the expected calibration error (10 equal-width bins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+from scoring.evaluation import calibration_table, expected_calibration_error
+from scoring.spec import Grades, ModelSpec
+
+PSI_WARNING = 0.1
+PSI_ALERT = 0.25
+ECE_ALERT = 0.05
+MISSING_SHIFT = 0.1  # a change in a field's missing rate worth a warning, in share of leads
+UNSEEN_WARNING = 0.05  # share of leads whose category training never saw
+BINS = 10
+TOP_CATEGORIES = 50
+KNOWN_CATEGORIES = 1_000  # beyond this many distinct values, unseen categories are not counted
+SHARE_FLOOR = 1e-4
+OTHER = "(other)"
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    return np.asarray(pd.to_numeric(values, errors="coerce"), dtype=np.float64)
+
+
+def _bin_shares(numbers: np.ndarray, edges: Sequence[float]) -> list[float]:
+    present = numbers[~np.isnan(numbers)]
+    counts = np.bincount(np.searchsorted(np.asarray(edges), present, side="right"), minlength=len(edges) + 1)
+    return (counts / max(len(present), 1)).tolist()
+
+
+def _category_shares(text: pd.Series, categories: Sequence[str]) -> list[float]:
+    present = text.dropna()
+    counts = present.value_counts()
+    shares = [float(counts.get(c, 0)) / max(len(present), 1) for c in categories]
+    return [*shares, max(0.0, 1.0 - sum(shares))]
+
+
+def profile_feature(values: pd.Series, *, column: str, kind: str) -> dict[str, Any]:
+    """Return one field's training distribution: missing rate, and quantile-bin or category shares."""
+    out: dict[str, Any] = {"column": column, "kind": kind, "missing_rate": float(values.isna().mean())}
+    if kind == "categorical":
+        text = values.astype("string")
+        counts = text.dropna().value_counts()
+        top = [str(c) for c in counts.index[:TOP_CATEGORIES]]
+        out["categories"] = top
+        out["shares"] = _category_shares(text, top)
+        out["known"] = sorted(map(str, counts.index)) if len(counts) <= KNOWN_CATEGORIES else None
+        out["top"] = top[0] if top else None
+    elif kind in ("numeric", "boolean"):
+        numbers = _numbers(values)
+        present = numbers[~np.isnan(numbers)]
+        edges = np.unique(np.quantile(present, np.linspace(0, 1, BINS + 1)[1:-1])).tolist() if len(present) else []
+        out["edges"] = edges
+        out["shares"] = _bin_shares(numbers, edges)
+        out["mean"] = float(present.mean()) if len(present) else None
+    return out  # timestamps: the missing rate only, since every date drifts as time passes
+
+
+def reference_profile(*, features: pd.DataFrame, probability: np.ndarray, y: np.ndarray,
+                      spec: ModelSpec) -> dict[str, Any]:
+    """Return the profile saved with a model: each feature's distribution, the score deciles, the base rate.
+
+    Built on the held-out leads, so the score distribution is the one new leads will get, not the fitted one.
+    """
+    p = np.asarray(probability, dtype=np.float64)
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, BINS + 1)[1:-1])).tolist()
+    return {"rows": len(p), "base_rate": float(np.mean(y)), "mean_probability": float(p.mean()),
+            "score": {"edges": edges, "shares": _bin_shares(p, edges)},
+            "features": [profile_feature(features[f.column], column=f.column, kind=f.kind) for f in spec.features]}
+
+
+def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """Return the population stability index sum (a - e) ln(a / e) of two share vectors (floored at 1e-4)."""
+    e = np.maximum(np.asarray(expected, dtype=np.float64), SHARE_FLOOR)
+    a = np.maximum(np.asarray(actual, dtype=np.float64), SHARE_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _level(value: float) -> str:
+    return "alert" if value >= PSI_ALERT else "warning" if value >= PSI_WARNING else "ok"
+
+
+def _feature_health(ref: Mapping[str, Any], values: pd.Series, label: str) -> tuple[dict[str, Any], list[str]]:
+    missing_now = float(values.isna().mean())
+    entry: dict[str, Any] = {"column": ref["column"], "kind": ref["kind"], "missing_rate_training": ref["missing_rate"],
+                             "missing_rate_now": missing_now, "psi": None, "level": "ok", "unseen_share": None}
+    sentences = []
+    if "shares" in ref:
+        if ref["kind"] == "categorical":
+            text = values.astype("string")
+            shares = _category_shares(text, ref["categories"])
+            if ref.get("known") is not None and text.notna().any():
+                entry["unseen_share"] = float((~text.dropna().isin(ref["known"])).mean())
+        else:
+            numbers = _numbers(values)
+            shares = _bin_shares(numbers, ref["edges"])
+            present = numbers[~np.isnan(numbers)]
+            entry["mean_now"] = float(present.mean()) if len(present) else None
+        value = psi(ref["shares"], shares)
+        entry["psi"], entry["level"] = value, _level(value)
+        if entry["level"] != "ok":
+            sentences.append(f"{label} has shifted (PSI {value:.2f}): {_how(ref, entry, shares)}")
+    if abs(missing_now - ref["missing_rate"]) >= MISSING_SHIFT:
+        sentences.append(f"{label} is missing for {missing_now:.0%} of leads, {ref['missing_rate']:.0%} in training")
+    if entry["unseen_share"] is not None and entry["unseen_share"] >= UNSEEN_WARNING:
+        sentences.append(f"{entry['unseen_share']:.0%} of leads have a {label} value training never saw; the model "
+                         "scores them as a rare value and their reasons on it say little")
+    return entry, sentences
+
+
+def _how(ref: Mapping[str, Any], entry: Mapping[str, Any], shares: Sequence[float]) -> str:
+    if ref["kind"] == "categorical":
+        names = [*ref["categories"], OTHER]
+        top = int(np.argmax(shares))
+        was = ref["shares"][top]
+        return f"the commonest value is now '{names[top]}' ({shares[top]:.0%} of leads; {was:.0%} in training)"
+    before, now = ref.get("mean"), entry.get("mean_now")
+    if before and now is not None:
+        return f"its mean is now {now / before:.1f}x the training mean ({now:.3g} against {before:.3g})"
+    return "its distribution is not the one the model was trained on"
+
+
+def _interval(y: np.ndarray, p: np.ndarray, metric: Any, rng: np.random.Generator,
+              n_boot: int) -> list[float] | None:
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if 0 < y[idx].sum() < len(idx):
+            values.append(float(metric(y[idx], p[idx])))
+    return [float(np.quantile(values, 0.05)), float(np.quantile(values, 0.95))] if values else None
+
+
+def outcome_health(*, y: np.ndarray, probability: np.ndarray, grades: Grades, base_rate_training: float,
+                   rng: np.random.Generator, n_boot: int = 200) -> dict[str, Any]:
+    """Return how scored leads with known outcomes turned out: rates by grade and by probability bin against the mean
+    prediction, ECE, and ROC AUC, Brier and log loss with 90% bootstrap intervals (`n_boot` resamples)."""
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(probability, dtype=np.float64)
+    grade = grades.grade(p)
+    both = 0 < y.sum() < len(y)
+    metrics = {"roc_auc": roc_auc_score, "brier": brier_score_loss,
+               "log_loss": lambda t, q: log_loss(t, np.clip(q, 1e-12, 1 - 1e-12), labels=[0, 1])}
+    out: dict[str, Any] = {
+        "leads": len(y), "base_rate": float(y.mean()), "base_rate_training": base_rate_training,
+        "mean_probability": float(p.mean()), "ece": expected_calibration_error(y, p),
+        "by_grade": [{"grade": g, "leads": int((grade == g).sum()),
+                      "mean_probability": float(p[grade == g].mean()) if (grade == g).any() else None,
+                      "realised_rate": float(y[grade == g].mean()) if (grade == g).any() else None} for g in "ABCD"],
+        "by_probability_bin": calibration_table(y, p),
+    }
+    for name, metric in metrics.items():
+        out[name] = float(metric(y, p)) if both or name != "roc_auc" else None
+        out[f"{name}_interval"] = _interval(y, p, metric, rng, n_boot)
+    return out
+
+
+def health(*, profile: Mapping[str, Any], features: pd.DataFrame, probability: np.ndarray, spec: ModelSpec,
+           outcomes: tuple[np.ndarray, np.ndarray] | None = None, rng: np.random.Generator,
+           n_boot: int = 200) -> dict[str, Any]:
+    """Compare scored leads with a model's reference profile; return per-feature drift, score drift, outcome
+    health (when `outcomes` = (y, probability) of the leads whose outcome is known) and the alerts in words."""
+    labels = {f.column: f.label for f in spec.features}
+    entries: list[dict[str, Any]] = []
+    alerts: list[str] = []
+    warnings: list[str] = []
+    for ref in profile["features"]:
+        if ref["column"] not in features.columns:
+            continue
+        entry, sentences = _feature_health(ref, features[ref["column"]], labels.get(ref["column"], ref["column"]))
+        entries.append(entry)
+        (alerts if entry["level"] == "alert" else warnings).extend(sentences)
+    p = np.asarray(probability, dtype=np.float64)
+    score_psi = psi(profile["score"]["shares"], _bin_shares(p, profile["score"]["edges"]))
+    if _level(score_psi) != "ok":
+        (alerts if _level(score_psi) == "alert" else warnings).append(
+            f"the scores have shifted (PSI {score_psi:.2f}): the mean probability is now {p.mean():.1%}, "
+            f"{profile['mean_probability']:.1%} on the held-out leads at training")
+    result: dict[str, Any] = {"leads": len(p), "mean_probability": float(p.mean()), "score_psi": score_psi,
+                              "features": sorted(entries, key=lambda e: -(e["psi"] or 0.0)), "outcomes": None}
+    if outcomes is not None and len(outcomes[0]):
+        y, p_out = outcomes
+        matured = outcome_health(y=y, probability=p_out, grades=spec.grades, base_rate_training=profile["base_rate"],
+                                 rng=rng, n_boot=n_boot)
+        result["outcomes"] = matured
+        if matured["ece"] >= ECE_ALERT:
+            alerts.append(f"calibration: these leads converted at {matured['base_rate']:.1%} where the model "
+                          f"predicted {matured['mean_probability']:.1%} on average (ECE {matured['ece']:.3f}); "
+                          "recalibrate on recent outcomes or retrain")
+    result["alerts"], result["warnings"] = alerts, warnings
+    return result

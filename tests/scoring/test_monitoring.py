@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crmdata.synthetic import generate_leads
+from scoring.monitoring import PSI_ALERT, health, profile_feature, psi
+from scoring.scorer import ModelScorer
+from scoring.spec import ModelSpec, prepare
+from scoring.training import TrainingResult
+
+
+def test_psi_by_hand() -> None:
+    # (0.25 - 0.5) ln(0.25 / 0.5) + (0.75 - 0.5) ln(0.75 / 0.5) = 0.25 x 0.6931 + 0.25 x 0.4055 = 0.2747
+    assert psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(0.25 * math.log(2) + 0.25 * math.log(1.5))
+    assert psi([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]) == 0.0
+    # an empty bin is floored at 1e-4 instead of dividing by zero: (1e-4 - 0.5) ln(1e-4 / 0.5) + (1 - 0.5) ln 2
+    assert psi([0.5, 0.5], [0.0, 1.0]) == pytest.approx((1e-4 - 0.5) * math.log(1e-4 / 0.5) + 0.5 * math.log(2))
+
+
+def test_feature_profiles() -> None:
+    numeric = profile_feature(pd.Series([1.0, 2.0, 3.0, 4.0, np.nan]), column="v", kind="numeric")
+    # 4 present values: deciles 1.3, 1.6, ..., 3.7 cut them into bins holding one value each
+    assert numeric["missing_rate"] == 0.2 and numeric["mean"] == 2.5 and sum(numeric["shares"]) == 1.0
+    assert sorted(numeric["shares"], reverse=True)[:4] == [0.25] * 4
+    text = profile_feature(pd.Series(["a", "a", "b", None]), column="c", kind="categorical")
+    # shares of the present values: a 2/3, b 1/3, nothing left for other
+    assert text["categories"] == ["a", "b"] and text["shares"] == pytest.approx([2 / 3, 1 / 3, 0.0])
+    assert text["known"] == ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def scorer(trained: TrainingResult) -> ModelScorer:
+    return ModelScorer(trained.trained)
+
+
+def _health(scorer: ModelScorer, leads: pd.DataFrame) -> dict:
+    spec: ModelSpec = scorer.spec
+    prepared = prepare(leads, spec=spec, with_target=True)
+    assert prepared.target is not None
+    p = scorer.score_frame(prepared.features, prepared.ids, reasons=False)["probability"].to_numpy()
+    return health(profile=scorer.trained.card["profile"], features=prepared.features, probability=p, spec=spec,
+                  outcomes=(prepared.target, p), rng=np.random.default_rng(0), n_boot=50)
+
+
+def test_the_same_population_raises_nothing(scorer: ModelScorer) -> None:
+    report = _health(scorer, generate_leads(n=3000, seed=12).leads)
+    assert report["alerts"] == []
+    assert all(f["psi"] is None or f["psi"] < PSI_ALERT for f in report["features"])
+    assert report["outcomes"]["ece"] < 0.05
+
+
+def test_a_shifted_feature_and_a_doubled_conversion_rate_raise_alerts(scorer: ModelScorer) -> None:
+    leads = generate_leads(n=3000, seed=12).leads
+    rng = np.random.default_rng(3)
+    leads["web_visits"] = leads["web_visits"] * 3
+    # after training, a campaign doubles conversion: flip unconverted leads until the rate is 2x
+    rate = leads["converted"].astype(bool).mean()
+    flip = (~leads["converted"].astype(bool)) & (rng.random(len(leads)) < rate / (1 - rate))
+    leads.loc[flip, "converted"] = True
+    report = _health(scorer, leads)
+    by_column = {f["column"]: f for f in report["features"]}
+    assert by_column["web_visits"]["level"] == "alert"
+    assert report["features"][0]["column"] == "web_visits"  # the most shifted first
+    alerts = " | ".join(report["alerts"])
+    assert "Website visits has shifted (PSI" in alerts and "its mean is now 3.0x the training mean" in alerts
+    assert "calibration: these leads converted at" in alerts
+    assert report["outcomes"]["base_rate"] == pytest.approx(2 * rate, abs=0.03)
