@@ -258,3 +258,23 @@ def test_the_card_and_every_answer_hide_paths_and_the_tracking_uri(make_service:
         text = answer.get_data(as_text=True)
         for secret in ("s3cret", "mlflow.example.com", str(service.settings.home), "sqlite", ".joblib"):
             assert secret not in text, (secret, text[:300])
+
+
+@pytest.mark.slow
+def test_a_registry_that_disagrees_with_the_mlflow_alias_is_a_503_with_the_reason_never_the_rules(
+    make_service: Callable[..., Service], tmp_path: Path, sample_leads: pd.DataFrame
+) -> None:
+    models = tmp_path / "models"
+    result = train(sample_leads, spec=load_spec(), params=FAST)
+    track(result, tracking_uri=f"sqlite:///{tmp_path / 'tracking.db'}", artifact_root=(tmp_path / "a").as_uri(),
+          experiment_name="api-test", registered_model_name=MODEL_NAME, models_dir=models)
+    # The tracking store is lost and an empty one configured: models/registry.json still names champion 1.
+    service = make_service(trained=False, model_source="mlflow",
+                           mlflow_tracking_uri=f"sqlite:///{tmp_path / 'replaced.db'}")
+    ready = service.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["error"]["message"] == ("no model is loaded: the local registry names version 1 champion "
+                                              "but MLflow has none")
+    scored = service.post("/v1/leads/score", {"lead": lead_records(sample_leads, 1)[0]})
+    assert (scored.status_code, scored.json["error"]["code"]) == (503, "unavailable")
+    assert "replaced.db" not in scored.get_data(as_text=True)
