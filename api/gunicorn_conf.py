@@ -31,12 +31,19 @@ def when_ready(server: object) -> None:
 
 
 def post_fork(server: object, worker: object) -> None:
-    """Publish, from each new worker, the model it inherited from the master (the gauge is per process)."""
-    app = server.app.wsgi()  # type: ignore[attr-defined]  # the app the master preloaded
-    runtime = app.extensions["leadcast"]
-    served = runtime.services["models"].current()
-    if served is not None:
-        runtime.metrics.set_model(name=served.name, version=served.version, kind=served.kind)
+    """Bring each new worker up to the champion the service serves now, then publish its model gauge.
+
+    A worker restarted after a reload must not serve the model the master preloaded before it, and nothing a
+    model does may fail the boot: gunicorn's master exits when a worker fails to boot.
+    """
+    try:
+        app = server.app.wsgi()  # type: ignore[attr-defined]  # the app the master preloaded
+        runtime = app.extensions["leadcast"]
+        served = runtime.services["models"].refresh()
+        if served is not None:
+            runtime.metrics.set_model(name=served.name, version=served.version, kind=served.kind)
+    except Exception:  # the worker still boots: it answers 503 on scoring and /healthz 200
+        server.log.exception("worker %s: could not bring its model up to date", worker.pid)  # type: ignore[attr-defined]
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from crmdata.errors import DataValidationError, LeadcastError, Problem
-from scoring.artifacts import TrainedModel, load_trained
+from crmdata.errors import DataValidationError, Problem
+from scoring.artifacts import ModelSource, TrainedModel, resolve_trained
 from scoring.fast import CompiledModel
 from scoring.rules import RulesModel
 from scoring.spec import FeatureSpec, ModelSpec, load_spec, prepare, prepare_records
@@ -420,16 +420,19 @@ def load_scorer(
     ref: str | Path | None = None,
     *,
     models_dir: Path,
+    source: ModelSource = "files",
+    registered_model_name: str = "leadcast-lead-scoring",
+    tracking_uri: str | None = None,
     spec_path: Path | None = None,
     rules_path: Path | None = None,
     reference_time: Any = None,
 ) -> Scorer:
-    """Return the scorer to use: a trained model (`ref`: alias, version or .joblib path; default the
-    champion) or, when none is trained yet and no `ref` is given, the cold-start rules."""
-    try:
-        trained = load_trained(ref, models_dir=models_dir)
-    except LeadcastError:
-        if ref is not None and str(ref) != "champion":
-            raise
+    """Return the scorer to use: a trained model (`ref`: alias, version or .joblib path; default the champion)
+    from the local registry or the MLflow registry (`source`), its artifact checked by SHA-256; the cold-start
+    rules only when no champion exists at all and no `ref` is given. A champion that exists but cannot be
+    loaded raises a `ModelError`, never a silent fall back to the rules."""
+    trained = resolve_trained(ref, source=source, models_dir=models_dir,
+                              registered_model_name=registered_model_name, tracking_uri=tracking_uri)
+    if trained is None:
         return RulesScorer(RulesModel.from_file(rules_path), load_spec(spec_path), reference_time=reference_time)
     return ModelScorer(trained)

@@ -9,6 +9,7 @@ same data promotes nothing unless it is better. `force` promotes anyway and says
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -24,13 +25,31 @@ import pandas as pd
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from crmdata.errors import DataValidationError, LeadcastError
-from scoring.artifacts import TrainedModel, load_trained, read_registry, save_trained, set_alias, write_json
+from scoring.artifacts import (
+    ArtifactIntegrityError,
+    ModelError,
+    ModelNotFoundError,
+    RegistryConflictError,
+    TrainedModel,
+    load_verified,
+    private_dir,
+    read_registry,
+    resolve_trained,
+    save_trained,
+    set_alias,
+    update_registry,
+    write_json,
+)
 from scoring.evaluation import save_plots
 from scoring.fast import CompiledModel
 from scoring.spec import prepare
 from scoring.training import TrainingResult
 
 SERVING_ARTIFACT_DIR = "leadcast"
+# Run tags naming the leadcast artifact of a run and the SHA-256 it had when it was trained.
+ARTIFACT_TAG = "leadcast.artifact"
+SHA256_TAG = "leadcast.sha256"
+CARD_SHA256_TAG = "leadcast.card_sha256"
 F = TypeVar("F", bound=Callable[..., Any])
 
 AUC_MARGIN = 0.005
@@ -185,6 +204,13 @@ def track(
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
+    private_sqlite(tracking_uri)
+    if artifact_root.startswith("file://"):
+        from urllib.parse import urlsplit
+        from urllib.request import url2pathname
+
+        private_dir(Path(url2pathname(urlsplit(artifact_root).path)))
+    private_dir(models_dir)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     previous_uri = mlflow.get_tracking_uri()
     previous_registry = mlflow.get_registry_uri()
@@ -194,14 +220,17 @@ def track(
         experiment = client.get_experiment_by_name(experiment_name)
         experiment_id = (experiment.experiment_id if experiment is not None
                          else client.create_experiment(experiment_name, artifact_location=artifact_root))
+        check_registries_agree(client, registered_model_name=registered_model_name, models_dir=models_dir,
+                               tracking_uri=tracking_uri)
         trained = result.trained
         card = trained.card
         try:
-            champion: TrainedModel | None = load_trained("champion", models_dir=models_dir)
+            champion = resolve_trained(None, source="files", models_dir=models_dir,
+                                       registered_model_name=registered_model_name)
         except LeadcastError:
-            champion = None
-        if champion is not None:
-            champion.version = str(read_champion_version(models_dir) or champion.version)
+            if not force:
+                raise
+            champion = None  # --force replaces a champion that cannot even be loaded
         decision = decide(result, champion, force=force)
         with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
             mlflow.log_params({
@@ -239,28 +268,35 @@ def track(
             )
             version = str(info.registered_model_version)
             run_id = run.info.run_id
+            trained.version = version
+            # The card never holds the tracking URI: it is served to every CRM key, and URIs carry credentials.
+            card.update({"version": version, "mlflow_run_id": run_id,
+                         "registered_model_name": registered_model_name, "promotion": decision.reason,
+                         "promoted": decision.promoted})
+            # Write-once files named by version and content hash; aliases only once the artifact and its hash
+            # are recorded everywhere, so a reload in between never finds a champion it cannot verify.
+            path = save_trained(trained, models_dir=models_dir, name=registered_model_name, aliases=[],
+                                run_id=run_id)
+            card_path = path.with_suffix(".json")
             # The report and plots also go beside the model card, for readers without a tracking server.
-            local = models_dir / f"{registered_model_name}-v{version}-report"
-            local.mkdir(parents=True, exist_ok=True)
+            local = private_dir(path.with_name(f"{path.stem}-report"))
             for plot in plots:
                 shutil.copy2(plot, local / plot.name)
             write_json(local / "report.json", result.report)
-        aliases = ["challenger"]
-        client.set_registered_model_alias(registered_model_name, "challenger", version)
-        if decision.promoted:
-            client.set_registered_model_alias(registered_model_name, "champion", version)
-            aliases.append("champion")
-        client.set_model_version_tag(registered_model_name, version, "promotion", decision.reason)
-        client.set_model_version_tag(registered_model_name, version, "promoted", str(decision.promoted).lower())
-        trained.version = version
-        card.update({"version": version, "mlflow_run_id": run_id, "registered_model_name": registered_model_name,
-                     "tracking_uri": tracking_uri, "promotion": decision.reason, "promoted": decision.promoted})
-        path = save_trained(trained, models_dir=models_dir, name=registered_model_name, aliases=aliases)
-        card_path = path.with_suffix(".json")
         # The leadcast artifact (pipeline, spec, card) rides with the run, so a service on another machine
-        # can serve the champion from the tracking server alone.
+        # can serve the champion from the tracking server alone, after checking it against the run's tag.
         client.log_artifact(run_id, str(path), artifact_path=SERVING_ARTIFACT_DIR)
         client.log_artifact(run_id, str(card_path), artifact_path=SERVING_ARTIFACT_DIR)
+        entry = read_registry(models_dir)["versions"][version]
+        client.set_tag(run_id, ARTIFACT_TAG, path.name)
+        client.set_tag(run_id, SHA256_TAG, entry["sha256"])
+        client.set_tag(run_id, CARD_SHA256_TAG, entry["card_sha256"])
+        client.set_model_version_tag(registered_model_name, version, "promotion", decision.reason)
+        client.set_model_version_tag(registered_model_name, version, "promoted", str(decision.promoted).lower())
+        aliases = ["challenger", "champion"] if decision.promoted else ["challenger"]
+        for alias in aliases:
+            client.set_registered_model_alias(registered_model_name, alias, version)
+        update_registry(models_dir, lambda registry: registry["aliases"].update(dict.fromkeys(aliases, version)))
         return TrackedModel(version=version, run_id=run_id, artifact=path, card=card_path, decision=decision,
                             aliases=tuple(aliases))
     finally:
@@ -281,41 +317,142 @@ def _serving_signature(inferred: Any, *, optional: set[str]) -> Any:
     return ModelSignature(inputs=Schema(columns), outputs=inferred.outputs, params=inferred.params)
 
 
-def fetch_champion(*, tracking_uri: str, registered_model_name: str, cache_dir: Path) -> TrainedModel | None:
-    """Return the model the MLflow alias `champion` names (None when no version holds it), downloading its
-    leadcast artifact into `cache_dir` unless it is there already."""
+def redact_uri(uri: str) -> str:
+    """Return `uri` without a password or token (user:secret@host becomes user:***@host)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None and "@" not in parts.netloc:
+        return uri
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
+
+
+def private_sqlite(tracking_uri: str) -> None:
+    """Create the SQLite file a `sqlite:///` tracking URI names, private to this user, before MLflow does."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    private_dir(path.parent)
+    # an empty file is an empty SQLite database; MLflow creates its tables in it
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def check_registries_agree(client: Any, *, registered_model_name: str, models_dir: Path,
+                           tracking_uri: str) -> None:
+    """Refuse to go on when the local registry lists versions the MLflow registry lacks or gave to other runs
+    (the MLflow store was reset or replaced): training on would hand out those version numbers again."""
+    from mlflow.exceptions import MlflowException
+
+    local = read_registry(models_dir)["versions"]
+    if not local:
+        return
+    try:
+        found = client.search_model_versions(f"name='{registered_model_name}'")
+    except MlflowException as exc:
+        raise ModelError(f"cannot list the versions of {registered_model_name!r} in {redact_uri(tracking_uri)}: "
+                         f"{exc.message}", reason="the MLflow registry cannot be read") from exc
+    runs = {str(v.version): v.run_id for v in found}
+    for version, entry in sorted(local.items()):
+        if version not in runs or (entry.get("run_id") and entry["run_id"] != runs[version]):
+            where = "has no such version" if version not in runs else f"gives it to run {runs[version]}"
+            raise RegistryConflictError(
+                f"{models_dir / 'registry.json'} records version {version} of {registered_model_name!r} "
+                f"(run {entry.get('run_id') or 'unknown'}) but the MLflow registry at {redact_uri(tracking_uri)} "
+                f"{where}: the MLflow store was reset or replaced. Restore it, or train into a new models folder; "
+                "nothing was trained or overwritten",
+                reason=f"the local registry and the MLflow registry disagree about version {version}")
+
+
+def fetch_model(ref: str | None, *, tracking_uri: str, registered_model_name: str,
+                models_dir: Path) -> TrainedModel | None:
+    """Return the model an MLflow alias (default `champion`) or version names, its leadcast artifact fetched
+    into `models_dir/.mlflow-cache` and checked against the SHA-256 tag of its run before it is loaded.
+
+    None when no version holds the alias `champion` and the local registry names no champion either; when the
+    local registry names a champion that MLflow does not, that is a `RegistryConflictError`.
+    """
     with quiet_mlflow():
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        key = ref or "champion"
+        where = redact_uri(tracking_uri)
         try:
-            found = client.get_model_version_by_alias(registered_model_name, "champion")
+            found = (client.get_model_version(registered_model_name, key) if key.isdigit()
+                     else client.get_model_version_by_alias(registered_model_name, key))
         except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise LeadcastError(f"cannot read the champion of {registered_model_name!r} from {tracking_uri}: "
-                                f"{exc.message}") from exc
-        name = f"{registered_model_name}-v{found.version}.joblib"
-        local = cache_dir / name
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise ModelError(f"cannot read model {key!r} of {registered_model_name!r} from {where}: "
+                                 f"{exc.message}", reason="the MLflow registry cannot be read") from exc
+            found = None
+        local_champion = read_registry(models_dir)["aliases"].get("champion") if key == "champion" else None
+        if found is None:
+            if key != "champion":
+                raise ModelNotFoundError(f"no model {key!r} of {registered_model_name!r} in {where}",
+                                         reason=f"no model '{key}' is registered") from None
+            if local_champion is not None:
+                raise RegistryConflictError(
+                    f"{models_dir / 'registry.json'} names version {local_champion} champion but the MLflow "
+                    f"registry at {where} has no champion for {registered_model_name!r}: the MLflow store was "
+                    "reset or replaced. Restore it, or set model_source = \"files\"",
+                    reason=f"the local registry names version {local_champion} champion but MLflow has none")
+            return None
+        version = str(found.version)
+        if local_champion is not None:
+            entry = read_registry(models_dir)["versions"].get(str(local_champion), {})
+            if str(local_champion) != version or (entry.get("run_id") and entry["run_id"] != found.run_id):
+                raise RegistryConflictError(
+                    f"the MLflow alias champion names version {version} (run {found.run_id}) but "
+                    f"{models_dir / 'registry.json'} names version {local_champion} "
+                    f"(run {entry.get('run_id') or 'unknown'})",
+                    reason=f"the MLflow alias names version {version} champion but the local registry names "
+                           f"version {local_champion}")
         if found.run_id is None:
-            raise LeadcastError(f"model version {found.version} of {registered_model_name!r} has no run to fetch "
-                                "its leadcast artifact from; register models with `leadcast train`")
-        if not local.exists():
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            # Download beside the cache and rename: workers fetching at once never see half a file.
-            with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-                try:
-                    downloaded = client.download_artifacts(found.run_id, f"{SERVING_ARTIFACT_DIR}/{name}", tmp)
-                except MlflowException as exc:
-                    raise LeadcastError(f"model version {found.version} of {registered_model_name!r} has no "
-                                        f"leadcast artifact in run {found.run_id}: {exc.message}") from exc
-                staged = Path(tmp) / f".{name}"
-                shutil.copyfile(downloaded, staged)
-                staged.replace(local)
-        trained = load_trained(local, models_dir=cache_dir)
-        trained.version = str(found.version)
-        return trained
+            raise ModelError(f"model version {version} of {registered_model_name!r} has no run to fetch its "
+                             "leadcast artifact from; register models with `leadcast train`",
+                             reason=f"model version {version} has no leadcast artifact")
+        try:
+            tags = client.get_run(found.run_id).data.tags
+        except MlflowException as exc:
+            raise ModelError(f"cannot read run {found.run_id} from {where}: {exc.message}",
+                             reason="the MLflow run of the model cannot be read") from exc
+        name, sha256 = tags.get(ARTIFACT_TAG), tags.get(SHA256_TAG)
+        if not name or not sha256:
+            raise ArtifactIntegrityError(
+                f"run {found.run_id} of version {version} records no leadcast artifact SHA-256 "
+                f"(tags {ARTIFACT_TAG}, {SHA256_TAG}): retrain the model with `leadcast train`",
+                reason=f"no SHA-256 is recorded for version {version}'s artifact")
+        cache = private_dir(models_dir / ".mlflow-cache")
+        local = cache / Path(name).name
+        if local.exists():
+            try:
+                return load_verified(local, sha256=sha256, version=version)
+            except ArtifactIntegrityError:
+                local.unlink(missing_ok=True)  # a damaged cache copy: fetch it again, checked again
+        _download(client, run_id=found.run_id, name=Path(name).name, into=cache, version=version)
+        return load_verified(local, sha256=sha256, version=version)
+
+
+def _download(client: Any, *, run_id: str, name: str, into: Path, version: str) -> None:
+    """Download a run's leadcast artifact into `into`, renamed in place so no reader sees half a file."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(dir=into) as tmp:
+        try:
+            downloaded = client.download_artifacts(run_id, f"{SERVING_ARTIFACT_DIR}/{name}", tmp)
+        except MlflowException as exc:
+            raise ModelNotFoundError(f"model version {version} has no leadcast artifact in run {run_id}: "
+                                     f"{exc.message}", reason=f"version {version}'s artifact cannot be fetched") \
+                from exc
+        staged = Path(tmp) / f".{name}"
+        shutil.copyfile(downloaded, staged)
+        staged.chmod(0o600)
+        staged.replace(into / name)
 
 
 def read_champion_version(models_dir: Path) -> str | None:
@@ -324,4 +461,5 @@ def read_champion_version(models_dir: Path) -> str | None:
     return None if version is None else str(version)
 
 
-__all__ = ["Decision", "TrackedModel", "decide", "fetch_champion", "quiet_mlflow", "set_alias", "track"]
+__all__ = ["Decision", "TrackedModel", "check_registries_agree", "decide", "fetch_model", "quiet_mlflow",
+           "redact_uri", "set_alias", "track"]

@@ -22,7 +22,8 @@ def readyz() -> Response:
     models = runtime().services.get("models")
     current = models.current() if models is not None else None
     if current is None:
-        raise ApiError(503, "unavailable", "no model is loaded yet")
+        reason = models.unavailable_reason() if models is not None else "no model is loaded yet"
+        raise ApiError(503, "unavailable", f"no model is loaded: {reason}")
     return jsonify({"status": "ready", "model": current.describe()})
 
 

@@ -4,32 +4,39 @@ from __future__ import annotations
 
 import contextlib
 
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 
 from api.errors import ApiError
 from api.http import Runtime, requires, runtime
-from api.serving import LOAD_ERRORS, ModelHolder, Served
+from api.serving import ModelHolder, ModelLoadFailed, Served, model_source
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
 
 def init(app: Flask, rt: Runtime) -> None:
-    """Load the champion (or the cold-start rules) when the app is created."""
+    """Load the champion (or the cold-start rules) when the app is created; a failed load never stops it."""
     settings = rt.settings
-    holder = ModelHolder(models_dir=settings.resolved_models_dir, name=settings.registered_model_name,
-                         tracking_uri=settings.resolved_tracking_uri if settings.serves_from_mlflow else None,
+    holder = ModelHolder(name=settings.registered_model_name, source=model_source(settings),
                          on_load=lambda s: rt.metrics.set_model(name=s.name, version=s.version, kind=s.kind))
     rt.services["models"] = holder
-    # A failed load is logged by the holder; the service starts anyway and answers 503 until a reload works.
-    with contextlib.suppress(*LOAD_ERRORS):
+    # The holder logs why; the service starts anyway and answers 503 on scoring until a reload works.
+    with contextlib.suppress(ModelLoadFailed):
         holder.load()
 
 
+def holder() -> ModelHolder:
+    """Return this app's model holder."""
+    found: ModelHolder = runtime().services["models"]
+    return found
+
+
 def current_model() -> Served:
-    """Return the served model, or raise 503 while none is loaded."""
-    served = runtime().services["models"].current()
+    """Return the served model, or raise 503 (with the reason, never a path) while none is loaded."""
+    models = holder()
+    served = models.current()
     if served is None:
-        raise ApiError(503, "unavailable", "no model is loaded; train one or fix the rules file, then reload")
+        raise ApiError(503, "unavailable", f"no model is loaded: {models.unavailable_reason()}; fix the champion, "
+                       "then reload")
     return served
 
 
@@ -45,13 +52,13 @@ def current() -> Response:
 @requires("admin")
 def reload() -> Response:
     """Re-resolve the champion and swap to it; requests in flight finish on the old model."""
-    holder: ModelHolder = runtime().services["models"]
-    previous = holder.current()
+    models = holder()
+    previous = models.current()
     try:
-        served = holder.reload()
-    except LOAD_ERRORS as exc:
-        # The cause names files on the server: it goes to the log, not to the caller.
-        current_app.logger.error("reload failed: %s", exc)
-        raise ApiError(503, "unavailable", "reload failed, still serving the previous model; the service log says "
-                       "why") from exc
+        served = models.reload()
+    except ModelLoadFailed as exc:
+        # The cause names files on the server: it went to the log; the caller gets the reason in plain words.
+        keeping = "still serving the previous model" if previous is not None else "no model is served"
+        raise ApiError(503, "unavailable", f"reload failed, {keeping}: {exc.reason}; the service log says more") \
+            from exc
     return jsonify({"model": served.describe(), "previous": previous.describe() if previous else None})

@@ -87,12 +87,14 @@ def report_command(ctx: click.Context, opportunities: Path, mapping: Path | None
         raise ForecastInputError(f"the pipeline is empty: {opportunities} has no opportunities")
     scores = None
     if leads is not None:
+        from api.commands.scoring import where_models
+        from api.serving import model_source
         from scoring.scorer import load_scorer  # heavy: imported only when leads are scored
 
-        scorer = load_scorer(None, models_dir=settings.resolved_models_dir)
+        scorer = load_scorer(None, **model_source(settings))
         if scorer.kind == "rules":
-            click.echo(f"no trained model in {settings.resolved_models_dir}: scoring leads with the cold-start "
-                       f"rules ({scorer.version})", err=True)
+            click.echo(f"no trained model {where_models(settings)}: scoring leads with the cold-start rules "
+                       f"({scorer.version})", err=True)
         scores = score_open_leads(leads, scorer=scorer, as_of=t)
     n_sims = sims if sims is not None else settings.forecast_simulations
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from api.commands import FILE, settings_of
+from api.settings import Settings
 from crmdata.loaders import read_raw
 from scoring.spec import DEFAULT_SPEC, load_spec
 
@@ -93,14 +94,15 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
 def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_path: Path | None,
           rules_path: Path | None, no_reasons: bool, as_of: str | None, chunk_rows: int) -> None:
     """Score a file of leads: probability, score 0-100, grade A-D, reasons, model version."""
+    from api.serving import model_source
     from scoring.batch import count_rows, score_file
     from scoring.scorer import load_scorer
 
     settings = settings_of(ctx)
-    scorer = load_scorer(model, models_dir=settings.resolved_models_dir, spec_path=spec_path, rules_path=rules_path)
+    scorer = load_scorer(model, **model_source(settings), spec_path=spec_path, rules_path=rules_path)
     if scorer.kind == "rules":
-        click.echo(f"no trained model in {settings.resolved_models_dir}: scoring with the cold-start rules "
-                   f"({scorer.version})", err=True)
+        click.echo(f"no trained model {where_models(settings)}: scoring with the cold-start rules ({scorer.version})",
+                   err=True)
     total = count_rows(data) if data.exists() else 0
     with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
         summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
@@ -109,6 +111,15 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     used = (f"model version {summary.model_version}" if summary.model_kind == "model"
             else f"cold-start rules ({summary.model_version})")
     click.echo(f"scored {summary.rows:,} leads with {used} into {summary.out} (grades: {grades})")
+
+
+def where_models(settings: Settings) -> str:
+    """Return where the champion was looked for, in words (the tracking URI without credentials)."""
+    if settings.serves_from_mlflow:
+        from scoring.tracking import redact_uri
+
+        return f"in the MLflow registry at {redact_uri(settings.resolved_tracking_uri)}"
+    return f"in {settings.resolved_models_dir}"
 
 
 def register(group: click.Group) -> None:

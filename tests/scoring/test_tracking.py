@@ -81,7 +81,11 @@ def test_promotion_only_of_models_that_are_not_worse(
     assert local["aliases"] == {"challenger": "4", "champion": "4"}
     card = json.loads(first.card.read_text())
     assert card["mlflow_run_id"] == first.run_id and card["version"] == "1"
-    report = store["models_dir"] / f"{NAME}-v1-report"
+    # Write-once names: version and content hash, the same stem for the artifact, its card and its report.
+    assert first.artifact.name == local["versions"]["1"]["file"]
+    assert first.artifact.name.startswith(f"{NAME}-v1-") and first.artifact.suffix == ".joblib"
+    assert local["versions"]["1"]["run_id"] == first.run_id and len(local["versions"]["1"]["sha256"]) == 64
+    report = first.artifact.with_name(f"{first.artifact.stem}-report")
     assert {p.name for p in report.iterdir()} >= {"report.json", "calibration.png", "gains.png", "scores.png"}
 
 
