@@ -11,7 +11,10 @@ _settings = load_settings()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "gthread" if threads > 1 else "sync"
+# gevent by default: a connection that trickles its request costs a greenlet, not a worker (gunicorn's FAQ: the
+# sync workers are meant to sit behind a buffering proxy; serving clients directly calls for an async worker).
+worker_class = _settings.worker_class
+worker_connections = _settings.worker_connections
 timeout = _settings.timeout_seconds
 graceful_timeout = 30
 keepalive = 5

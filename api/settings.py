@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, ge=1, le=64)
     threads: int = Field(default=1, ge=1, le=64)
     timeout_seconds: int = Field(default=60, ge=1)
+    # The edge (issue 10: slow clients, bounded forecasts, shared rate limits); see docs/deploy.md.
+    worker_class: str = Field(
+        default="gevent", pattern="^(gevent|gthread|sync)$",
+        description="gunicorn worker class: gevent (default: a slow client costs a greenlet, not a worker), "
+                    "gthread (uses `threads`) or sync (only behind a buffering proxy).")
+    worker_connections: int = Field(default=1000, ge=1, le=100_000,
+                                    description="Most connections one gevent worker holds at once.")
 
     @property
     def resolved_models_dir(self) -> Path:
