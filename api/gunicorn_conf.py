@@ -1,6 +1,8 @@
 """gunicorn settings for `leadcast serve`; values come from the LEADCAST_* variables the command sets."""
 
+import logging
 import os
+import sys
 
 from prometheus_client import multiprocess
 
@@ -24,6 +26,17 @@ max_requests = 0
 accesslog = None
 errorlog = "-"
 loglevel = "info"
+
+# The app's own access line (method, route, status, ms, key name) and its warnings go to stderr beside gunicorn's
+# log: this file runs in the master before the app is preloaded, so every worker inherits the handler.
+_handler = logging.StreamHandler(sys.stderr)
+_handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                        "%Y-%m-%d %H:%M:%S %z"))
+_leadcast_log = logging.getLogger("leadcast")
+if not _leadcast_log.handlers:
+    _leadcast_log.addHandler(_handler)
+    _leadcast_log.setLevel(logging.INFO)
+    _leadcast_log.propagate = False
 
 
 def when_ready(server: object) -> None:

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
                     "gthread (uses `threads`) or sync (only behind a buffering proxy).")
     worker_connections: int = Field(default=1000, ge=1, le=100_000,
                                     description="Most connections one gevent worker holds at once.")
+    rate_limit_storage: str | None = Field(
+        default=None, pattern=r"^(memory://|file:///.+)$",
+        description="Where rate-limit buckets live: memory:// (this process) or file:///path (every worker of one "
+                    "host; `leadcast serve` uses a file in its instance folder). Default: memory, or serve's file.")
     # 2e9 cells take about 5-7 s in process on this 2-core machine (measured: 10.4k open deals x 20k simulations x
     # 12 months = 2.5e9 cells in 6.5 s), leaving room for parsing the body within 10 s.
     max_forecast_cells: int = Field(
