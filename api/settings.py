@@ -58,10 +58,10 @@ class Settings(BaseSettings):
         default=None, pattern=r"^(memory://|file:///.+)$",
         description="Where rate-limit buckets live: memory:// (this process) or file:///path (every worker of one "
                     "host; `leadcast serve` uses a file in its instance folder). Default: memory, or serve's file.")
-    # 2e9 cells take about 5-7 s in process on this 2-core machine (measured: 10.4k open deals x 20k simulations x
-    # 12 months = 2.5e9 cells in 6.5 s), leaving room for parsing the body within 10 s.
+    # Measured here: 10.4k open deals x 20k simulations x 12 months = 2.5e9 cells took 6.5 s in process, but 2e9
+    # cells over HTTP (a 100k-record body, load 4.5 on 2 cores) took 32 s: 5e8 keeps one request near 10 s.
     max_forecast_cells: int = Field(
-        default=2_000_000_000, gt=0,
+        default=500_000_000, gt=0,
         description="Most open deals x simulations x periods one forecast request may ask for (refused with 422).")
 
     @property
