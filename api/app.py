@@ -12,10 +12,13 @@ from api.http import Runtime
 from api.jsonio import OrjsonProvider
 from api.keys import KeyRing
 from api.metrics import Metrics
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, bucket_store
 from api.settings import Settings, load_settings
 
 log = logging.getLogger("leadcast.api")
+# Metric labels take only these methods and the app's routes: anything else is one label, so /metrics cannot
+# grow with what callers send.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class LeadcastFlask(Flask):
@@ -34,7 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     rt = Runtime(
         settings=settings,
         keys=KeyRing(settings.resolved_api_keys_file),
-        limiter=RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst),
+        limiter=RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst,
+                            store=bucket_store(settings.rate_limit_storage)),
         metrics=Metrics(),
     )
     app.extensions["leadcast"] = rt
@@ -51,10 +55,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _observe(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        rt.metrics.requests.labels(endpoint=endpoint, method=request.method, status=str(response.status_code)).inc()
+        method = request.method if request.method in METHODS else "other"
+        rt.metrics.requests.labels(endpoint=endpoint, method=method, status=str(response.status_code)).inc()
         rt.metrics.latency.labels(endpoint=endpoint).observe(elapsed)
         # Never the key, the body or a lead's fields: only what identifies the call.
-        log.info("%s %s %s %.1fms key=%s", request.method, endpoint, response.status_code, elapsed * 1000,
+        log.info("%s %s %s %.1fms key=%s", method, endpoint, response.status_code, elapsed * 1000,
                  g.get("api_key_name", "-"))
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -31,6 +31,16 @@ HTTP_CODES = {
 # Library argument names that the request calls otherwise.
 REQUEST_FIELDS = {"by": "group_by"}
 
+# An error body lists at most this many problems (the message gives the total): a million bad rows must not
+# become a 32 MB answer.
+MAX_DETAILS = 100
+
+
+def problems_message(count: int, what: str) -> str:
+    """Return "<count> problem(s) in <what>", saying when only the first MAX_DETAILS are listed."""
+    listed = f"; the first {MAX_DETAILS} are listed" if count > MAX_DETAILS else ""
+    return f"{count} problem(s) in {what}{listed}"
+
 
 class ApiError(Exception):
     """An error with its HTTP status, a stable machine code, a message and per-field details."""
@@ -58,7 +68,7 @@ def error_response(status: int, code: str, message: str, details: list[dict[str,
 def problems_to_details(exc: DataValidationError, *, root: str, indexed: bool = True) -> list[dict[str, Any]]:
     """Turn data problems into details whose `loc` names the record index (0-based) and the field."""
     details = []
-    for p in exc.problems:
+    for p in exc.problems[:MAX_DETAILS]:
         loc: list[str | int] = [root] if p.row is None or not indexed else [root, p.row - 1]
         value = "" if p.value is None else f" (value {p.value!r})"
         details.append({"loc": [*loc, p.field], "msg": p.message + value})
@@ -67,7 +77,8 @@ def problems_to_details(exc: DataValidationError, *, root: str, indexed: bool = 
 
 def pydantic_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Turn a pydantic validation error into error details."""
-    return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False, include_input=False)]
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in errors[:MAX_DETAILS]]
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -79,11 +90,14 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ValidationError)
     def _pydantic(exc: ValidationError) -> Response:
-        return error_response(422, "invalid_input", "the request does not match its schema", pydantic_details(exc))
+        count = exc.error_count()
+        message = ("the request does not match its schema" if count <= MAX_DETAILS
+                   else f"the request does not match its schema: {problems_message(count, 'the request')}")
+        return error_response(422, "invalid_input", message, pydantic_details(exc))
 
     @app.errorhandler(DataValidationError)
     def _data(exc: DataValidationError) -> Response:
-        return error_response(422, "invalid_input", f"{len(exc.problems)} problem(s) in the records",
+        return error_response(422, "invalid_input", problems_message(len(exc.problems), "the records"),
                               problems_to_details(exc, root=exc.source))
 
     @app.errorhandler(LeadcastError)

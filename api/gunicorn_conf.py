@@ -1,6 +1,8 @@
 """gunicorn settings for `leadcast serve`; values come from the LEADCAST_* variables the command sets."""
 
+import logging
 import os
+import sys
 
 from prometheus_client import multiprocess
 
@@ -11,7 +13,10 @@ _settings = load_settings()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "gthread" if threads > 1 else "sync"
+# gevent by default: a connection that trickles its request costs a greenlet, not a worker (gunicorn's FAQ: the
+# sync workers are meant to sit behind a buffering proxy; serving clients directly calls for an async worker).
+worker_class = _settings.worker_class
+worker_connections = _settings.worker_connections
 timeout = _settings.timeout_seconds
 graceful_timeout = 30
 keepalive = 5
@@ -21,6 +26,17 @@ max_requests = 0
 accesslog = None
 errorlog = "-"
 loglevel = "info"
+
+# The app's own access line (method, route, status, ms, key name) and its warnings go to stderr beside gunicorn's
+# log: this file runs in the master before the app is preloaded, so every worker inherits the handler.
+_handler = logging.StreamHandler(sys.stderr)
+_handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                        "%Y-%m-%d %H:%M:%S %z"))
+_leadcast_log = logging.getLogger("leadcast")
+if not _leadcast_log.handlers:
+    _leadcast_log.addHandler(_handler)
+    _leadcast_log.setLevel(logging.INFO)
+    _leadcast_log.propagate = False
 
 
 def when_ready(server: object) -> None:

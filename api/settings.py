@@ -47,6 +47,22 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, ge=1, le=64)
     threads: int = Field(default=1, ge=1, le=64)
     timeout_seconds: int = Field(default=60, ge=1)
+    # The edge (issue 10: slow clients, bounded forecasts, shared rate limits); see docs/deploy.md.
+    worker_class: str = Field(
+        default="gevent", pattern="^(gevent|gthread|sync)$",
+        description="gunicorn worker class: gevent (default: a slow client costs a greenlet, not a worker), "
+                    "gthread (uses `threads`) or sync (only behind a buffering proxy).")
+    worker_connections: int = Field(default=1000, ge=1, le=100_000,
+                                    description="Most connections one gevent worker holds at once.")
+    rate_limit_storage: str | None = Field(
+        default=None, pattern=r"^(memory://|file:///.+)$",
+        description="Where rate-limit buckets live: memory:// (this process) or file:///path (every worker of one "
+                    "host; `leadcast serve` uses a file in its instance folder). Default: memory, or serve's file.")
+    # Measured here: 10.4k open deals x 20k simulations x 12 months = 2.5e9 cells took 6.5 s in process, but 2e9
+    # cells over HTTP (a 100k-record body, load 4.5 on 2 cores) took 32 s: 5e8 keeps one request near 10 s.
+    max_forecast_cells: int = Field(
+        default=500_000_000, gt=0,
+        description="Most open deals x simulations x periods one forecast request may ask for (refused with 422).")
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -26,6 +26,9 @@ TOP_REASONS = 5
 FAST_RECORDS = 64
 TEXT_CACHE = 20_000  # words for values seen often (categories, small counts); numbers are re-described
 REASON_CACHE = 20_000  # reasons (field, words, points) seen often, shared as immutable objects
+# Only short values and words are cached, so each cache stays under entries x a few hundred bytes (about 10 MB)
+# whatever the values: a caller sending unique 8 MB categories must not grow the caches by 8 MB each.
+CACHEABLE_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,7 @@ def _make_reasons(jj: list[int], words: list[Any], pts: list[int], fields: list[
     def new(key: tuple[int, Any, int]) -> Reason:
         j, w, p = key
         reason = Reason(fields[j].column, fields[j].group, str(w), p)
-        if len(cache) < REASON_CACHE:
+        if len(cache) < REASON_CACHE and len(reason.text) <= CACHEABLE_CHARS:
             cache[key] = reason
         return reason
 
@@ -263,7 +266,8 @@ class ModelScorer:
         found = self._text_cache.get(key)
         if found is None:
             found = describe(f, value)
-            if len(self._text_cache) < TEXT_CACHE:
+            short = len(found) <= CACHEABLE_CHARS and not (isinstance(value, str) and len(value) > CACHEABLE_CHARS)
+            if len(self._text_cache) < TEXT_CACHE and short:
                 self._text_cache[key] = found
         return found
 

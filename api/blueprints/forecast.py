@@ -15,6 +15,7 @@ from crmdata.contracts import OPPORTUNITY, STAGE_HISTORY
 from crmdata.loaders import frame_from_records, read_csv
 from crmdata.stages import DEFAULT_STAGES, StageConfig
 from forecasting.forecast import forecast as run_forecast
+from forecasting.periods import as_day, parse_horizon, periods
 from forecasting.summary import pipeline_metrics
 
 bp = Blueprint("forecast", __name__, url_prefix="/v1")
@@ -31,6 +32,28 @@ def _stages(body: StagesBody | None) -> StageConfig:
         raise ApiError(422, "invalid_input", str(exc), [{"loc": ["stages"], "msg": str(exc)}]) from exc
 
 
+def _open_deals(records: Any, stages: StageConfig) -> int:
+    """Count the records the simulation would draw for: every one whose stage is not a known closed stage."""
+    closed = {*stages.won, *stages.lost}
+    if isinstance(records, list):
+        return sum(1 for r in records if not (isinstance(s := r.get("stage"), str) and s.strip() in closed))
+    column = records.get("stage")  # a CSV upload: a frame of strings
+    return len(records) if column is None else int((~column.str.strip().isin(list(closed))).sum())
+
+
+def _check_cost(body: ForecastRequest, records: Any, stages: StageConfig, sims: int) -> None:
+    """Refuse, before any work, a forecast of more open deals x simulations x periods than max_forecast_cells."""
+    limit = runtime().settings.max_forecast_cells
+    n_periods = len(periods(as_of=as_day(body.as_of), horizon=parse_horizon(body.horizon)))
+    deals = _open_deals(records, stages)
+    cells = deals * sims * n_periods
+    if cells > limit:
+        message = (f"this forecast needs {deals:,} open deals x {sims:,} simulations x {n_periods} period(s) = "
+                   f"{cells:,} cells, above the limit of {limit:,} (max_forecast_cells): send fewer open deals, "
+                   "simulations or periods")
+        raise ApiError(422, "invalid_input", message, [{"loc": ["simulations"], "msg": message}])
+
+
 def _forecast_request() -> tuple[ForecastRequest, Any]:
     """Read a forecast request from JSON, or from a multipart form with a CSV `file`."""
     if request.mimetype == "multipart/form-data":
@@ -38,7 +61,11 @@ def _forecast_request() -> tuple[ForecastRequest, Any]:
         if upload is None:
             raise ApiError(422, "invalid_input", "attach the opportunities CSV as the form field 'file'",
                            [{"loc": ["file"], "msg": "missing"}])
-        raw = read_csv(io.BytesIO(upload.read()), name=upload.filename or "upload.csv")
+        try:
+            data = upload.read()
+        finally:  # a large upload is spooled to a temporary file: close it as soon as it is read
+            upload.close()
+        raw = read_csv(io.BytesIO(data), name=upload.filename or "upload.csv")
         fields: dict[str, Any] = {k: request.form[k] for k in FORM_FIELDS if request.form.get(k) not in (None, "")}
         return ForecastRequest.model_validate({**fields, "opportunities": [{}]}), raw
     body = ForecastRequest.model_validate(json_body())
@@ -51,10 +78,11 @@ def forecast() -> Response:
     """Forecast won revenue per period with P10/P50/P90, the chance of the target, stuck deals and metrics."""
     body, records = _forecast_request()
     stages = _stages(body.stages)
+    sims = body.simulations or runtime().settings.forecast_simulations
+    _check_cost(body, records, stages, sims)
     deals = frame_from_records(records, contract=OPPORTUNITY, stages=stages, source="opportunities")
     history = (frame_from_records(body.stage_history, contract=STAGE_HISTORY, stages=stages, source="stage_history")
                if body.stage_history else None)
-    sims = body.simulations or runtime().settings.forecast_simulations
     result = run_forecast(deals, stages=stages, as_of=body.as_of, horizon=body.horizon, history=history,
                           target=body.target, by=body.group_by, n_sims=sims, rng=np.random.default_rng(body.seed))
     return jsonify(ForecastResponse.model_validate(result.to_dict()).model_dump(mode="json"))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -134,16 +137,43 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     # Each worker does its math on one thread: two workers' OpenMP pools fighting for 2 cores cost 100x latency.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = "1"
-    env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="leadcast-prometheus-"))
+    # One private folder per instance for what its processes share (metrics files, the rate-limit buckets, the
+    # gunicorn control socket), removed when the service stops: two instances on one host never meet.
+    instance = Path(tempfile.mkdtemp(prefix="leadcast-serve-"))
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        (instance / "prometheus").mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(instance / "prometheus")
+    env.setdefault("LEADCAST_RATE_LIMIT_STORAGE", (instance / "ratelimit.bin").as_uri())
     config = Path(__file__).resolve().parents[1] / "gunicorn_conf.py"
-    args = [sys.executable, "-m", "gunicorn", "--config", str(config), "api.wsgi:app"]
+    control = instance / "gunicorn.ctl"
+    # A Unix socket path holds at most 107 bytes: with a temp dir deeper than that, go without one rather than
+    # fall back to gunicorn's per-user default, which every instance of the user would share.
+    control_args = ["--control-socket", str(control)] if len(str(control)) < 100 else ["--no-control-socket"]
+    args = [sys.executable, "-m", "gunicorn", "--config", str(config), *control_args, "api.wsgi:app"]
     click.echo(f"serving on http://{env['LEADCAST_HOST']}:{env['LEADCAST_PORT']} with {env['LEADCAST_WORKERS']} "
-               "worker(s); Ctrl-C stops it")
+               f"{settings.worker_class} worker(s); Ctrl-C stops it")
     if quickstart_key:
         key = _quickstart_key(settings)
         click.echo(f"created a score-only key named {QUICKSTART_KEY!r}; once the service is up, score a lead with:")
         click.echo(quickstart_curl(host=env["LEADCAST_HOST"], port=int(env["LEADCAST_PORT"]), key=key))
-    os.execve(sys.executable, args, env)
+    sys.stdout.flush()
+    ctx.exit(_run_until_stopped(args, env, instance))
+
+
+def _run_until_stopped(args: list[str], env: dict[str, str], instance: Path) -> int:
+    """Run gunicorn, pass it the stop and reload signals, and remove the instance folder once it exits."""
+    try:
+        child = subprocess.Popen(args, env=env)
+        forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+        for sig in forwarded:
+            signal.signal(sig, lambda number, _frame: child.send_signal(number))
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # pragma: no cover - SIGINT is forwarded above
+                continue
+    finally:
+        shutil.rmtree(instance, ignore_errors=True)
 
 
 def register(group: click.Group) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell import Cell, WriteOnlyCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -22,6 +22,23 @@ HEADER_FONT = Font(bold=True)
 HEADER_FILL = PatternFill("solid", fgColor="F1F5F9")
 MAX_WIDTH = 60
 MIN_WIDTH = 6
+
+
+def _cell(ws: WriteOnlyWorksheet, value: Any) -> Cell:
+    """Return a cell holding `value`; text is always stored as text, never as a formula.
+
+    openpyxl turns any string starting with "=" into a formula. Text from the data (owners, accounts,
+    products...) could read "=HYPERLINK(...)" or "=cmd|...": OWASP's CSV-injection guidance is to keep every
+    value starting with =, +, -, @, tab or carriage return inert, so every string is typed as a string.
+    """
+    cell = WriteOnlyCell(ws, value=value)
+    if isinstance(value, str):
+        cell.data_type = "s"
+    return cell
+
+
+def _row(ws: WriteOnlyWorksheet, values: list[Any]) -> list[Any]:
+    return [v if isinstance(v, Cell) else _cell(ws, v) for v in values]
 
 
 def _value(kind: Kind, value: Any) -> Any:
@@ -43,10 +60,10 @@ def _width(texts: list[str]) -> float:
     return float(min(MAX_WIDTH, max(MIN_WIDTH, longest + 2)))
 
 
-def _header(ws: WriteOnlyWorksheet, headers: list[str]) -> list[WriteOnlyCell]:
+def _header(ws: WriteOnlyWorksheet, headers: list[str]) -> list[Cell]:
     cells = []
     for h in headers:
-        cell = WriteOnlyCell(ws, value=h)
+        cell = _cell(ws, h)
         cell.font, cell.fill = HEADER_FONT, HEADER_FILL
         cells.append(cell)
     return cells
@@ -66,7 +83,7 @@ def _table_sheet(wb: Workbook, table: Table) -> None:
     for r in rows:
         out = []
         for col, number_format, v in zip(table.columns, formats, r, strict=True):
-            cell = WriteOnlyCell(ws, value=_value(col.kind, v))
+            cell = _cell(ws, _value(col.kind, v))
             if col.kind not in ("text", "bool"):
                 cell.number_format = number_format
             out.append(cell)
@@ -77,33 +94,34 @@ def _readme(wb: Workbook, content: ReportContent) -> None:
     ws = wb.create_sheet("Read me")
     ws.column_dimensions["A"].width = 16
     ws.column_dimensions["B"].width = 120
-    title = WriteOnlyCell(ws, value=content.title)
+    title = _cell(ws, content.title)
     title.font = Font(bold=True, size=14)
     ws.append([title])
     as_of = WriteOnlyCell(ws, value=content.as_of.date())
     as_of.number_format = "yyyy-mm-dd"
-    ws.append(["As of", as_of])
-    ws.append(["Horizon", f"{content.horizon}: {content.period_text}"])
+    ws.append(_row(ws, ["As of", as_of]))
+    ws.append(_row(ws, ["Horizon", f"{content.horizon}: {content.period_text}"]))
     if content.source:
-        ws.append(["Data", content.source])
+        ws.append(_row(ws, ["Data", content.source]))
     if content.generated_at:
-        ws.append(["Generated", content.generated_at])
+        ws.append(_row(ws, ["Generated", content.generated_at]))
     wrap = Alignment(wrap_text=True, vertical="top")
     for heading, lines in (("Summary", content.summary), ("Check the data", content.warnings),
                            ("Notes", content.notes)):
         if not lines:
             continue
         ws.append([])
-        head = WriteOnlyCell(ws, value=heading)
+        head = _cell(ws, heading)
         head.font = HEADER_FONT
         ws.append([head])
         for line in lines:
-            cell = WriteOnlyCell(ws, value=line)
+            cell = _cell(ws, line)
             cell.alignment = wrap
             ws.append([None, cell])
     ws.append([])
-    ws.append(["Sheets", "Headline: the figures at the top of report.html, with the forecast JSON field of each; "
-                         "then one sheet per table. Values are exact; only their display is rounded."])
+    sheets = ("Headline: the figures at the top of report.html, with the forecast JSON field of each; "
+              "then one sheet per table. Values are exact; only their display is rounded.")
+    ws.append(_row(ws, ["Sheets", sheets]))
 
 
 def _headline(wb: Workbook, content: ReportContent) -> None:
@@ -118,7 +136,7 @@ def _headline(wb: Workbook, content: ReportContent) -> None:
     for h in content.headline:
         value = WriteOnlyCell(ws, value=None if h.value is None else float(h.value))
         value.number_format = EXCEL_FORMAT[h.kind]
-        ws.append([h.label, value, h.text, h.source])
+        ws.append(_row(ws, [h.label, value, h.text, h.source]))
 
 
 def workbook_bytes(content: ReportContent) -> bytes:
