@@ -25,8 +25,8 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from crmdata.errors import DataValidationError, LeadcastError
 from scoring.artifacts import TrainedModel, load_trained, read_registry, save_trained, set_alias, write_json
+from scoring.compiled import CompiledModel
 from scoring.evaluation import save_plots
-from scoring.fast import CompiledModel
 from scoring.spec import prepare
 from scoring.training import TrainingResult
 

@@ -18,8 +18,8 @@ from sklearn.pipeline import Pipeline
 
 from crmdata.errors import LeadcastError
 from scoring.artifacts import TrainedModel, hash_ids
+from scoring.compiled import CompiledModel
 from scoring.evaluation import best_f1_threshold, evaluate
-from scoring.fast import CompiledModel
 from scoring.features import LeadFeatures, feature_layout
 from scoring.model import CANDIDATES, LeadScoringModel
 from scoring.rules import DEFAULT_RULES
