@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def count_rows(path: Path) -> int:
     return max(lines - 1, 0)
 
 
+def _read_ahead(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Yield the chunks while the next one is read in a background thread (Arrow reads release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadcast-read") as pool:
+        pending = pool.submit(next, chunks, None)
+        while (chunk := pending.result()) is not None:
+            pending = pool.submit(next, chunks, None)
+            yield chunk
+
+
 def read_chunks(path: Path, *, chunk_rows: int = CHUNK_ROWS, missing_values: tuple[str, ...] = ()
                 ) -> Iterator[pd.DataFrame]:
     """Yield the file in chunks of raw values (CSV as text, nothing guessed)."""
@@ -51,8 +61,7 @@ def read_chunks(path: Path, *, chunk_rows: int = CHUNK_ROWS, missing_values: tup
     if _is_parquet(path):
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
+        yield from _read_ahead(batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows))
         return
     if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
         raise DataValidationError([Problem(source, "-", "unsupported file type; use .csv, .tsv or .parquet",
@@ -87,6 +96,10 @@ def score_file(
     def write(tmp: Path) -> None:
         nonlocal rows
         writer = None
+        # Parquet chunks are encoded and written in a background thread while the next chunk is scored;
+        # one write is in flight at a time, so memory stays at about two chunks and errors surface here.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadcast-write")
+        written: Future[None] | None = None
         try:
             for chunk in read_chunks(src, chunk_rows=chunk_rows, missing_values=spec.missing_values):
                 if as_of is not None:
@@ -108,13 +121,18 @@ def score_file(
                     table = pa.Table.from_pandas(out, preserve_index=False)
                     if writer is None:
                         writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                    writer.write_table(table)
+                    if written is not None:
+                        written.result()
+                    written = pool.submit(writer.write_table, table)
                 else:
                     out.to_csv(tmp, mode="w" if rows == 0 else "a", header=rows == 0, index=False)
                 rows += len(out)
                 if progress is not None:
                     progress(len(chunk))
+            if written is not None:
+                written.result()
         finally:
+            pool.shutdown(wait=True)
             if writer is not None:
                 writer.close()
         if rows == 0:

@@ -18,6 +18,7 @@ from scoring.features import LinearBasis
 
 CANDIDATES = ("linear", "trees", "blend")
 BLEND_WEIGHTS = np.round(np.arange(0.1, 0.95, 0.1), 2)
+PROBE_ROWS = 256  # training rows kept with the model to check a compiled scorer against predict_proba at load
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -150,7 +151,15 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         self.kind_ = min(self.candidates, key=lambda c: (self.oof_log_loss_[c], CANDIDATES.index(c)))
         self.weight_ = self.weights_[self.kind_]
         self.calibrator_ = self.calibrators_[self.kind_]
+        self._keep_probe(X)
         return self
+
+    def _keep_probe(self, X: np.ndarray) -> None:
+        """Keep a few training rows (and one all-missing row) with their probabilities, for checks at load."""
+        rng = np.random.default_rng(self.random_state)
+        rows = np.sort(rng.choice(len(X), size=min(PROBE_ROWS, len(X)), replace=False))
+        self.probe_X_ = np.vstack([X[rows], np.full((1, X.shape[1]), np.nan)])
+        self.probe_p_ = self.predict_proba(self.probe_X_)[:, 1]
 
     def _blank(self, X: np.ndarray) -> np.ndarray:
         """Return X with the columns that were empty in fit set to 0."""

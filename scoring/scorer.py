@@ -18,7 +18,7 @@ import pandas as pd
 
 from crmdata.errors import DataValidationError, Problem
 from scoring.artifacts import ModelSource, TrainedModel, resolve_trained
-from scoring.fast import CompiledModel
+from scoring.compiled import compile_pipeline
 from scoring.rules import RulesModel
 from scoring.spec import FeatureSpec, ModelSpec, load_spec, prepare, prepare_records
 
@@ -236,7 +236,7 @@ class ModelScorer:
         self.trained = trained
         self.spec = trained.spec
         self.version = trained.version
-        self.compiled = CompiledModel(trained.pipeline)
+        self.compiled = compile_pipeline(trained.pipeline)
         self.fields = list(self.spec.features)
         self._text_cache: dict[tuple[int, Any], str] = {}
         self._reason_cache: dict[tuple[int, Any, int], Reason] = {}

@@ -40,8 +40,8 @@ from scoring.artifacts import (
     update_registry,
     write_json,
 )
+from scoring.compiled import CompiledModel
 from scoring.evaluation import save_plots
-from scoring.fast import CompiledModel
 from scoring.spec import prepare
 from scoring.training import TrainingResult
 

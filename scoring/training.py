@@ -18,8 +18,8 @@ from sklearn.pipeline import Pipeline
 
 from crmdata.errors import LeadcastError
 from scoring.artifacts import TrainedModel, hash_ids
+from scoring.compiled import CompiledModel
 from scoring.evaluation import best_f1_threshold, evaluate, leakage_warnings, single_field_auc
-from scoring.fast import CompiledModel
 from scoring.features import LeadFeatures, feature_layout
 from scoring.model import CANDIDATES, LeadScoringModel
 from scoring.monitoring import reference_profile

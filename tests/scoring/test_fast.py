@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from scoring.fast import SMALL_BATCH, CompiledModel
+from scoring.compiled import SMALL_BATCH, CompiledModel, PipelineModel, compile_pipeline
+from scoring.compiled.model import probe_rows
 from scoring.training import TrainingResult
 
 
@@ -80,3 +83,87 @@ def test_one_pass_probability_and_contributions(compiled: CompiledModel, trained
         X = compiled.features.derive(base)
         lin = compiled.model.linear_.decision_function(X)
         assert np.max(np.abs(compiled.linear.raw(X) - lin)) < 1e-9
+
+
+def test_a_loaded_model_is_checked_on_its_probe_rows(trained: TrainingResult, caplog: pytest.LogCaptureFixture
+                                                     ) -> None:
+    model = trained.trained.pipeline.named_steps["model"]
+    # 256 training rows (the fixture has 3000 leads) and one all-missing row, scored at fit.
+    assert model.probe_X_.shape == (257, len(trained.trained.pipeline.named_steps["features"].layout_))
+    assert np.isnan(model.probe_X_[-1]).all()
+    assert np.allclose(model.probe_p_, model.predict_proba(model.probe_X_)[:, 1], rtol=0, atol=1e-15)
+    with caplog.at_level("WARNING", logger="leadcast.scoring"):
+        checked = compile_pipeline(trained.trained.pipeline)
+    assert type(checked) is CompiledModel
+    assert not caplog.records
+
+
+def test_a_corrupt_compiled_table_falls_back_to_the_pipeline(trained: TrainingResult, leads: pd.DataFrame,
+                                                             caplog: pytest.LogCaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from scoring.compiled.trees import CompiledTrees, LeafTables
+    from scoring.spec import prepare
+
+    pipeline = trained.trained.pipeline
+    if pipeline.named_steps["model"].trees_ is None:
+        pytest.skip("the chosen model has no trees")
+    build = CompiledTrees._build_leaf_tables
+
+    def corrupt(self: CompiledTrees) -> LeafTables | None:
+        tables = build(self)
+        assert tables is not None
+        table = tables.table.copy()
+        table[tables.offset[0]:tables.offset[0] + 2] += 0.5  # the first tree's first two leaf codes are wrong
+        return LeafTables(tables.splits, table, tables.offset)
+
+    monkeypatch.setattr(CompiledTrees, "_build_leaf_tables", corrupt)
+    with caplog.at_level("WARNING", logger="leadcast.scoring"):
+        checked = compile_pipeline(pipeline)
+    assert isinstance(checked, PipelineModel)
+    assert "differs from pipeline.predict_proba" in caplog.text
+    # The fallback scores exactly as the pipeline does, and gives the same (honest) reasons.
+    features = prepare(leads.head(200), spec=trained.trained.spec).features
+    base = checked.features.encode(features)
+    p, contrib = checked.proba_and_contributions(base)
+    assert np.max(np.abs(p - pipeline.predict_proba(features)[:, 1])) < 1e-12
+    monkeypatch.setattr(CompiledTrees, "_build_leaf_tables", build)
+    reference = CompiledModel(pipeline).proba_and_contributions(base)[1]
+    assert np.max(np.abs(contrib - reference)) < 1e-9
+
+
+def test_a_compiler_that_cannot_read_the_trees_falls_back(trained: TrainingResult, caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from scoring.compiled.trees import CompiledTrees
+
+    if trained.trained.pipeline.named_steps["model"].trees_ is None:
+        pytest.skip("the chosen model has no trees")
+
+    def renamed(hgb: object) -> CompiledTrees:
+        raise AttributeError("'HistGradientBoostingClassifier' object has no attribute '_predictors'")
+
+    monkeypatch.setattr(CompiledTrees, "from_estimator", staticmethod(renamed))
+    with caplog.at_level("WARNING", logger="leadcast.scoring"):
+        checked = compile_pipeline(trained.trained.pipeline)
+    assert isinstance(checked, PipelineModel)
+    assert "could not be built (AttributeError" in caplog.text
+
+
+def test_a_probe_scored_differently_than_at_training_is_reported(trained: TrainingResult,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = copy.deepcopy(trained.trained.pipeline)
+    model = pipeline.named_steps["model"]
+    model.probe_p_ = model.probe_p_.copy()
+    model.probe_p_[3] += 1e-6  # as if another scikit-learn had scored it at training
+    with caplog.at_level("WARNING", logger="leadcast.scoring"):
+        checked = compile_pipeline(pipeline)
+    # The compiled path still agrees with today's pipeline, so it serves; the drift is reported.
+    assert type(checked) is CompiledModel
+    assert "differently than at training (up to 1e-06" in caplog.text
+
+
+def test_a_model_saved_without_probe_rows_is_checked_on_neutral_rows(trained: TrainingResult) -> None:
+    pipeline = copy.deepcopy(trained.trained.pipeline)
+    del pipeline.named_steps["model"].probe_X_
+    rows = probe_rows(pipeline.named_steps["features"])
+    assert rows.shape[0] == len(pipeline.named_steps["features"].spec.features) + 1
+    assert type(compile_pipeline(pipeline)) is CompiledModel

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import scoring.fast as fast
-from scoring.fast import SMALL_BATCH, CompiledModel
+import scoring.compiled.contributions as contributions
+import scoring.compiled.trees as trees
+from scoring.compiled import SMALL_BATCH, CompiledModel
 from scoring.features import Base
 from scoring.training import TrainingResult
 
@@ -60,7 +61,7 @@ def test_leaf_tables_give_the_trees_own_outputs(compiled: CompiledModel, base: B
 
 def test_without_leaf_tables_the_walk_and_per_field_paths_give_the_same(
         trained: TrainingResult, compiled: CompiledModel, base: Base, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fast, "LUT_BITS", 0)  # no tree is small enough: the pre-table code paths
+    monkeypatch.setattr(trees, "LUT_BITS", 0)  # no tree is small enough: the pre-table code paths
     plain = variant(trained)
     if plain.trees is None:
         pytest.skip("the chosen model has no trees")
@@ -89,9 +90,9 @@ def test_one_pass_matches_separate_probabilities_and_contributions(compiled: Com
 def test_blocks_and_stacked_passes_do_not_change_reasons(compiled: CompiledModel, base: Base,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     p, contrib = compiled.proba_and_contributions(base)
-    monkeypatch.setattr(fast, "SPLIT_BLOCK", 64)
-    monkeypatch.setattr(fast, "STACK_ROWS", 50)
-    monkeypatch.setattr(fast, "CODE_CELLS", 1)  # leaf codes 64 rows at a time
+    monkeypatch.setattr(contributions, "SPLIT_BLOCK", 64)
+    monkeypatch.setattr(contributions, "STACK_ROWS", 50)
+    monkeypatch.setattr(trees, "CODE_CELLS", 1)  # leaf codes 64 rows at a time
     p_small, contrib_small = compiled.proba_and_contributions(base)
     assert np.max(np.abs(p_small - p)) < 1e-12
     assert np.max(np.abs(contrib_small - contrib)) < 1e-12

@@ -83,7 +83,7 @@ def test_synthetic_auc_near_the_best_possible_and_calibrated(spec: ModelSpec) ->
 
 
 def test_optional_columns_absent_from_the_export(leads: pd.DataFrame, spec: ModelSpec) -> None:
-    from scoring.fast import CompiledModel
+    from scoring.compiled import CompiledModel
     from scoring.spec import prepare
 
     partial = leads.drop(columns=["country", "age", "last_engagement_at", "budget_stated", "purchase_timeframe"])

@@ -1,0 +1,313 @@
+"""Reasons' contributions: p(lead) - p(lead with one field at its neutral value), exact and cheap.
+
+The log-odds are additive over the linear model's column terms and over trees, so substituting a field only
+recomputes the terms and tree splits that read its columns. A few leads are scored with their substitutions
+stacked in one pass; more from leaf codes: a field's neutral value only changes the bits of the splits reading
+that field's columns, so only those are recomputed (`_contributions_by_split`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scoring.compiled.linear import SMALL_BATCH, CompiledLinear, LinearTerms
+from scoring.compiled.trees import CompiledTrees, Splits
+from scoring.features import Base, LeadFeatures
+from scoring.model import Calibrator, LeadScoringModel
+
+REASON_BLOCK = 16_384
+SPLIT_BLOCK = 2_048  # leads per pass when computing reasons from leaf codes (keeps temporaries in cache)
+STACK_ROWS = 4_096  # substituted leads derived per pass when computing reasons
+
+
+@dataclass
+class FieldPart:
+    """What one field's neutral value can change: its linear terms, the splits that read its columns and,
+    per tree of those splits, the mask of the code bits they do not set. A field whose columns depend on
+    it alone is `fixed`: its new linear share and split decisions are the same for every lead."""
+
+    linear: LinearTerms | None
+    splits: Splits | None
+    keep: np.ndarray
+    fixed: bool = False
+    fixed_linear: float = 0.0
+    fixed_bits: np.ndarray | None = None
+
+
+
+class Contributions:
+    """The contribution half of `CompiledModel`: what it needs of the model, and the strategies."""
+
+    features: LeadFeatures
+    model: LeadScoringModel
+    weight: float
+    calibrator: Calibrator
+    linear: CompiledLinear | None
+    trees: CompiledTrees | None
+    fields: list[str]
+    neutral: dict[str, float]
+
+    def logit(self, X: np.ndarray) -> np.ndarray:
+        """Return the blended, uncalibrated log-odds of model-matrix rows."""
+        raise NotImplementedError
+
+    def proba(self, base: Base) -> np.ndarray:
+        """Return calibrated probabilities of encoded leads."""
+        raise NotImplementedError
+
+    def proba_and_contributions(self, base: Base) -> tuple[np.ndarray, np.ndarray]:
+        """Return probabilities and contributions: a few leads in a single pass through the model (each
+        lead and its substitutions stacked), more from leaf codes (see `_contributions_by_split`)."""
+        n = len(next(iter(base.values())))
+        subs = self._substitutions(base)
+        total = n + sum(rows.size for _, rows in subs)
+        if total > SMALL_BATCH:
+            if self._by_split():
+                return self._split_blocks(base, None, subs)
+            p = self.proba(base)
+            return p, self.contributions(base, p)
+        stacked = self._stack(base, subs, include_base=True)
+        p_all = self.proba(stacked)
+        p = p_all[:n]
+        out = np.zeros((n, len(self.fields)))
+        start = n
+        for j, rows in subs:
+            out[rows, j] = p[rows] - p_all[start:start + rows.size]
+            start += rows.size
+        return p, out
+
+    def _substitutions(self, base: Base) -> list[tuple[int, np.ndarray]]:
+        """Return, per field, the leads whose value differs from the field's neutral value (if any)."""
+        neutral = getattr(self, "_neutral_vector", None)
+        if neutral is None:
+            neutral = np.asarray([self.neutral[name] for name in self.fields], dtype=np.float64)
+            self._neutral_vector = neutral
+        if not self.fields:
+            return []
+        # One row per field, so that nonzero lists the leads field by field, in order.
+        values = np.stack([np.asarray(base[name], dtype=np.float64) for name in self.fields])
+        typical = neutral[:, None]
+        differs = (values != typical) & ~(np.isnan(values) & np.isnan(typical))
+        field, rows = np.nonzero(differs)
+        if not field.size:
+            return []
+        starts = np.flatnonzero(np.diff(field, prepend=-1))
+        bounds = [*starts.tolist(), rows.size]
+        return [(j, rows[a:b]) for j, a, b in zip(field[starts].tolist(), bounds[:-1], bounds[1:], strict=True)]
+
+    def _stack(self, base: Base, subs: list[tuple[int, np.ndarray]], *, include_base: bool) -> Base:
+        parts = ([np.arange(len(next(iter(base.values()))))] if include_base else []) + [r for _, r in subs]
+        all_rows = np.concatenate(parts)
+        stacked = {name: values[all_rows] for name, values in base.items()}
+        start = len(parts[0]) if include_base else 0
+        for j, rows in subs:
+            stacked[self.fields[j]][start:start + rows.size] = self.neutral[self.fields[j]]
+            start += rows.size
+        return stacked
+
+    def contributions(self, base: Base, p: np.ndarray | None = None) -> np.ndarray:
+        """Return (n, fields) signed contributions: p(lead) - p(lead with that field at its neutral value).
+
+        A field already at its neutral value contributes 0; so a positive contribution means that moving
+        the field to the typical value would lower the probability, by exactly that amount.
+        """
+        n = len(next(iter(base.values())))
+        if p is None:
+            p = self.proba(base)
+        out = np.zeros((n, len(self.fields)))
+        subs = self._substitutions(base)
+        if not subs:
+            return out
+        if self._by_split() and (n > SPLIT_BLOCK or sum(rows.size for _, rows in subs) > SMALL_BATCH):
+            return self._split_blocks(base, p, subs)[1]
+        if n > REASON_BLOCK:
+            for start in range(0, n, REASON_BLOCK):
+                block = slice(start, start + REASON_BLOCK)
+                out[block] = self.contributions({k: v[block] for k, v in base.items()}, p[block])
+            return out
+        if sum(rows.size for _, rows in subs) > SMALL_BATCH:
+            return self._contributions_by_field(base, p, subs, out)
+        p_sub = self.proba(self._stack(base, subs, include_base=False))
+        start = 0
+        for j, rows in subs:
+            out[rows, j] = p[rows] - p_sub[start:start + rows.size]
+            start += rows.size
+        return out
+
+    def _affected(self) -> list[tuple[list[int], np.ndarray]]:
+        cached = getattr(self, "_affected_cache", None)
+        if cached is not None:
+            return list(cached)
+        column_fields = self.features.column_fields()
+        affected = []
+        for name in self.fields:
+            cols = [k for k, fields in enumerate(column_fields) if name in fields]
+            trees = (np.asarray([t for t, used in enumerate(self.trees.tree_columns) if used & set(cols)],
+                                dtype=np.int64) if self.trees is not None else np.empty(0, np.int64))
+            affected.append((cols, trees))
+        self._affected_cache = affected
+        return affected
+
+    def _contributions_by_field(self, base: Base, p: np.ndarray, subs: list[tuple[int, np.ndarray]],
+                                out: np.ndarray) -> np.ndarray:
+        """Recompute, per field, only the model-matrix columns, linear terms and trees that field touches.
+
+        The log-odds are additive over linear column terms and over trees, so
+        logit(x with field j neutral) = logit(x) - sum over touched terms and trees of (old - new): exact.
+        """
+        X = self.model._blank(self.features.derive(base))
+        logit = self.logit(X)
+        Xp = self.trees.prepare(X) if self.trees is not None else None
+        per_tree = self.trees.each_tree(Xp) if self.trees is not None and Xp is not None else None
+        affected = self._affected()
+        for j, rows in subs:
+            cols, trees = affected[j]
+            sub = {name: values[rows] for name, values in base.items()}
+            sub[self.fields[j]] = np.full(rows.size, self.neutral[self.fields[j]])
+            Xs = self.model._blank(self.features.derive(sub))
+            delta = np.zeros(rows.size)
+            if self.linear is not None and cols:
+                old = self.linear.column_terms(X[rows], cols).sum(axis=1)
+                new = self.linear.column_terms(Xs, cols).sum(axis=1)
+                delta += self.weight * (old - new)
+            if self.trees is not None and per_tree is not None and trees.size:
+                old_t = per_tree[np.ix_(rows, trees)].sum(axis=1)
+                new_t = self.trees.tree_values(self.trees.prepare(Xs), trees)
+                delta += (1 - self.weight) * (old_t - new_t)
+            out[rows, j] = p[rows] - self.calibrator(logit[rows] - delta)
+        return out
+
+    def _field_parts(self) -> list[FieldPart]:
+        """Per field, what its neutral value can change (see `FieldPart`). Built at first use."""
+        cached = getattr(self, "_field_part_cache", None)
+        if cached is not None:
+            return list(cached)
+        column_fields = self.features.column_fields()
+        trees = self.trees
+        tables = trees.leaf_tables() if trees is not None else None
+        position = np.argsort(trees.column_order) if trees is not None else np.empty(0, np.int64)
+        parts = []
+        for name in self.fields:
+            cols = [k for k, fields in enumerate(column_fields) if name in fields]
+            linear = self.linear.part(cols) if self.linear is not None and cols else None
+            splits, keep = None, np.empty(0, np.int64)
+            if tables is not None and cols:
+                reads = np.isin(tables.splits.column, position[cols])
+                if reads.any():
+                    splits = tables.splits.subset(reads)
+                    keep = ~np.add.reduceat(splits.weight, splits.starts)
+            part = FieldPart(linear, splits, keep)
+            if all(column_fields[k] == {name} for k in cols):
+                # Its columns are computed from this field alone: with the field neutral they are the same
+                # for every lead, so their linear terms and split decisions are worked out once, here.
+                one = {other: np.full(1, np.nan) for other in self.fields}
+                one[name] = np.full(1, self.neutral[name])
+                X = self.model._blank(self.features.derive(one))
+                part.fixed = True
+                part.fixed_linear = float(linear.total(X)[0]) if linear is not None else 0.0
+                if splits is not None and trees is not None:
+                    part.fixed_bits = splits.codes(trees.prepare_t(X), trees.cat_table)
+            parts.append(part)
+        self._field_part_cache = parts
+        return parts
+
+    def _by_split(self) -> bool:
+        return self.trees is None or self.trees.leaf_tables() is not None
+
+    def _split_blocks(self, base: Base, p: np.ndarray | None, subs: list[tuple[int, np.ndarray]],
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Run `_contributions_by_split` on SPLIT_BLOCK leads at a time; return probabilities, contributions."""
+        n = len(next(iter(base.values())))
+        if n <= SPLIT_BLOCK:
+            return self._contributions_by_split(base, p, subs, np.zeros((n, len(self.fields))))
+        probabilities, out = np.empty(n), np.empty((n, len(self.fields)))
+        for start in range(0, n, SPLIT_BLOCK):
+            block = slice(start, start + SPLIT_BLOCK)
+            part = {name: values[block] for name, values in base.items()}
+            probabilities[block], out[block] = self._contributions_by_split(
+                part, None if p is None else p[block], self._substitutions(part),
+                np.zeros((min(n - start, SPLIT_BLOCK), len(self.fields))))
+        return probabilities, out
+
+    def _contributions_by_split(self, base: Base, p: np.ndarray | None, subs: list[tuple[int, np.ndarray]],
+                                out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per field, recompute only its linear terms and the tree splits that read its columns.
+
+        Every lead's leaf code of every tree is computed once; with field j neutral, a tree's code keeps
+        the bits of the splits that do not read field j and takes new bits from those that do, so
+        logit(x with field j neutral) = logit(x) - w (linear terms old - new) - (1 - w) (leaves old - new):
+        exact. Substituted leads are derived in stacked passes of up to STACK_ROWS leads (fields whose
+        columns depend on themselves alone need none) and all are calibrated at once. Without `p`, the
+        probabilities are computed here too (from the same leaf codes) and returned with `out`.
+        """
+        X = self.model._blank(self.features.derive(base))
+        logit = np.zeros(X.shape[0])
+        if self.linear is not None:
+            logit += self.weight * self.linear.raw(X)
+        trees = self.trees
+        tables = trees.leaf_tables() if trees is not None else None
+        coded = np.empty((0, 0), dtype=np.int64)
+        if trees is not None and tables is not None:
+            # Codes with each tree's table offset added: (trees, n), a code's bits never touch the offset.
+            coded = trees.leaf_codes(trees.prepare_t(X)) + tables.offset[:, None]
+            logit += (1 - self.weight) * (tables.table[coded].sum(axis=0) + trees.baseline)
+        if p is None:
+            p = self.calibrator(logit)
+        if not subs:
+            return p, out
+        parts = self._field_parts()
+        ends = np.cumsum([rows.size for _, rows in subs])
+        rows_all = np.concatenate([rows for _, rows in subs])
+        new_logit = logit[rows_all]
+        groups: list[list[int]] = []
+        size = 0
+        for k, (j, rows) in enumerate(subs):
+            if parts[j].fixed:
+                new_logit[ends[k] - rows.size:ends[k]] -= self._field_delta(parts[j], X, rows, coded)
+            elif groups and size + rows.size <= STACK_ROWS:
+                groups[-1].append(k)
+                size += rows.size
+            else:
+                groups.append([k])
+                size = rows.size
+        for group in groups:
+            Xs = self.model._blank(self.features.derive(self._stack(base, [subs[k] for k in group],
+                                                                     include_base=False)))
+            XsT = trees.prepare_t(Xs) if trees is not None else None
+            start = 0
+            for k in group:
+                j, rows = subs[k]
+                block = slice(start, start + rows.size)
+                start += rows.size
+                new_logit[ends[k] - rows.size:ends[k]] -= self._field_delta(
+                    parts[j], X, rows, coded, Xs[block], None if XsT is None else XsT[:, block])
+        field = np.repeat([j for j, _ in subs], [rows.size for _, rows in subs])
+        out[rows_all, field] = p[rows_all] - self.calibrator(new_logit)
+        return p, out
+
+    def _field_delta(self, part: FieldPart, X: np.ndarray, rows: np.ndarray, coded: np.ndarray,
+                     Xs: np.ndarray | None = None, XsT: np.ndarray | None = None) -> np.ndarray:
+        """Return logit(x) - logit(x with the field neutral) of the given leads (substituted rows: Xs)."""
+        delta = np.zeros(rows.size)
+        if part.linear is not None:
+            if part.fixed:
+                new: float | np.ndarray = part.fixed_linear
+            else:
+                assert Xs is not None
+                new = part.linear.total(Xs)
+            delta += self.weight * (part.linear.total(X[rows]) - new)
+        splits = part.splits
+        if splits is not None and self.trees is not None:
+            tables = self.trees.leaf_tables()
+            assert tables is not None
+            old = np.take(coded[splits.trees], rows, axis=1)
+            if part.fixed:
+                bits = part.fixed_bits
+            else:
+                assert XsT is not None
+                bits = splits.codes(XsT, self.trees.cat_table)
+            new_codes = (old & part.keep[:, None]) | bits
+            delta += (1 - self.weight) * (tables.table[old] - tables.table[new_codes]).sum(axis=0)
+        return delta
