@@ -8,6 +8,7 @@ from typing import Any
 from api.errors import ApiError, problems_to_details
 from api.serving import Served
 from crmdata.errors import DataValidationError
+from crmdata.values import ValueProblem, datetime_ns
 
 
 def score_payload(served: Served, records: list[dict[str, Any]], *, reasons: bool, as_of: datetime,
@@ -17,7 +18,11 @@ def score_payload(served: Served, records: list[dict[str, Any]], *, reasons: boo
     Invalid records refuse the whole request (422) with each problem's record index and field.
     """
     unknown = sorted({k for r in records for k in r} - served.known_fields)
-    stamp = as_of.replace(tzinfo=None).isoformat()
+    try:  # an offset is kept (12:00+02:00 is 10:00 UTC); a year datetime64[ns] cannot hold is refused here
+        datetime_ns(as_of)
+    except ValueProblem as exc:
+        raise ApiError(422, "invalid_input", f"as_of {exc.message}", [{"loc": ["as_of"], "msg": exc.message}]) from exc
+    stamp = as_of.isoformat()
     id_column = served.scorer.spec.id_column
     numbered = shape in ("dataframe_records", "dataframe_split")  # MLflow clients send no id: use the position
     rows = []

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -16,10 +16,7 @@ from crmdata.contracts import LEAD, OPPORTUNITY, STAGE_HISTORY, Column, Contract
 from crmdata.errors import DataValidationError, Problem
 from crmdata.mapping import ColumnMapping, Join
 from crmdata.stages import DEFAULT_STAGES, StageConfig
-
-TRUE_VALUES = frozenset({"true", "t", "yes", "y", "1", "1.0"})
-FALSE_VALUES = frozenset({"false", "f", "no", "n", "0", "0.0"})
-MAX_PROBLEMS = 100_000
+from crmdata.values import FALSE_VALUES, MAX_PROBLEMS, TRUE_VALUES, Rule, parse_series
 
 
 @dataclass(frozen=True)
@@ -124,50 +121,29 @@ def _apply_join(frame: pd.DataFrame, join: Join, index: int, source: str, base: 
     return []
 
 
+def rule_of(col: Column, mapping: ColumnMapping | None = None) -> Rule:
+    """Return the value rule of a contract column, with a mapping's extra true/false spellings and date format."""
+    mapping = mapping or ColumnMapping()
+    return Rule(col.kind, non_negative=col.non_negative,
+                true_values=(*TRUE_VALUES, *mapping.true_values), false_values=(*FALSE_VALUES, *mapping.false_values),
+                date_format=mapping.date_format)
+
+
 def _parse_column(
     series: pd.Series, col: Column, mapping: ColumnMapping, table: str
 ) -> tuple[pd.Series, list[Problem]]:
-    """Convert one column to its contract type; report each value that does not parse, with its row."""
-    present = series.notna()
-    out: Any
+    """Convert one column to its contract type; report each value that breaks its rule, with its row."""
+    values, refused = parse_series(series, rule_of(col, mapping), limit=MAX_PROBLEMS)
+    out: pd.Series
     if col.kind == "string":
-        text: Any = series.astype("string").str.strip()
-        return text.mask(text == "").astype("string"), []
-    if col.kind in ("float", "int"):
-        if pd.api.types.is_bool_dtype(series.dtype):
-            out = series.astype("Float64")
-        else:
-            text = series if pd.api.types.is_numeric_dtype(series.dtype) else series.astype("string").str.strip()
-            out = pd.to_numeric(text, errors="coerce").astype("Float64")
-        expected = "a number"
+        out = pd.Series(values, index=series.index, dtype="string")
     elif col.kind == "bool":
-        if pd.api.types.is_bool_dtype(series.dtype):
-            return series.astype("boolean"), []
-        text = series.astype("string").str.strip().str.casefold()
-        trues = TRUE_VALUES | {v.casefold() for v in mapping.true_values}
-        falses = FALSE_VALUES | {v.casefold() for v in mapping.false_values}
-        values = np.full(len(series), np.nan, dtype=object)
-        values[text.isin(trues).fillna(False).to_numpy(bool)] = True
-        values[text.isin(falses).fillna(False).to_numpy(bool)] = False
-        out = pd.Series(pd.array(values, dtype="boolean"), index=series.index)
-        expected = "true or false"
-    else:  # datetime
-        if pd.api.types.is_datetime64_any_dtype(series.dtype):
-            out = series
-        else:
-            text = series.astype("string").str.strip()
-            fmt = mapping.date_format or "ISO8601"
-            out = pd.to_datetime(text, errors="coerce", format=fmt, dayfirst=mapping.dayfirst, utc=True)
-        if isinstance(out.dtype, pd.DatetimeTZDtype):
-            out = out.dt.tz_convert("UTC").dt.tz_localize(None)
-        out = out.astype("datetime64[ns]")
-        expected = f"a date ({mapping.date_format or 'ISO 8601, e.g. 2017-03-01'})"
-    bad = present & out.isna()
-    problems = [
-        Problem(table, col.name, f"is not {expected}", row=int(i) + 1, value=str(series.iloc[i]),
-                code="wrong_type" if col.kind != "datetime" else "bad_date")
-        for i in np.flatnonzero(bad.to_numpy(bool))[:MAX_PROBLEMS]
-    ]
+        out = pd.Series(values, index=series.index).astype("Float64").astype("boolean")
+    elif col.kind == "datetime":
+        out = pd.Series(values, index=series.index)
+    else:
+        out = pd.Series(values, index=series.index).astype("Float64")
+    problems = [Problem(table, col.name, r.message, row=r.position + 1, value=r.value, code=r.code) for r in refused]
     return out, problems
 
 
@@ -221,10 +197,6 @@ def conform(
             for i in _rows(absent):
                 problems.append(Problem(table, col.name, "is empty; a value is required", row=int(i) + 1,
                                         code="missing_value"))
-        if col.non_negative:
-            for i in _rows(parsed < 0):
-                problems.append(Problem(table, col.name, "is negative", row=int(i) + 1,
-                                        value=str(parsed.iloc[i]), code="negative"))
         if col.unique:
             dup = parsed.duplicated(keep="first") & parsed.notna()
             if dup.any():

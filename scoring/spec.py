@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import pandas as pd
 
+from crmdata.contracts import LEAD
 from crmdata.errors import DataValidationError, Problem
 from crmdata.tomlfile import read_toml
+from crmdata.values import (
+    FALSE_VALUES,
+    MAX_PROBLEMS,
+    TRUE_VALUES,
+    Kind,
+    Refused,
+    Rule,
+    ValueProblem,
+    parse_series,
+    reader,
+    shown,
+    to_days,
+)
 
 FeatureKind = Literal["numeric", "categorical", "boolean", "timestamp"]
 FeatureGroup = Literal["demographic", "firmographic", "behavioural", "engagement", "bant"]
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 DEFAULT_SPEC = SPECS_DIR / "default.toml"
-TRUE_VALUES = ("true", "t", "yes", "y", "1", "1.0")
-FALSE_VALUES = ("false", "f", "no", "n", "0", "0.0")
-MAX_PROBLEMS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,97 +271,54 @@ class Prepared:
     kept: np.ndarray | None = None
 
 
-def _plain_numbers(series: pd.Series) -> np.ndarray | None:
-    """Return a copy of a plain numpy bool, integer or float column as float64; None for any other dtype.
+RULE_KINDS: dict[str, Kind] = {"numeric": "float", "categorical": "string", "boolean": "bool",
+                               "timestamp": "datetime"}
+_RULES: dict[int, tuple[ModelSpec, dict[str, Rule], dict[str, Callable[[Any], Any]]]] = {}
 
-    For these dtypes this is what the nullable round trip (`astype("Float64").astype("float64")`) gives,
-    without its cost; missing values are exactly the NaNs.
+
+def rules_of(spec: ModelSpec) -> dict[str, Rule]:
+    """Return the value rule of every column the spec reads: id, features, creation time and `as_of`.
+
+    A feature named like a column of the lead contract takes that column's limits (non-negative counts).
     """
-    dtype = series.dtype
-    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-        return np.array(series.to_numpy(), dtype=np.float64)
-    return None
+    return _cached_rules(spec)[0]
 
 
-def _plain_text(distinct: list[Any]) -> bool:
-    """Whether distinct values are all printable ASCII text, or all true/false: then Python's `str`, `strip`
-    and `casefold` read each as pandas' string methods do, and equal values are the same text."""
-    return all(type(u) is bool for u in distinct) or all(
-        type(u) is str and u.isascii() and u.isprintable() for u in distinct)
+def _cached_rules(spec: ModelSpec) -> tuple[dict[str, Rule], dict[str, Callable[[Any], Any]]]:
+    cached = _RULES.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1], cached[2]
+    base = Rule("string", missing_values=spec.missing_values, true_values=spec.true_values,
+                false_values=spec.false_values)
+    rules = {spec.id_column: base}
+    for f in spec.features:
+        contract = LEAD.column(f.column) if f.column in LEAD.names else None
+        non_negative = bool(contract and contract.non_negative and f.kind == "numeric")
+        rules[f.column] = replace(base, kind=RULE_KINDS[f.kind], non_negative=non_negative)
+    for name in (spec.created_at_column, spec.as_of_column, "as_of"):
+        if name and name not in rules:
+            rules[name] = replace(base, kind="datetime")
+    if len(_RULES) >= 64:
+        _RULES.clear()
+    readers = {name: reader(rule) for name, rule in rules.items()}
+    _RULES[id(spec)] = (spec, rules, readers)
+    return rules, readers
 
 
-def _parse(series: pd.Series, kind: FeatureKind, spec: ModelSpec, table: str, name: str,
+def _problems(refused: list[Refused], table: str, name: str) -> list[Problem]:
+    return [Problem(table, name, r.message, row=r.position + 1, value=r.value, code=r.code) for r in refused]
+
+
+def _parse(series: pd.Series, kind: FeatureKind, rule: Rule, table: str, name: str,
            problems: list[Problem]) -> pd.Series:
-    out: pd.Series
+    values, refused = parse_series(series, rule, limit=MAX_PROBLEMS)
+    problems += _problems(refused, table, name)
     if kind == "categorical":
-        # Work on the distinct values only, and keep a Categorical: a million leads have a few categories.
-        codes, uniques = pd.factorize(series, use_na_sentinel=True)
-        clean = [str(u).strip() for u in uniques.tolist()]
-        categories = list(dict.fromkeys(c for c in clean if c))
-        position = {c: i for i, c in enumerate(categories)}
-        remap = np.asarray([position.get(c, -1) for c in clean] + [-1], dtype=np.int64)
-        categorical = pd.Categorical.from_codes(remap[codes], categories=pd.Index(categories, dtype=object))
+        # Keep a Categorical: a million leads have a few categories.
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        categorical = pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
         return pd.Series(categorical, index=series.index)
-    numbers = _plain_numbers(series) if kind in ("numeric", "boolean") else None
-    bad: np.ndarray | None = None  # rows given a value that does not parse, when known without pandas
-    if kind == "numeric":
-        # Infinity parses as a float but no model can use it: it is as wrong as text.
-        if numbers is not None:
-            infinite = np.isinf(numbers)
-            numbers[infinite] = np.nan
-            out = pd.Series(numbers, index=series.index, name=series.name, copy=False)
-            bad = np.flatnonzero(infinite)  # NaN was missing already: only infinities were given and lost
-        else:
-            if pd.api.types.is_bool_dtype(series.dtype):
-                out = series.astype("float64")
-            elif pd.api.types.is_numeric_dtype(series.dtype):
-                out = series.astype("Float64").astype("float64")
-            else:
-                out = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
-            out[np.isinf(out.to_numpy())] = np.nan
-        expected = "a number"
-    elif kind == "boolean":
-        if numbers is not None:
-            invalid = ~np.isnan(numbers) & (numbers != 0.0) & (numbers != 1.0)
-            numbers[invalid] = np.nan
-            out = pd.Series(numbers, index=series.index, name=series.name, copy=False)
-            bad = np.flatnonzero(invalid)
-        elif pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
-            numeric = series.astype("Float64")
-            out = numeric.astype("float64")
-            bad_value = series.notna() & ~numeric.isin([0.0, 1.0]).fillna(False)
-            out[bad_value.to_numpy(bool)] = np.nan
-        else:
-            codes, uniques = pd.factorize(series, use_na_sentinel=True)
-            distinct = uniques.tolist()
-            if _plain_text(distinct):
-                trues = {v.casefold() for v in spec.true_values}
-                falses = {v.casefold() for v in spec.false_values}
-                words = [str(u).strip().casefold() for u in distinct]
-                meaning = np.asarray([0.0 if w in falses else 1.0 if w in trues else np.nan for w in words] + [np.nan])
-                out = pd.Series(meaning[codes], index=series.index)
-            else:
-                text = series.astype("string").str.strip().str.casefold()
-                parsed = np.full(len(series), np.nan)
-                parsed[text.isin([v.casefold() for v in spec.true_values]).fillna(False).to_numpy(bool)] = 1.0
-                parsed[text.isin([v.casefold() for v in spec.false_values]).fillna(False).to_numpy(bool)] = 0.0
-                out = pd.Series(parsed, index=series.index)
-        expected = f"true or false ({'/'.join(spec.true_values[:3])} or {'/'.join(spec.false_values[:3])})"
-    else:
-        if pd.api.types.is_datetime64_any_dtype(series.dtype):
-            parsed_times = series
-        else:
-            parsed_times = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", format="ISO8601",
-                                          utc=True)
-        if isinstance(parsed_times.dtype, pd.DatetimeTZDtype):
-            parsed_times = parsed_times.dt.tz_convert("UTC").dt.tz_localize(None)
-        out = pd.Series(parsed_times.astype("datetime64[ns]"))
-        expected = "a date (ISO 8601, e.g. 2024-03-01 or 2024-03-01T10:00:00)"
-    if bad is None:
-        bad = np.flatnonzero(series.notna().to_numpy(bool) & out.isna().to_numpy(bool))
-    problems += [Problem(table, name, f"is not {expected}", row=int(i) + 1, value=str(series.iloc[i]),
-                         code="wrong_type") for i in bad[:MAX_PROBLEMS]]
-    return out
+    return pd.Series(values, index=series.index, name=series.name, copy=False)
 
 
 def prepare(raw: pd.DataFrame, *, spec: ModelSpec, table: str = "input", with_target: bool = False) -> Prepared:
@@ -374,31 +340,23 @@ def prepare(raw: pd.DataFrame, *, spec: ModelSpec, table: str = "input", with_ta
                                     code="missing_column"))
     if problems:
         raise DataValidationError(problems, source=table)
-    placeholders = ["", *spec.missing_values]
-    used = [c for c in {spec.id_column, spec.target.column, spec.created_at_column, spec.as_of_column, "as_of",
-                        *spec.feature_columns} if c and c in frame.columns]
+    rules = rules_of(spec)
     frame = frame.copy(deep=False)
-    for column in used:
-        values = frame[column]
-        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
-            # Blank cells and placeholders such as "Select" mean "not known" (checked per distinct value).
-            codes, uniques = pd.factorize(values, use_na_sentinel=True)
-            if len(uniques) > 1_000:
-                blank = values.astype("string").str.strip().isin(placeholders).fillna(False).to_numpy(bool)
-            else:
-                placeholder = np.asarray([str(u).strip() in placeholders for u in uniques.tolist()] + [False],
-                                         dtype=bool)
-                blank = placeholder[codes]
-            if blank.any():
-                frame[column] = values.mask(blank)
-    ids = frame[spec.id_column].astype("string")
-    for i in np.flatnonzero(ids.isna().to_numpy(bool))[:MAX_PROBLEMS]:
+    id_values, refused = parse_series(frame[spec.id_column], rules[spec.id_column])
+    problems += _problems(refused, table, spec.id_column)
+    ids = pd.Series(id_values, index=frame.index, dtype="string")
+    empty = np.array(ids.isna().to_numpy(bool))
+    empty[[r.position for r in refused]] = False  # refused, not empty: reported once
+    for i in np.flatnonzero(empty)[:MAX_PROBLEMS]:
         problems.append(Problem(table, spec.id_column, "is empty; every lead needs an id", row=int(i) + 1,
                                 code="missing_value"))
     target: np.ndarray | None = None
     keep = np.ones(len(frame), dtype=bool)
     if with_target:
-        text = frame[spec.target.column].astype("string").str.strip().str.casefold()
+        target_values, refused = parse_series(frame[spec.target.column],
+                                              Rule("string", missing_values=spec.missing_values))
+        problems += _problems(refused, table, spec.target.column)
+        text = pd.Series(target_values, dtype="string").str.casefold()
         pos = text.isin([v.casefold() for v in spec.target.positive]).fillna(False).to_numpy(bool)
         neg = text.isin([v.casefold() for v in spec.target.negative]).fillna(False).to_numpy(bool)
         empty = text.isna().to_numpy(bool) | (text == "").fillna(True).to_numpy(bool)
@@ -413,7 +371,7 @@ def prepare(raw: pd.DataFrame, *, spec: ModelSpec, table: str = "input", with_ta
     columns: dict[str, pd.Series] = {}
     for f in spec.features:
         if f.column in frame.columns:
-            columns[f.column] = _parse(frame[f.column], f.kind, spec, table, f.column, problems)
+            columns[f.column] = _parse(frame[f.column], f.kind, rules[f.column], table, f.column, problems)
         elif f.kind == "timestamp":
             columns[f.column] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
         elif f.kind == "categorical":
@@ -422,14 +380,16 @@ def prepare(raw: pd.DataFrame, *, spec: ModelSpec, table: str = "input", with_ta
             columns[f.column] = pd.Series(np.nan, index=frame.index, dtype="float64")
     created = None
     if spec.created_at_column and spec.created_at_column in frame.columns:
-        created = _parse(frame[spec.created_at_column], "timestamp", spec, table, spec.created_at_column, problems)
+        created = _parse(frame[spec.created_at_column], "timestamp", rules[spec.created_at_column], table,
+                         spec.created_at_column, problems)
     as_of = _as_of_column(spec, frame.columns)
     if as_of is not None:
-        columns["as_of"] = _parse(frame[as_of], "timestamp", spec, table, as_of, problems)
+        columns["as_of"] = _parse(frame[as_of], "timestamp", rules[as_of], table, as_of, problems)
     if problems:
         raise DataValidationError(problems, source=table)
     features = pd.DataFrame(columns, index=frame.index)
-    protected = pd.DataFrame({p: frame[p].astype("string") for p in spec.protected if p in frame.columns},
+    protected = pd.DataFrame({p: pd.Series(parse_series(frame[p], Rule("string"))[0], index=frame.index,
+                                           dtype="string") for p in spec.protected if p in frame.columns},
                              index=frame.index)
     if with_target:
         if target is None or len(target) == 0:
@@ -462,98 +422,55 @@ def _as_of_column(spec: ModelSpec, columns: Any) -> str | None:
     return None
 
 
-EPOCH = datetime(1970, 1, 1)
-
-
-def _days_of(value: Any) -> float | None:
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    if isinstance(value, np.datetime64):
-        return None if np.isnat(value) else float(value.astype("datetime64[ns]").astype(np.int64)) / 86_400e9
-    if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if isinstance(value, str):
-        text = value.strip()
-        value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    if not isinstance(value, datetime):
-        raise ValueError(value)
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return (value - EPOCH).total_seconds() / 86_400.0
-
-
 def prepare_records(records: list[Mapping[str, Any]], *, spec: ModelSpec, table: str = "records",
                     ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Type JSON-like records by the spec without pandas (the per-request path); same rules as `prepare`.
+    """Type JSON-like records by the spec without pandas (the per-request path); the same rules as `prepare`.
 
     Returns columns ready for `LeadFeatures.encode` (timestamps as days since 1970) and the lead ids;
     raises a DataValidationError naming every bad field and record.
     """
     problems: list[Problem] = []
-    placeholders = {"", *spec.missing_values}
-    trues = {v.casefold() for v in spec.true_values}
-    falses = {v.casefold() for v in spec.false_values}
+    _, readers = _cached_rules(spec)
     n = len(records)
     columns: dict[str, np.ndarray] = {}
-    ids: list[str] = []
-    for i, record in enumerate(records):
-        value = record.get(spec.id_column)
-        if value is None or (isinstance(value, str) and value.strip() in placeholders):
-            problems.append(Problem(table, spec.id_column, "is empty; every lead needs an id", row=i + 1,
-                                    code="missing_value"))
-            ids.append("")
-        else:
-            ids.append(str(value))
-    for f in spec.features:
-        out = np.empty(n, dtype=object) if f.kind == "categorical" else np.full(n, np.nan)
+
+    def read(name: str) -> list[Any]:
+        out: list[Any] = []
+        bad = 0
+        parse = readers[name]
         for i, record in enumerate(records):
-            value = record.get(f.column)
-            if value is None or (isinstance(value, float) and value != value):
-                out[i] = None if f.kind == "categorical" else np.nan
-                continue
-            if isinstance(value, str):
-                value = value.strip()
-                if value in placeholders:
-                    out[i] = None if f.kind == "categorical" else np.nan
-                    continue
             try:
-                if f.kind == "categorical":
-                    out[i] = value if isinstance(value, str) else str(value)
-                elif f.kind == "numeric":
-                    number = float(value)
-                    if not math.isfinite(number):
-                        raise ValueError(value)
-                    out[i] = number
-                elif f.kind == "boolean":
-                    if isinstance(value, bool | int | float | np.bool_) and float(value) in (0.0, 1.0):
-                        out[i] = float(value)
-                    elif isinstance(value, str) and value.casefold() in trues:
-                        out[i] = 1.0
-                    elif isinstance(value, str) and value.casefold() in falses:
-                        out[i] = 0.0
-                    else:
-                        raise ValueError(value)
-                else:
-                    out[i] = _days_of(value)
-            except (ValueError, TypeError, OverflowError):
-                expected = {"numeric": "a number", "boolean": "true or false",
-                            "timestamp": "a date (ISO 8601)", "categorical": "text"}[f.kind]
-                problems.append(Problem(table, f.column, f"is not {expected}", row=i + 1, value=str(value),
-                                        code="wrong_type"))
+                out.append(parse(record.get(name)))
+            except ValueProblem as exc:
+                out.append(None)
+                if bad < MAX_PROBLEMS:
+                    problems.append(Problem(table, name, exc.message, row=i + 1, value=shown(record.get(name)),
+                                            code=exc.code))
+                bad += 1
+        return out
+
+    id_values = read(spec.id_column)
+    refused = {p.row for p in problems}
+    empty = [i for i, v in enumerate(id_values) if v is None and i + 1 not in refused]
+    for i in empty[:MAX_PROBLEMS]:
+        problems.append(Problem(table, spec.id_column, "is empty; every lead needs an id", row=i + 1,
+                                code="missing_value"))
+    ids = ["" if v is None else v for v in id_values]
+    for f in spec.features:
+        values = read(f.column)
+        if f.kind == "categorical":
+            out = np.empty(n, dtype=object)
+            out[:] = values
+        elif f.kind == "timestamp":
+            out = np.asarray([to_days(v) for v in values], dtype=np.float64)
+        else:
+            out = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
         columns[f.column] = out
+    if spec.created_at_column and spec.created_at_column not in columns:
+        read(spec.created_at_column)
     as_of = _as_of_column(spec, {k for r in records for k in r})
     if as_of is not None:
-        days = np.full(n, np.nan)
-        for i, record in enumerate(records):
-            value = record.get(as_of)
-            if value is None or value == "":
-                continue
-            try:
-                days[i] = _days_of(value)
-            except (ValueError, TypeError):
-                problems.append(Problem(table, as_of, "is not a date (ISO 8601)", row=i + 1, value=str(value),
-                                        code="wrong_type"))
-        columns["as_of"] = days
+        columns["as_of"] = np.asarray([to_days(v) for v in read(as_of)], dtype=np.float64)
     if problems:
         raise DataValidationError(problems, source=table)
     return columns, ids

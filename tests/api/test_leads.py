@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -101,7 +103,8 @@ def test_an_invalid_record_refuses_the_whole_batch_naming_index_and_field(servic
     assert error["code"] == "invalid_input"
     assert "nothing was scored" in error["message"]
     assert {"loc": ["leads", 1, "web_visits"], "msg": "is not a number (value 'many')"} in error["details"]
-    assert {"loc": ["leads", 2, "employees"], "msg": "is not a number (value '1e400')"} in error["details"]
+    assert {"loc": ["leads", 2, "employees"],
+            "msg": "is not a finite number (NaN and Infinity are refused) (value '1e400')"} in error["details"]
     single = service.post("/v1/leads/score", {"lead": {"lead_id": "a", "demo_requested": "perhaps"}})
     assert single.status_code == 422
     assert single.json["error"]["details"][0]["loc"] == ["lead", "demo_requested"]
@@ -192,3 +195,112 @@ def test_a_registered_champion_that_cannot_load_is_503_not_the_rules(
     assert service.client.get("/readyz").status_code == 503
     assert service.client.get("/healthz").status_code == 200
     assert str(tmp_path) not in response.get_data(as_text=True)  # no internal paths leak
+
+
+def _deep(levels: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+# One tricky field per lead; `None` means the lead is valid. Each lead must be judged the same whatever the
+# batch around it: alone (the per-record path), in 64 (the per-record path) or 65 and 200 (the frame path).
+TRICKY: list[tuple[dict[str, object], list[tuple[str, str]] | None]] = [
+    ({"email_opens": True}, [("email_opens", "is not a number (value 'True')")]),
+    ({"created_at": "2026-13-01"}, [("created_at", "is not a date (ISO 8601, e.g. 2024-03-01 or "
+                                                   "2024-03-01T10:00:00+02:00) (value '2026-13-01')")]),
+    ({"demo_requested": "maybe"}, [("demo_requested", "is not true or false (true/t/yes or false/f/no) "
+                                                      "(value 'maybe')")]),
+    ({"web_visits": -5}, [("web_visits", "is negative; it must be 0 or more (value '-5')")]),
+    ({"annual_revenue": "inf"}, [("annual_revenue", "is not a finite number (NaN and Infinity are refused) "
+                                                    "(value 'inf')")]),
+    ({"industry": "x" * 1_000_000}, [("industry", "is longer than 1,000 characters (the limit) (value '"
+                                      + "x" * 60 + "... (1,000,000 characters)')")]),
+    ({"industry": [1, 2]}, [("industry", "is a list; expected text (value '[...]')")]),
+    ({"country": {"a": 1}}, [("country", "is an object; expected text (value '{...}')")]),
+    ({"web_visits": _deep(200)}, [("web_visits", "is a list; expected a number (value '[...]')")]),
+    ({"last_activity_at": "0001-01-01T00:00:00+02:00"},
+     [("last_activity_at", "is a date outside 1677-09-22 to 2262-04-11, the dates leadcast handles "
+                           "(value '0001-01-01T00:00:00+02:00')")]),
+    ({"last_activity_at": "9999-12-31"},
+     [("last_activity_at", "is a date outside 1677-09-22 to 2262-04-11, the dates leadcast handles "
+                           "(value '9999-12-31')")]),
+    ({"as_of": "9999-12-31T23:59:59+14:00"},
+     [("as_of", "is a date outside 1677-09-22 to 2262-04-11, the dates leadcast handles "
+                "(value '9999-12-31T23:59:59+14:00')")]),
+    ({"lead_id": ""}, [("lead_id", "is empty; every lead needs an id")]),
+    ({"demo_requested": 2}, [("demo_requested", "is not true or false (true/t/yes or false/f/no) (value '2')")]),
+    ({"last_activity_at": "2026-06-30T12:00:00+02:00"}, None),
+    ({"demo_requested": " YES "}, None),
+    ({"employees": " 12 ", "industry": 3}, None),
+    ({"budget_amount": "-0", "industry": 3.0}, None),
+]
+
+
+def _problems_by_lead(response: Any, n: int) -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+    if response.status_code == 422:
+        for d in response.json["error"]["details"]:
+            index = 0 if d["loc"][0] == "lead" else d["loc"][1]
+            out[index].append((d["loc"][-1], d["msg"]))
+    return out
+
+
+def test_each_lead_is_judged_alike_in_batches_of_1_64_65_and_200(service: Service, sample_leads: pd.DataFrame) -> None:
+    fillers = lead_records(sample_leads, 200)
+    tricky = [{**fillers[i], **change} for i, (change, _) in enumerate(TRICKY)]
+    expected = [problems or [] for _, problems in TRICKY]
+    alone = []
+    for lead, want in zip(tricky, expected, strict=True):
+        response = service.post("/v1/leads/score", {"lead": lead, "as_of": AS_OF})
+        assert response.status_code == (422 if want else 200), (lead.get("lead_id"), response.json)
+        alone.append(_problems_by_lead(response, 1)[0])
+    assert alone == expected
+    for size in (64, 65, 200):
+        batch = tricky + fillers[len(tricky):size]
+        response = service.post("/v1/leads/score", {"leads": batch, "as_of": AS_OF})
+        assert response.status_code == 422
+        assert _problems_by_lead(response, size) == expected + [[] for _ in range(size - len(tricky))], size
+    valid = [lead for lead, want in zip(tricky, expected, strict=True) if not want]
+    scored = [service.post("/v1/leads/score", {"leads": valid + fillers[len(valid):size], "as_of": AS_OF})
+              for size in (1, 64, 65, 200)]
+    assert [r.status_code for r in scored] == [200] * 4
+    for i in range(len(valid)):
+        first = scored[1].json["scores"][i]
+        for r in scored[2:]:
+            assert r.json["scores"][i]["probability"] == pytest.approx(first["probability"], abs=1e-9)
+            assert r.json["scores"][i]["reasons"] == first["reasons"]
+
+
+def test_a_body_level_as_of_keeps_its_offset(service: Service, sample_leads: pd.DataFrame) -> None:
+    records = lead_records(sample_leads, 3)
+    for lead in (records[:1], records):
+        shifted = service.post("/v1/leads/score", {"leads": lead, "as_of": "2026-07-01T12:00:00+02:00"}).json
+        utc = service.post("/v1/leads/score", {"leads": lead, "as_of": "2026-07-01T10:00:00Z"}).json
+        naive = service.post("/v1/leads/score", {"leads": lead, "as_of": "2026-07-01T12:00:00"}).json
+        assert shifted["scores"] == utc["scores"]
+        # Two hours of recency move some probability: the offset is not ignored.
+        assert [s["probability"] for s in shifted["scores"]] != [s["probability"] for s in naive["scores"]]
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+02:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59-05:00",
+                                   "9999-12-31T00:00:00"])
+def test_a_body_level_as_of_out_of_range_is_a_422_naming_it(service: Service, sample_leads: pd.DataFrame,
+                                                            as_of: str) -> None:
+    for leads in (lead_records(sample_leads, 1), lead_records(sample_leads, 65)):
+        response = service.post("/v1/leads/score", {"leads": leads, "as_of": as_of})
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["details"] == [
+            {"loc": ["as_of"], "msg": "is a date outside 1677-09-22 to 2262-04-11, the dates leadcast handles"}]
+
+
+def test_an_array_1000_levels_deep_is_a_422_naming_the_field(service: Service, sample_leads: pd.DataFrame) -> None:
+    lead = lead_records(sample_leads, 1)[0]
+    raw = json.dumps({"lead": {**lead, "web_visits": 0}})
+    body = raw.replace('"web_visits": 0', '"web_visits": ' + "[" * 1_000 + "]" * 1_000)
+    for text in (body, body.replace('{"lead": ', '{"leads": [' ).removesuffix("}") + "]}"):
+        response = service.client.post("/v1/leads/score", data=text, content_type="application/json",
+                                       headers=service.headers("all"))
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["details"][0]["loc"][-1] == "web_visits"

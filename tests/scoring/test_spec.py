@@ -132,34 +132,3 @@ def test_spec_model_settings_are_checked() -> None:
     assert {("model.depth", "bad_spec"), ("model.calibration", "bad_spec")} <= codes(exc)
 
 
-PARSE_CASES: dict[str, pd.Series] = {
-    "float": pd.Series([1.5, np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, 3.0], name="x"),
-    "int": pd.Series([3, 0, 1, -2]),
-    "bool": pd.Series([True, False, True]),
-    "float32": pd.Series(np.array([0.5, np.nan, np.inf, 1.0], dtype=np.float32)),
-    "text": pd.Series([" Yes", "no", None, "Y", "maybe", "1.0", "", "TRUE", "f"], dtype=object),
-    "str": pd.Series([" Yes", "no", None, "x"], dtype="str"),
-    "flags": pd.Series([True, None, False], dtype=object),
-    "mixed": pd.Series([0, -0.0, None, False, "0", 1.0, "yes"], dtype=object),
-    "odd text": pd.Series(["true\x1f", " yes\t", "no\u2028", "Straße", None], dtype=object),
-}
-
-
-@pytest.mark.parametrize("kind", ["numeric", "boolean", "categorical"])
-@pytest.mark.parametrize("case", sorted(PARSE_CASES))
-def test_parse_shortcuts_read_values_as_pandas_does(kind: str, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import scoring.spec as spec_module
-
-    spec = load_spec()
-    series = PARSE_CASES[case]
-    fast_problems: list[object] = []
-    fast = spec_module._parse(series.copy(), kind, spec, "t", "x", fast_problems)  # type: ignore[arg-type]
-    # The same column through pandas alone: the nullable round trip and pandas' string methods.
-    monkeypatch.setattr(spec_module, "_plain_numbers", lambda s: None)
-    monkeypatch.setattr(spec_module, "_plain_text", lambda distinct: False)
-    slow_problems: list[object] = []
-    slow = spec_module._parse(series.copy(), kind, spec, "t", "x", slow_problems)  # type: ignore[arg-type]
-    assert fast.equals(slow) and fast.dtype == slow.dtype and fast.index.equals(slow.index)
-    if fast.dtype.kind == "f":
-        assert np.array_equal(np.signbit(fast.to_numpy()), np.signbit(slow.to_numpy()))
-    assert fast_problems == slow_problems
