@@ -7,13 +7,14 @@ import time
 
 from flask import Flask, Response, g, request
 
-from api.errors import register_error_handlers
+from api.errors import error_response, register_error_handlers
 from api.http import Runtime
 from api.jsonio import OrjsonProvider
-from api.keys import KeyRing
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from api.settings import Settings, load_settings
+from api.stores import open_keys, open_store
+from store import StoreUnavailable
 
 log = logging.getLogger("leadcast.api")
 
@@ -31,9 +32,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = LeadcastFlask("leadcast")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    store = open_store(settings)  # no connection yet: each process (gunicorn worker) opens its own on first use
     rt = Runtime(
         settings=settings,
-        keys=KeyRing(settings.resolved_api_keys_file),
+        store=store,
+        keys=open_keys(settings, store),
         limiter=RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst),
         metrics=Metrics(),
     )
@@ -42,6 +45,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)
     register_error_handlers(app)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_down(exc: StoreUnavailable) -> Response:
+        # A state fault: the caller learns only that it is passing; the operator reads the detail in the log.
+        log.error("store unavailable: %s", exc)
+        return error_response(503, "unavailable", "the service's data store is unavailable; try again shortly",
+                              headers={"Retry-After": "5"})
 
     @app.before_request
     def _start() -> None:

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, ge=1, le=64)
     threads: int = Field(default=1, ge=1, le=64)
     timeout_seconds: int = Field(default=60, ge=1)
+    # The store (issue 12).
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the store (sqlite:///... or postgresql+psycopg://...); "
+                                  "default an SQLite file home/leadcast.db that upgrades itself.")
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -76,6 +80,13 @@ class Settings(BaseSettings):
     def resolved_api_keys_file(self) -> Path:
         """Return the API keys file, defaulting to home/api-keys.json."""
         return self.api_keys_file if self.api_keys_file is not None else self.home / "api-keys.json"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the store's URL, defaulting to the embedded SQLite file home/leadcast.db."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'leadcast.db').resolve()}"
 
     @property
     def resolved_demo_dir(self) -> Path:
