@@ -11,10 +11,12 @@ from api.errors import error_response, register_error_handlers
 from api.http import Runtime
 from api.jsonio import OrjsonProvider
 from api.metrics import Metrics
+from api.predictions import drop_counter
 from api.ratelimit import RateLimiter
 from api.settings import Settings, load_settings
 from api.stores import open_keys, open_store
 from store import StoreUnavailable
+from store.predictions import PredictionLog
 
 log = logging.getLogger("leadcast.api")
 
@@ -41,6 +43,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         metrics=Metrics(),
     )
     app.extensions["leadcast"] = rt
+    if settings.prediction_log:
+        rt.services["prediction_log"] = PredictionLog(store, capacity=settings.prediction_log_queue_rows,
+                                                      on_drop=drop_counter(rt.metrics.registry))
     for module in (health, docs, models, leads, forecast):
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)

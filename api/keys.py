@@ -8,6 +8,8 @@ import json
 import logging
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,10 +82,16 @@ def read_key_file(path: Path) -> list[ApiKey]:
 class KeyStore:
     """The keys of one store; an api-keys.json of an earlier release is imported into it once, on first use."""
 
-    def __init__(self, store: Store, *, legacy_file: Path | None = None) -> None:
+    def __init__(self, store: Store, *, legacy_file: Path | None = None, outage_grace_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.legacy_file = legacy_file
+        self.outage_grace_seconds = outage_grace_seconds
+        self._clock = clock
         self._imported = legacy_file is None
+        # key_id -> (key, when the store last confirmed it): only keys that authenticated, so bounded by the
+        # number of real keys whatever callers send.
+        self._confirmed: dict[str, tuple[ApiKey, float]] = {}
 
     def _import_legacy(self) -> None:
         """Import the legacy keys file once per store; a broken file is a store fault until it is fixed."""
@@ -151,14 +159,30 @@ class KeyStore:
         return [_row_to_key(r) for r in rows]
 
     def authenticate(self, token: str) -> ApiKey | None:
-        """Return the active key this bearer token belongs to, or None (one primary-key lookup)."""
-        self._import_legacy()
+        """Return the active key this bearer token belongs to, or None (one primary-key lookup).
+
+        While the store is unavailable, a key the store confirmed within `outage_grace_seconds` is still
+        accepted (so scoring goes on through a database restart); any other raises StoreUnavailable.
+        """
         match = KEY_PATTERN.match(token)
         if match is None:
             return None
-        with self.store.begin() as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == match.group(1),
-                                                         api_keys.c.revoked_at.is_(None))).first()
+        try:
+            self._import_legacy()
+            with self.store.begin() as conn:
+                row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == match.group(1),
+                                                             api_keys.c.revoked_at.is_(None))).first()
+        except StoreUnavailable:
+            known = self._confirmed.get(match.group(1))
+            if known is None or self._clock() - known[1] > self.outage_grace_seconds:
+                raise
+            key = known[0]
+            return key if hmac.compare_digest(key.digest, _digest(key.salt, match.group(2))) else None
         if row is None:
+            self._confirmed.pop(match.group(1), None)
             return None
-        return _row_to_key(row) if hmac.compare_digest(row.digest, _digest(row.salt, match.group(2))) else None
+        if not hmac.compare_digest(row.digest, _digest(row.salt, match.group(2))):
+            return None
+        key = _row_to_key(row)
+        self._confirmed[key.key_id] = (key, self._clock())
+        return key

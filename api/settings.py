@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the store (sqlite:///... or postgresql+psycopg://...); "
                                   "default an SQLite file home/leadcast.db that upgrades itself.")
+    prediction_log: bool = Field(default=True, description="Record every score the API returns in the store.")
+    prediction_log_queue_rows: int = Field(
+        default=100_000, gt=0, description="Rows the prediction log holds while the database is slow or down; "
+                                           "rows beyond are dropped and counted.")
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -158,8 +158,8 @@ class Store:
         with self.faults(), self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
-    def upgrade(self) -> tuple[str | None, str]:
-        """Bring the schema to the newest migration; return the revisions before and after.
+    def upgrade(self, target: str = "head") -> tuple[str | None, str]:
+        """Bring the schema to the newest migration (or `target`); return the revisions before and after.
 
         Concurrent upgrades (several workers starting at once) are serialised: a lock file beside an SQLite
         database, an advisory lock on PostgreSQL.
@@ -168,12 +168,12 @@ class Store:
             if self.url.get_backend_name() == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK})
             before = MigrationContext.configure(conn).get_current_revision()
-            command.upgrade(self._alembic_config(conn), "head")
+            command.upgrade(self._alembic_config(conn), target)
             after = MigrationContext.configure(conn).get_current_revision()
         assert after is not None
         if before != after:
             log.info("upgraded the database %s from %s to %s", self.shown_url, before or "empty", after)
-        self._ready = True
+        self._ready = after == self.head_revision()
         return before, after
 
     @contextlib.contextmanager

@@ -34,3 +34,23 @@ imports = sa.Table(
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("imported_at", sa.DateTime, nullable=False),
 )
+
+# Every score the service returned (the prediction log): no protected and no unknown field, only the values of
+# the spec's features that the model used.
+predictions = sa.Table(
+    "predictions", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("lead_id", sa.String(256), nullable=False),
+    sa.Column("scored_at", sa.DateTime, nullable=False),
+    sa.Column("as_of", sa.DateTime, nullable=True),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("model_kind", sa.String(16), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("score", sa.Integer, nullable=False),
+    sa.Column("grade", sa.String(8), nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=True),
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.Index("ix_predictions_lead_id_scored_at", "lead_id", "scored_at"),
+    sa.Index("ix_predictions_model_version_scored_at", "model_version", "scored_at"),
+)

@@ -15,9 +15,10 @@ from api.keys import KeyStore, KeyStoreError, _digest
 from api.ratelimit import RateLimiter
 from api.settings import Settings
 from api.stores import open_keys, open_store
-from store import Store
+from store import Store, StoreUnavailable
 from tests.api.conftest import Service
 
+UNKNOWN_KEY = "lc_000000000000_" + "x" * 43  # well formed: only the store can say it is unknown
 SCORE_BODY = {"lead": {"lead_id": "L1", "source": "organic_search", "web_visits": 3}}
 
 
@@ -157,7 +158,7 @@ def test_a_broken_keys_file_answers_503_with_no_detail_and_recovers(
     with caplog.at_level(logging.ERROR, logger="leadcast.api"):
         for who in ("score", "nobody"):
             _generic_503(client.post("/v1/leads/score", json=SCORE_BODY,
-                                     headers={"Authorization": f"Bearer {service.keys.get(who, 'lc_bad')}"}))
+                                     headers={"Authorization": f"Bearer {service.keys.get(who, UNKNOWN_KEY)}"}))
     assert str(legacy) in caplog.text and "is not valid" in caplog.text  # the operator gets the detail
     legacy.write_text('{"keys": []}')  # fixed: the next request goes through, no restart
     assert client.post("/v1/leads/score", json=SCORE_BODY, headers=service.headers("score")).status_code == 200
@@ -175,10 +176,12 @@ def test_a_corrupt_database_answers_503_and_recovers_when_restored(
         extra.unlink(missing_ok=True)
     db.write_bytes(b"this is not an SQLite database" * 200)
     with caplog.at_level(logging.ERROR, logger="leadcast.api"):
-        _generic_503(service.post("/v1/leads/score", SCORE_BODY, who="score"))
+        # The key the store confirmed a moment ago goes on scoring; one it never confirmed cannot be checked.
+        assert service.post("/v1/leads/score", SCORE_BODY, who="score").status_code == 200
+        _generic_503(service.post("/v1/leads/score", SCORE_BODY, who="all"))
     assert "file is not a database" in caplog.text
     db.write_bytes(good)
-    assert service.post("/v1/leads/score", SCORE_BODY, who="score").status_code == 200
+    assert service.post("/v1/leads/score", SCORE_BODY, who="all").status_code == 200
 
 
 @pytest.mark.slow
@@ -195,17 +198,47 @@ def test_a_postgresql_server_that_stops_answers_503_and_recovers_when_it_returns
         ring = open_keys(settings)
         with ring.store:
             key = ring.create(name="crm", scopes=("score",))
+            other = ring.create(name="ops", scopes=("score",))
         app = create_app(settings)
         client = app.test_client()
         headers = {"Authorization": f"Bearer {key}"}
         assert client.post("/v1/leads/score", json=SCORE_BODY, headers=headers).status_code == 200
         server.stop()
-        _generic_503(client.post("/v1/leads/score", json=SCORE_BODY, headers=headers))
-        server.start()
+        # Scoring goes on for the key confirmed before the outage; an unconfirmed one gets the generic 503.
         assert client.post("/v1/leads/score", json=SCORE_BODY, headers=headers).status_code == 200
-        app.extensions["leadcast"].store.dispose()
+        _generic_503(client.post("/v1/leads/score", json=SCORE_BODY, headers={"Authorization": f"Bearer {other}"}))
+        server.start()
+        assert client.post("/v1/leads/score", json=SCORE_BODY,
+                           headers={"Authorization": f"Bearer {other}"}).status_code == 200
+        rt = app.extensions["leadcast"]
+        assert rt.services["prediction_log"].flush(timeout=30)  # the rows scored during the outage were retried
+        with rt.store.begin() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM predictions WHERE lead_id = 'L1'")).scalar() == 3
+        rt.services["prediction_log"].close()
+        rt.store.dispose()
     finally:
         server.remove()
+
+
+def test_a_confirmed_key_outlives_an_outage_only_for_the_grace_period(tmp_path: Path) -> None:
+    now = [0.0]
+    store = Store(f"sqlite:///{tmp_path / 'k.db'}", auto_upgrade=True)
+    ring = KeyStore(store, outage_grace_seconds=300, clock=lambda: now[0])
+    key, never = ring.create(name="crm", scopes=("score",)), ring.create(name="ops", scopes=("admin",))
+    assert ring.authenticate(key) is not None  # confirmed at t = 0
+    store.dispose()
+    db = tmp_path / "k.db"
+    db.write_bytes(b"garbage" * 1000)
+    now[0] = 300.0  # 300 s after the confirmation: still within the grace
+    found = ring.authenticate(key)
+    assert found is not None and found.name == "crm"
+    assert ring.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None  # the secret is still checked
+    with pytest.raises(StoreUnavailable):
+        ring.authenticate(never)
+    now[0] = 300.5
+    with pytest.raises(StoreUnavailable):
+        ring.authenticate(key)
+    store.dispose()
 
 
 def test_rate_limiter_allows_the_burst_then_the_pace() -> None:
