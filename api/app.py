@@ -7,13 +7,16 @@ import time
 
 from flask import Flask, Response, g, request
 
-from api.errors import register_error_handlers
+from api.errors import error_response, register_error_handlers
 from api.http import Runtime
 from api.jsonio import OrjsonProvider
-from api.keys import KeyRing
 from api.metrics import Metrics
+from api.predictions import drop_counter
 from api.ratelimit import RateLimiter, bucket_store
 from api.settings import Settings, load_settings
+from api.stores import open_keys, open_store
+from store import StoreUnavailable
+from store.predictions import PredictionLog
 
 log = logging.getLogger("leadcast.api")
 # Metric labels take only these methods and the app's routes: anything else is one label, so /metrics cannot
@@ -34,18 +37,30 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = LeadcastFlask("leadcast")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    store = open_store(settings)  # no connection yet: each process (gunicorn worker) opens its own on first use
     rt = Runtime(
         settings=settings,
-        keys=KeyRing(settings.resolved_api_keys_file),
+        store=store,
+        keys=open_keys(settings, store),
         limiter=RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst,
                             store=bucket_store(settings.rate_limit_storage)),
         metrics=Metrics(),
     )
     app.extensions["leadcast"] = rt
+    if settings.prediction_log:
+        rt.services["prediction_log"] = PredictionLog(store, capacity=settings.prediction_log_queue_rows,
+                                                      on_drop=drop_counter(rt.metrics.registry))
     for module in (health, docs, models, leads, forecast):
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)
     register_error_handlers(app)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_down(exc: StoreUnavailable) -> Response:
+        # A state fault: the caller learns only that it is passing; the operator reads the detail in the log.
+        log.error("store unavailable: %s", exc)
+        return error_response(503, "unavailable", "the service's data store is unavailable; try again shortly",
+                              headers={"Retry-After": "5"})
 
     @app.before_request
     def _start() -> None:

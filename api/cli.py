@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from api.commands import data as data_commands
+from api.commands import db as db_commands
 from api.commands import forecasting as forecasting_commands
 from api.commands import monitoring as monitoring_commands
 from api.commands import report as report_commands
@@ -45,6 +46,7 @@ forecasting_commands.register(cli)
 report_commands.register(cli)
 monitoring_commands.register(cli)
 service_commands.register(cli)
+db_commands.register(cli)
 
 
 def main() -> None:

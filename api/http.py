@@ -12,20 +12,22 @@ from flask import current_app, g, request
 
 from api.errors import ApiError
 from api.jsonio import parse
-from api.keys import KeyRing
+from api.keys import KeyStore
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from api.settings import Settings
+from store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
 class Runtime:
-    """The long-lived objects of one app: settings, keys, rate limiter, metrics, and per-resource services."""
+    """The long-lived objects of one app: settings, store, keys, rate limiter, metrics, per-resource services."""
 
     settings: Settings
-    keys: KeyRing
+    store: Store
+    keys: KeyStore
     limiter: RateLimiter
     metrics: Metrics
     services: dict[str, Any] = field(default_factory=dict)

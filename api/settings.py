@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     max_forecast_cells: int = Field(
         default=500_000_000, gt=0,
         description="Most open deals x simulations x periods one forecast request may ask for (refused with 422).")
+    # The store (issue 12).
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the store (sqlite:///... or postgresql+psycopg://...); "
+                                  "default an SQLite file home/leadcast.db that upgrades itself.")
+    prediction_log: bool = Field(default=True, description="Record every score the API returns in the store.")
+    prediction_log_queue_rows: int = Field(
+        default=100_000, gt=0, description="Rows the prediction log holds while the database is slow or down; "
+                                           "rows beyond are dropped and counted.")
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -92,6 +100,13 @@ class Settings(BaseSettings):
     def resolved_api_keys_file(self) -> Path:
         """Return the API keys file, defaulting to home/api-keys.json."""
         return self.api_keys_file if self.api_keys_file is not None else self.home / "api-keys.json"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the store's URL, defaulting to the embedded SQLite file home/leadcast.db."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'leadcast.db').resolve()}"
 
     @property
     def resolved_demo_dir(self) -> Path:

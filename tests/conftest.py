@@ -45,3 +45,40 @@ def x_education_csv() -> Path:
     if not path.exists():
         pytest.skip(f"real X Education data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str | None]:
+    """Return the URL of a PostgreSQL server for the store tests (LEADCAST_TEST_POSTGRES_URL, else a throwaway
+    server started here from the installed binaries), or None when neither is there."""
+    import os
+
+    from tests.postgres import ENV_URL, reachable, start_server
+
+    if os.environ.get(ENV_URL):
+        yield os.environ[ENV_URL] if reachable(os.environ[ENV_URL], attempts=3) else None
+        return
+    server = start_server()
+    try:
+        yield None if server is None else server.url
+    finally:
+        if server is not None:
+            server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Return the URL of a fresh, empty store database: an SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'leadcast.db'}"
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    if admin is None:
+        pytest.skip("no PostgreSQL server: install PostgreSQL (initdb, pg_ctl) or set LEADCAST_TEST_POSTGRES_URL")
+    from tests.postgres import create_database, drop_database
+
+    url = create_database(admin)
+    try:
+        yield url
+    finally:
+        drop_database(admin, url)

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from api.blueprints.models import current_model
 from api.errors import ApiError
 from api.http import json_body, requires, runtime
+from api.predictions import log_scores
 from api.schemas import ScoreRequest
 from api.scoring_io import score_payload
 
@@ -34,7 +35,10 @@ def score() -> Response:
     as_of = body.as_of or datetime.now(UTC)
     # The hot path answers a plain dict in ScoreResponse's shape (checked by the schema tests), not a pydantic
     # round trip per lead.
-    result = score_payload(current_model(), records, reasons=reasons, as_of=as_of, shape=body.shape)
+    served = current_model()
+    result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
+    if "prediction_log" in rt.services:
+        log_scores(rt.services["prediction_log"], served, records, result, as_of=as_of)
     for grade, count in Counter(item["grade"] for item in result["scores"]).items():
         rt.metrics.scores.labels(grade=grade, model_version=result["model"]["version"],
                                  model_kind=result["model"]["kind"]).inc(count)

@@ -15,39 +15,41 @@ from pathlib import Path
 
 import click
 
-from api.commands import FILE, settings_of
-from api.keys import SCOPES, create_key, read_keys, revoke_key
+from api.commands import settings_of
+from api.keys import SCOPES
 from api.settings import Settings
+from api.stores import open_keys
 
 
 @click.group()
 def keys() -> None:
-    """Create, list and revoke API keys (stored as hashes in the keys file)."""
+    """Create, list and revoke API keys (stored as hashes in the store: the database_url setting)."""
 
 
 @keys.command("create")
 @click.option("--name", required=True, help="Who or what the key is for.")
 @click.option("--scopes", default="score", show_default=True, help=f"Comma-separated, from {', '.join(SCOPES)}.")
-@click.option("--file", "file", type=FILE, default=None, help="Keys file (default: the api_keys_file setting).")
 @click.pass_context
-def keys_create(ctx: click.Context, name: str, scopes: str, file: Path | None) -> None:
+def keys_create(ctx: click.Context, name: str, scopes: str) -> None:
     """Create a key; it is printed once, alone on the last line, and only its hash is stored."""
-    path = file or settings_of(ctx).resolved_api_keys_file
     wanted = tuple(s.strip() for s in scopes.split(",") if s.strip())
-    key = create_key(path, name=name, scopes=wanted)
-    click.echo(f"created key {name!r} with scopes {', '.join(wanted)} in {path}; store it now, it is not shown again:")
+    ring = open_keys(settings_of(ctx))
+    with ring.store:
+        key = ring.create(name=name, scopes=wanted)
+    click.echo(f"created key {name!r} with scopes {', '.join(wanted)} in {ring.store.shown_url}; "
+               "store it now, it is not shown again:")
     click.echo(key)
 
 
 @keys.command("list")
-@click.option("--file", "file", type=FILE, default=None)
 @click.pass_context
-def keys_list(ctx: click.Context, file: Path | None) -> None:
+def keys_list(ctx: click.Context) -> None:
     """List keys by name, scopes and state (never the keys themselves)."""
-    path = file or settings_of(ctx).resolved_api_keys_file
-    rows = read_keys(path)
+    ring = open_keys(settings_of(ctx))
+    with ring.store:
+        rows = ring.list()
     if not rows:
-        click.echo(f"no keys in {path}")
+        click.echo(f"no keys in {ring.store.shown_url}")
     for k in rows:
         state = f"revoked {k.revoked_at[:19]}" if k.revoked_at else "active"
         click.echo(f"{k.name:<24} {','.join(k.scopes):<24} created {k.created_at[:19]}  {state}")
@@ -55,12 +57,12 @@ def keys_list(ctx: click.Context, file: Path | None) -> None:
 
 @keys.command("revoke")
 @click.argument("name")
-@click.option("--file", "file", type=FILE, default=None)
 @click.pass_context
-def keys_revoke(ctx: click.Context, name: str, file: Path | None) -> None:
+def keys_revoke(ctx: click.Context, name: str) -> None:
     """Revoke the active key with this name; running services refuse it from the next request."""
-    path = file or settings_of(ctx).resolved_api_keys_file
-    count = revoke_key(path, name=name)
+    ring = open_keys(settings_of(ctx))
+    with ring.store:
+        count = ring.revoke(name=name)
     click.echo(f"revoked {count} key(s) named {name!r}")
 
 
@@ -111,10 +113,11 @@ def quickstart_curl(*, host: str, port: int, key: str) -> str:
 
 def _quickstart_key(settings: Settings) -> str:
     """Revoke any active key named "quickstart" and return a new one with the score scope."""
-    path = settings.resolved_api_keys_file
-    if any(k.name == QUICKSTART_KEY and k.revoked_at is None for k in read_keys(path)):
-        revoke_key(path, name=QUICKSTART_KEY)
-    return create_key(path, name=QUICKSTART_KEY, scopes=("score",))
+    ring = open_keys(settings)
+    with ring.store:  # closed before exec: gunicorn's workers open their own connections
+        if any(k.name == QUICKSTART_KEY and k.revoked_at is None for k in ring.list()):
+            ring.revoke(name=QUICKSTART_KEY)
+        return ring.create(name=QUICKSTART_KEY, scopes=("score",))
 
 
 @click.command()

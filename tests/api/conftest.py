@@ -14,8 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from api.keys import create_key
 from api.settings import Settings
+from api.stores import open_keys
 from crmdata.synthetic import generate_leads
 from scoring.artifacts import save_trained
 from scoring.spec import load_spec
@@ -79,8 +79,9 @@ def make_service(tmp_path: Path, trained_dir: Path) -> Callable[..., Service]:
             shutil.copytree(trained_dir, models)
         settings = Settings(home=tmp_path, models_dir=models, **overrides)
         if not keys:
-            keys.update({name: create_key(settings.resolved_api_keys_file, name=name, scopes=scopes)
-                         for name, scopes in KEYS.items()})
+            ring = open_keys(settings)
+            with ring.store:
+                keys.update({name: ring.create(name=name, scopes=scopes) for name, scopes in KEYS.items()})
         app = create_app(settings)
         return Service(app=app, client=app.test_client(), settings=settings, keys=keys)
 

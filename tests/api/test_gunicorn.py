@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from api.keys import create_key
+from api.settings import Settings
+from api.stores import open_keys
 from crmdata.synthetic import generate_leads
 from scoring.artifacts import TrainedModel, save_trained
 from scoring.spec import load_spec
@@ -80,12 +81,13 @@ def test_serve_scores_reloads_under_load_and_stops_gracefully(
     # home/api-keys.json): the workers can only serve version 1 if `serve` handed them the file's settings.
     models = tmp_path / "champions"
     shutil.copytree(trained_dir, models)
-    keys_file = tmp_path / "secrets" / "keys.json"
-    admin = create_key(keys_file, name="ops", scopes=("admin",))
-    crm = create_key(keys_file, name="crm", scopes=("score",))
+    store_url = f"sqlite:///{tmp_path / 'secrets' / 'leadcast.db'}"
+    ring = open_keys(Settings(home=tmp_path / "home", database_url=store_url))
+    admin = ring.create(name="ops", scopes=("admin",))
+    crm = ring.create(name="crm", scopes=("score",))
     settings_file = tmp_path / "leadcast.toml"
     settings_file.write_text(
-        f'home = "{tmp_path / "home"}"\nmodels_dir = "{models}"\napi_keys_file = "{keys_file}"\n'
+        f'home = "{tmp_path / "home"}"\nmodels_dir = "{models}"\ndatabase_url = "{store_url}"\n'
         f"workers = {WORKERS}\nrate_limit_per_minute = 6000000\nrate_limit_burst = 100000\n")
     port = free_port()
     access_log = tmp_path / "access.log"

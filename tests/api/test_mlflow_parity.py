@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 
 from api.app import create_app
-from api.keys import create_key
 from api.settings import Settings
+from api.stores import open_keys
 from crmdata.synthetic import generate_leads
 from scoring.spec import load_spec
 from scoring.tracking import TrackedModel, track
@@ -81,7 +81,7 @@ def leadcast(store: Store, tmp_path_factory: pytest.TempPathFactory) -> tuple[An
     """Return a test client of leadcast serving the MLflow champion of the same store, and its auth header."""
     home = tmp_path_factory.mktemp("parity-leadcast")
     settings = Settings(home=home, models_dir=home / "models", mlflow_tracking_uri=store.uri)
-    key = create_key(settings.resolved_api_keys_file, name="mlflow-client", scopes=("score",))
+    key = open_keys(settings).create(name="mlflow-client", scopes=("score",))
     return create_app(settings).test_client(), {"Authorization": f"Bearer {key}"}
 
 

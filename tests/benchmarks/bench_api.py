@@ -31,7 +31,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from api.keys import create_key
+from api.settings import Settings
+from api.stores import open_keys
 from crmdata.synthetic import generate_leads
 from scoring.scorer import ModelScorer, load_scorer, records_frame
 from scoring.spec import load_spec, prepare, prepare_records
@@ -178,12 +179,11 @@ def drive(port: int, path: str, bodies: list[bytes], *, headers: dict[str, str] 
 @contextlib.contextmanager
 def run_leadcast(store: Store, *, threads: int = 1) -> Iterator[tuple[int, dict[str, str]]]:
     """Run `leadcast serve` (2 gunicorn workers) on the tracked model; yield its port and auth header."""
-    keys = store.home / "api-keys.json"
-    key = create_key(keys, name=f"bench-{time.time_ns()}", scopes=("score",))
+    key = open_keys(Settings(home=store.home)).create(name=f"bench-{time.time_ns()}", scopes=("score",))
     port = free_port()
     server = leadcast_server(store.home, port=port, extra_args=("--workers", "2"), name=f"leadcast-t{threads}", env={
         "LEADCAST_HOME": str(store.home), "LEADCAST_MODELS_DIR": str(store.home / "models"),
-        "LEADCAST_API_KEYS_FILE": str(keys), "LEADCAST_MODEL_SOURCE": "files", "LEADCAST_THREADS": str(threads),
+        "LEADCAST_MODEL_SOURCE": "files", "LEADCAST_THREADS": str(threads),
         "LEADCAST_RATE_LIMIT_PER_MINUTE": "100000000", "LEADCAST_RATE_LIMIT_BURST": "1000000"})
     with server:
         server.wait_ready("/readyz")

@@ -1,0 +1,205 @@
+"""The Store: one database URL, an engine per process, schema upgrades, and faults reported as StoreUnavailable."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from crmdata.errors import LeadcastError
+
+log = logging.getLogger("leadcast.store")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Any 64-bit number: the PostgreSQL advisory lock that serialises concurrent upgrades.
+UPGRADE_LOCK = 0x1EADCA57
+
+
+class StoreError(LeadcastError):
+    """Raised for a store operation that cannot be done as asked; the message is safe to show."""
+
+
+class StoreUnavailable(StoreError):
+    """Raised when the database cannot be reached or read (down, corrupt, unreadable, schema behind)."""
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets readers (every worker's key lookups) go on while one process writes; busy_timeout makes a
+    # writer wait for another rather than fail at once.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """A database reached by URL (SQLite file or PostgreSQL via psycopg 3), shared by every part of the service.
+
+    The engine is created on first use in each process: gunicorn forks workers from a master that built the
+    app, and a connection pool must never cross a fork. `auto_upgrade` brings the schema to the newest
+    migration on first use (the embedded SQLite default); otherwise a schema behind the code is a fault that
+    names `leadcast db upgrade`.
+    """
+
+    def __init__(self, url: str, *, auto_upgrade: bool = False) -> None:
+        self.url = sa.make_url(url)
+        self.auto_upgrade = auto_upgrade
+        self._engine: Engine | None = None
+        self._pid = 0
+        self._ready = False
+        self._lock = threading.Lock()
+
+    @property
+    def shown_url(self) -> str:
+        """Return the URL with any password masked, for messages and logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Return whether the database is an SQLite file."""
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def engine(self) -> Engine:
+        """Return this process's engine, creating it on first use (and again after a fork)."""
+        if self._engine is None or self._pid != os.getpid():
+            with self._lock:
+                if self._engine is None or self._pid != os.getpid():
+                    if self._engine is not None:
+                        # Inherited across a fork: drop the parent's pool without closing its connections.
+                        self._engine.dispose(close=False)
+                        self._ready = False
+                    self._engine = self._create_engine()
+                    self._pid = os.getpid()
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        if self.is_sqlite:
+            database = self.url.database
+            if database and database != ":memory:":
+                path = Path(database)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # It holds key hashes and lead data: private to the service user (SQLite gives its -wal and
+                # -shm files the same mode).
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            engine = sa.create_engine(self.url, connect_args={"timeout": 5})
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        # pre_ping replaces connections a restarted server dropped, so the store recovers without a restart.
+        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5,
+                                connect_args={"connect_timeout": 5})
+
+    @contextlib.contextmanager
+    def faults(self) -> Iterator[None]:
+        """Turn a database fault inside the block into StoreUnavailable (the detail kept for the log)."""
+        try:
+            yield
+        except sa_exc.IntegrityError:
+            raise
+        except (sa_exc.OperationalError, sa_exc.DatabaseError, sa_exc.InterfaceError, OSError) as exc:
+            self._ready = False
+            if self._engine is not None and self._pid == os.getpid():
+                # Connections that met the fault may hold stale state (an SQLite file replaced under them, a
+                # server that restarted): open fresh ones next time, so the store recovers by itself.
+                self._engine.dispose()
+            raise StoreUnavailable(f"the database {self.shown_url} is unavailable: "
+                                   f"{str(exc.args[0] if exc.args else exc).strip()}") from exc
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Yield a connection in a transaction that commits when the block ends, on an up-to-date schema."""
+        with self.faults():
+            self.ensure_schema()
+            with self.engine.begin() as conn:
+                yield conn
+
+    def ensure_schema(self) -> None:
+        """Upgrade (auto_upgrade) or check the schema once per process; raise StoreUnavailable when behind."""
+        if self._ready:
+            return
+        if self.auto_upgrade:
+            self.upgrade()
+        else:
+            current, head = self.current_revision(), self.head_revision()
+            if current != head:
+                raise StoreUnavailable(f"the database {self.shown_url} is at schema revision {current or 'none'}, "
+                                       f"the code needs {head}: run `leadcast db upgrade`")
+        self._ready = True
+
+    def _alembic_config(self, connection: Connection) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        return config
+
+    def head_revision(self) -> str:
+        """Return the newest migration shipped with the code."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        assert head is not None
+        return head
+
+    def current_revision(self) -> str | None:
+        """Return the migration the database is at (None for an empty database)."""
+        with self.faults(), self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def upgrade(self, target: str = "head") -> tuple[str | None, str]:
+        """Bring the schema to the newest migration (or `target`); return the revisions before and after.
+
+        Concurrent upgrades (several workers starting at once) are serialised: a lock file beside an SQLite
+        database, an advisory lock on PostgreSQL.
+        """
+        with self.faults(), self._upgrade_lock(), self.engine.begin() as conn:
+            if self.url.get_backend_name() == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK})
+            before = MigrationContext.configure(conn).get_current_revision()
+            command.upgrade(self._alembic_config(conn), target)
+            after = MigrationContext.configure(conn).get_current_revision()
+        assert after is not None
+        if before != after:
+            log.info("upgraded the database %s from %s to %s", self.shown_url, before or "empty", after)
+        self._ready = after == self.head_revision()
+        return before, after
+
+    @contextlib.contextmanager
+    def _upgrade_lock(self) -> Iterator[None]:
+        database = self.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            yield
+            return
+        lock_path = Path(database + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
+
+    def dispose(self) -> None:
+        """Close this process's connections (they are opened again on next use)."""
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.dispose()
+        self._engine = None
+        self._ready = False

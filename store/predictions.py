@@ -1,0 +1,199 @@
+"""The prediction log: rows queued by the caller, written in batches by a background thread, never blocking.
+
+The caller's cost is one append under a lock. When the database is down the writer keeps its batch and
+retries with a growing pause; rows that arrive while the queue is full are dropped and counted (the
+`on_drop` callback and a log line), never lost silently. Memory is bounded: `capacity` queued rows plus the
+one batch (at most `batch_rows` rows plus one request's) that the writer holds while it retries.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from store.core import Store, StoreUnavailable
+from store.schema import predictions
+
+log = logging.getLogger("leadcast.store")
+
+# A request's rows are built in the writer thread from what the caller hands over: (count, builder).
+Entry = tuple[int, Callable[[], list[dict[str, Any]]]]
+
+
+class PredictionLog:
+    """A bounded queue of prediction rows and the thread that writes them to `store` in batches.
+
+    The thread starts on the first `record` in each process (a gunicorn worker forked from a master that
+    built the app gets its own), and the queue is flushed when the process exits.
+    """
+
+    def __init__(self, store: Store, *, capacity: int = 100_000, batch_rows: int = 1_000,
+                 interval_seconds: float = 0.2, max_backoff_seconds: float = 5.0,
+                 on_drop: Callable[[int], None] | None = None) -> None:
+        self.store = store
+        self.capacity = capacity
+        self.batch_rows = batch_rows
+        self.interval = interval_seconds
+        self.max_backoff = max_backoff_seconds
+        self.on_drop = on_drop
+        self.dropped = 0
+        self.written = 0
+        self._pid = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._entries: deque[Entry] = deque()
+        self._queued = 0
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._last_drop_log = 0.0
+        self._last_retry_log = 0.0
+
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # first use in this process, or a fork: nothing of the parent's is ours
+            self._reset()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="leadcast-prediction-log", daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
+
+    def record(self, count: int, build: Callable[[], list[dict[str, Any]]]) -> bool:
+        """Queue `count` rows that `build()` returns (called in the writer thread); False when they were dropped."""
+        if count <= 0:
+            return True
+        self._ensure_thread()
+        with self._cond:
+            if self._stop or self._queued + count > self.capacity:
+                self._drop(count)
+                return False
+            self._entries.append((count, build))
+            self._queued += count
+            if self._queued >= self.batch_rows:
+                self._cond.notify()
+        return True
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        if self.on_drop is not None:
+            self.on_drop(count)
+        now = time.monotonic()
+        if now - self._last_drop_log >= 10:  # one line per 10 s, with the running total, not one per request
+            self._last_drop_log = now
+            log.warning("prediction log queue full (%d rows): dropped %d row(s) so far in this process",
+                        self.capacity, self.dropped)
+
+    def _take(self) -> list[Entry]:
+        taken: list[Entry] = []
+        rows = 0
+        while self._entries and rows < self.batch_rows:
+            entry = self._entries.popleft()
+            taken.append(entry)
+            rows += entry[0]
+        self._queued -= rows
+        self._in_flight = rows
+        return taken
+
+    def _run(self) -> None:
+        pending: list[dict[str, Any]] = []
+        backoff = self.interval
+        while True:
+            with self._cond:
+                if not pending:
+                    if not self._entries:
+                        if self._stop:
+                            return
+                        self._cond.wait(self.interval)
+                    taken = self._take()
+                else:
+                    taken = []
+            try:
+                pending.extend(_build(taken))
+            except Exception:  # a bug in a builder must not kill the writer
+                log.exception("prediction log: rows of %d request(s) could not be built and were dropped",
+                              len(taken))
+                with self._cond:
+                    self._drop(sum(n for n, _ in taken))
+                    self._in_flight = 0
+            if not pending:
+                continue
+            try:
+                self._write(pending)
+            except StoreUnavailable as exc:
+                if self._stop and time.monotonic() > self._deadline:
+                    with self._cond:
+                        self._drop(len(pending))
+                        self._in_flight = 0
+                    return
+                now = time.monotonic()
+                if now - self._last_retry_log >= 10:  # the first failure, then one line per 10 s
+                    self._last_retry_log = now
+                    log.warning("prediction log: %d row(s) not written, retrying every %.1fs at most: %s",
+                                len(pending), self.max_backoff, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            except Exception:  # a bug must not kill the writer: log the batch as lost, keep going
+                log.exception("prediction log: %d row(s) could not be written and were dropped", len(pending))
+                with self._cond:
+                    self._drop(len(pending))
+            self.written += len(pending)
+            pending = []
+            backoff = self.interval
+            self._last_retry_log = 0.0
+            with self._cond:
+                self._in_flight = 0
+                self._cond.notify_all()
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with self.store.begin() as conn:
+            conn.execute(predictions.insert(), rows)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued row is written (or `timeout` passes); return whether the queue is empty."""
+        if self._thread is None or self._pid != os.getpid():
+            return True
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify()
+            while self._queued or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+                self._cond.notify()
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (for at most `timeout` seconds) and stop the thread; later rows are dropped."""
+        if self._thread is None or self._pid != os.getpid():
+            return
+        self._deadline = time.monotonic() + timeout
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout + 1)
+        with self._cond:
+            left = self._queued
+            if left:
+                self._entries.clear()
+                self._queued = 0
+                self._drop(left)
+        if left:
+            log.warning("prediction log closed with %d row(s) unwritten (database unavailable)", left)
+
+    _deadline = float("inf")
+
+
+def _build(entries: Iterable[Entry]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for _, build in entries:
+        rows.extend(build())
+    return rows
