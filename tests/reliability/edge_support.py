@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from api.keys import create_key
+from api.settings import Settings
+from api.stores import open_keys
 from tests.api.servers import HOST, JsonClient, ServerProcess, free_port, leadcast_server
 
 
@@ -37,7 +38,7 @@ def serve(tmp: Path, trained_dir: Path, *, settings: str = "", env: dict[str, st
     if not models.exists():
         shutil.copytree(trained_dir, models)
     keys_file = tmp / "keys.json"
-    key = create_key(keys_file, name="edge-test", scopes=("score", "forecast", "admin"))
+    key = open_keys(Settings(home=tmp / "home")).create(name="edge-test", scopes=("score", "forecast", "admin"))
     settings_file = tmp / "leadcast.toml"
     settings_file.write_text(f'home = "{tmp / "home"}"\nmodels_dir = "{models}"\napi_keys_file = "{keys_file}"\n'
                              f"rate_limit_per_minute = 6000000\nrate_limit_burst = 100000\n{settings}")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from api.keys import create_key
+from api.settings import Settings
+from api.stores import open_keys
 from tests.api.conftest import lead_records
 from tests.api.servers import HOST, JsonClient, ServerProcess, child_env, free_port
 from tests.reliability.edge_support import serve
@@ -129,13 +130,14 @@ def test_each_serve_has_its_own_control_socket_and_leaves_nothing_behind(tmp_pat
 
 def check_instances(tmp: Path, tmp_path: Path, trained_dir: Path) -> None:
     keys = tmp_path / "keys.json"
-    create_key(keys, name="k", scopes=("score",))
+    shared = f"sqlite:///{tmp_path / 'keys.db'}"  # both instances read their keys from one store
+    open_keys(Settings(home=tmp_path, database_url=shared)).create(name="k", scopes=("score",))
     servers = []
     for i in range(2):
         port = free_port()
         settings = tmp_path / f"s{i}.toml"
         settings.write_text(f'home = "{tmp_path / f"home{i}"}"\nmodels_dir = "{trained_dir}"\n'
-                            f'api_keys_file = "{keys}"\nworkers = 1\n')
+                            f'api_keys_file = "{keys}"\ndatabase_url = "{shared}"\nworkers = 1\n')
         env = child_env(TMPDIR=str(tmp))
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         servers.append(ServerProcess([sys.executable, "-m", "api.cli", "--settings", str(settings), "serve",

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from api.keys import create_key
+from api.settings import Settings
+from api.stores import open_keys
 from crmdata.synthetic import generate_leads
 from scoring.artifacts import TrainedModel, read_registry, save_trained
 from scoring.spec import load_spec
@@ -123,8 +124,9 @@ def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
     settings = tmp_path / "leadcast.toml"
     settings.write_text(f'home = "{tmp_path / "home"}"\nmodels_dir = "{models}"\napi_keys_file = "{keys}"\n'
                         f"workers = {WORKERS}\nrate_limit_per_minute = 6000000\nrate_limit_burst = 100000\n")
-    yield {"models": models, "settings": settings, "admin": create_key(keys, name="ops", scopes=("admin",)),
-           "crm": create_key(keys, name="crm", scopes=("score",)), "access": tmp_path / "access.log"}
+    ring = open_keys(Settings(home=tmp_path / "home"))
+    yield {"models": models, "settings": settings, "admin": ring.create(name="ops", scopes=("admin",)),
+           "crm": ring.create(name="crm", scopes=("score",)), "access": tmp_path / "access.log"}
 
 
 def start(tmp_path: Path, service: dict[str, Any]) -> ServerProcess:
