@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from crmdata.values import ValueProblem, datetime_ns
 
 LEAD_SHAPES = ("lead", "leads", "dataframe_records", "dataframe_split")
+
+
+def _handled_day(value: date) -> date:
+    """Refuse a day outside the dates leadcast handles (datetime64[ns]), by the value layer's rule and message."""
+    try:
+        datetime_ns(datetime(value.year, value.month, value.day))
+    except ValueProblem as exc:
+        raise ValueError(exc.message) from exc
+    return value
+
+
+PipelineDay = Annotated[date, AfterValidator(_handled_day)]
 
 
 class DataframeSplit(BaseModel):
@@ -117,7 +131,7 @@ class ForecastRequest(BaseModel):
     opportunities: list[dict[str, Any]] = Field(min_length=1)
     stage_history: list[dict[str, Any]] | None = None
     stages: StagesBody | None = None
-    as_of: date
+    as_of: PipelineDay
     horizon: str = Field(default="1Q", description="30D, 6W, 3M or 1Q: days, weeks, months or quarters.")
     target: float | None = Field(default=None, ge=0, description="Revenue target for the horizon, in $.")
     group_by: GroupBy | None = None
@@ -131,7 +145,7 @@ class MetricsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     opportunities: list[dict[str, Any]] = Field(min_length=1)
     stages: StagesBody | None = None
-    as_of: date | None = None
+    as_of: PipelineDay | None = None
     group_by: GroupBy | None = None
     spend: float | None = Field(default=None, ge=0, description="Sales and marketing spend, for acquisition cost.")
 

@@ -1,0 +1,80 @@
+"""No 500 on any value: deep arrays, lists and objects, and any year 1-9999 in opportunities and `as_of`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from crmdata.synthetic import generate_opportunities
+from tests.api.conftest import Service
+from tests.api.test_forecast import records_of
+
+OUTSIDE = "is a date outside 1677-09-22 to 2262-04-11, the dates leadcast handles"
+
+
+def _deep(levels: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def deals() -> list[dict[str, Any]]:
+    return records_of(generate_opportunities(n=70, seed=3).opportunities)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("created_at", "0001-01-01T00:00:00+02:00", OUTSIDE),
+    ("expected_close_date", "9999-12-31", OUTSIDE),
+    ("stage_entered_at", "9999-12-31T23:59:59-05:00", OUTSIDE),
+    ("amount", _deep(200), "is a list; expected a number"),
+    ("owner", {"a": [1]}, "is an object; expected text"),
+    ("amount", "inf", "is not a finite number (NaN and Infinity are refused)"),
+    ("product", "x" * 1_000_000, "is longer than 1,000 characters (the limit)"),
+])
+@pytest.mark.parametrize("size", [1, 64, 65])
+@pytest.mark.parametrize("path", ["/v1/forecast", "/v1/pipeline/metrics"])
+def test_a_bad_opportunity_value_is_a_422_naming_the_field(service: Service, deals: list[dict[str, Any]],
+                                                            field: str, value: Any, message: str, size: int,
+                                                            path: str) -> None:
+    records = [dict(r) for r in deals[:size]]
+    records[0][field] = value
+    body: dict[str, Any] = {"opportunities": records, "as_of": "2026-07-01"}
+    if path == "/v1/forecast":
+        body["simulations"] = 100
+    response = service.post(path, body)
+    assert response.status_code == 422, response.json
+    details = response.json["error"]["details"]
+    assert [d["loc"] for d in details] == [["opportunities", 0, field]]
+    assert details[0]["msg"].startswith(message)
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01", "9999-12-31", "1677-09-21", "2262-04-12"])
+@pytest.mark.parametrize("path", ["/v1/forecast", "/v1/pipeline/metrics"])
+def test_a_pipeline_as_of_outside_the_dates_handled_is_a_422(service: Service, deals: list[dict[str, Any]],
+                                                             as_of: str, path: str) -> None:
+    response = service.post(path, {"opportunities": deals[:5], "as_of": as_of})
+    assert response.status_code == 422, response.json
+    [detail] = response.json["error"]["details"]
+    assert detail["loc"] == ["as_of"] and OUTSIDE in detail["msg"]
+
+
+def test_a_10000_lead_batch_with_every_kind_of_bad_value_is_a_422(service: Service, sample_leads: pd.DataFrame,
+                                                                 ) -> None:
+    from tests.api.conftest import lead_records
+    base = lead_records(sample_leads, 200)
+    leads = [dict(base[i % 200], lead_id=f"L{i}") for i in range(10_000)]
+    leads[0]["industry"] = [1, 2]
+    leads[1]["country"] = {"a": 1}
+    leads[2]["web_visits"] = _deep(200)
+    leads[3]["last_activity_at"] = "0001-01-01T00:00:00+02:00"
+    leads[4]["as_of"] = "9999-12-31"
+    response = service.post("/v1/leads/score", {"leads": leads, "as_of": "2026-07-01T00:00:00"})
+    assert response.status_code in (413, 422), response.json
+    if response.status_code == 422:
+        locs = [d["loc"] for d in response.json["error"]["details"]]
+        assert sorted(locs) == [["leads", 0, "industry"], ["leads", 1, "country"], ["leads", 2, "web_visits"],
+                                ["leads", 3, "last_activity_at"], ["leads", 4, "as_of"]]
