@@ -36,6 +36,6 @@ bench-quality: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks/bench_quality.py -m bench -s -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) demo-data reports mlflow.db mlartifacts api-keys.json api-keys.json.lock \
+	rm -rf $(VENV) demo-data reports mlflow.db mlartifacts api-keys.json api-keys.json.lock leadcast.db leadcast.db-wal leadcast.db-shm leadcast.db.lock \
 		.pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find models -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -62,7 +62,7 @@ def flip_byte(path: Path) -> None:
 
 
 def workers_of(master: int) -> set[int]:
-    """Return the pids whose parent is `master` (gunicorn's workers)."""
+    """Return the pids whose parent is `master` (gunicorn's workers, or serve's gunicorn master)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -167,7 +167,8 @@ def test_a_corrupt_champion_and_a_killed_worker_never_take_the_service_down(
     with start(tmp_path, service) as server:
         server.wait_ready("/readyz")
         with Steady(server.port, service["crm"], leads) as steady:
-            master = server.running.pid
+            # `leadcast serve` runs gunicorn as its one child (it cleans the instance folder when gunicorn exits)
+            [master] = workers_of(server.running.pid)
             v2 = promote(model, models, "2")
             status, body = reload(server.port, service["admin"])
             assert (status, body["model"]["version"]) == (200, "2")
@@ -219,7 +220,8 @@ def test_a_corrupt_champion_and_a_killed_worker_never_take_the_service_down(
     print(f"\nsteady client: {sum(outcomes.values())} requests, outcomes {dict(outcomes)}")
     # Only the request the killed worker was answering may be lost; nothing ever gets a 500 or the stale v1.
     refused = [o for o in steady.outcomes if o[1] is None]
-    assert len(refused) <= 1 and all(t >= killed_at for t, _, _ in refused), refused
+    # (on a keep-alive connection that request may have started a moment before the kill reached the worker)
+    assert len(refused) <= 1 and all(t >= killed_at - 1.0 for t, _, _ in refused), (refused, killed_at)
     assert not [o for o in steady.outcomes if o[1] == 500]
     assert not [o for o in steady.outcomes if o[0] >= killed_at and o[2] == "1"]
     assert set(steady.since(fixed_at)) == {(200, "3")}
