@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ import pandas as pd
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from api.app import create_app
 from api.settings import Settings
@@ -58,6 +61,18 @@ class Service:
     def post(self, path: str, body: Any, who: str = "all", **kwargs: Any) -> Any:
         """POST JSON with a key."""
         return self.client.post(path, json=body, headers=self.headers(who), **kwargs)
+
+    def post_form(self, path: str, fields: dict[str, str], files: dict[str, tuple[bytes, str]],
+                  who: str = "all") -> Any:
+        """POST a multipart form with a key, its body encoded in memory."""
+        # The test client spools a multipart body over 500 KB to a temporary file that it never closes (it
+        # becomes wsgi.input); encoding the body here keeps every upload in memory and closed.
+        values: dict[str, Any] = dict(fields)
+        values.update({name: FileStorage(io.BytesIO(data), filename=filename, content_type="text/csv")
+                       for name, (data, filename) in files.items()})
+        boundary, body = encode_multipart(values)
+        return self.client.post(path, data=body, content_type=f"multipart/form-data; boundary={boundary}",
+                                headers=self.headers(who))
 
     def get(self, path: str, who: str = "all") -> Any:
         """GET with a key."""

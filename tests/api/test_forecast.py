@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -48,10 +47,9 @@ def test_forecast_answers_what_the_library_answers(service: Service, pipeline: p
 def test_a_csv_upload_gives_the_same_forecast_as_json(service: Service, pipeline: pd.DataFrame) -> None:
     as_json = service.post("/v1/forecast", {"opportunities": records_of(pipeline), "as_of": "2026-07-01",
                                             "horizon": "6W", "seed": 1, "simulations": 500}).json
-    upload = io.BytesIO(pipeline.to_csv(index=False).encode())
-    as_csv = service.client.post("/v1/forecast", headers=service.headers(), content_type="multipart/form-data",
-                                 data={"file": (upload, "pipeline.csv"), "as_of": "2026-07-01", "horizon": "6W",
-                                       "seed": "1", "simulations": "500"})
+    as_csv = service.post_form("/v1/forecast", {"as_of": "2026-07-01", "horizon": "6W", "seed": "1",
+                                                "simulations": "500"},
+                               {"file": (pipeline.to_csv(index=False).encode(), "pipeline.csv")})
     assert as_csv.status_code == 200, as_csv.json
     assert as_csv.json == as_json
 
@@ -64,9 +62,8 @@ def test_invalid_opportunities_are_refused_naming_index_and_field(service: Servi
     assert response.status_code == 422
     locs = [d["loc"] for d in response.json["error"]["details"]]
     assert ["opportunities", 3, "amount"] in locs and ["opportunities", 4, "stage"] in locs
-    upload = io.BytesIO(b"opportunity_id,owner\nO1,Ann\n")
-    bad_csv = service.client.post("/v1/forecast", headers=service.headers(), content_type="multipart/form-data",
-                                  data={"file": (upload, "pipeline.csv"), "as_of": "2026-07-01"})
+    bad_csv = service.post_form("/v1/forecast", {"as_of": "2026-07-01"},
+                                {"file": (b"opportunity_id,owner\nO1,Ann\n", "pipeline.csv")})
     assert bad_csv.status_code == 422
     assert ["opportunities", "product"] in [d["loc"][:1] + d["loc"][-1:] for d in bad_csv.json["error"]["details"]]
 

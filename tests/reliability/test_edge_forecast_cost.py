@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -57,10 +56,8 @@ def test_a_csv_upload_over_the_limit_is_refused_too(make_service: Callable[..., 
                                                     records: list[dict[str, Any]]) -> None:
     n_open = open_deals(records)
     service = make_service(max_forecast_cells=n_open * 500 * 6 - 1)  # "6W": 6 weekly periods, 500 simulations
-    upload = io.BytesIO(pd.DataFrame(records).to_csv(index=False).encode())
-    refused = service.client.post("/v1/forecast", headers=service.headers(), content_type="multipart/form-data",
-                                  data={"file": (upload, "pipeline.csv"), "as_of": "2026-07-01", "horizon": "6W",
-                                        "simulations": "500"})
+    refused = service.post_form("/v1/forecast", {"as_of": "2026-07-01", "horizon": "6W", "simulations": "500"},
+                                {"file": (pd.DataFrame(records).to_csv(index=False).encode(), "pipeline.csv")})
     assert refused.status_code == 422 and "max_forecast_cells" in refused.json["error"]["message"]
 
 
@@ -71,8 +68,7 @@ def test_a_csv_of_a_million_empty_rows_gets_a_small_422(make_service: Callable[.
     # One line of commas per row: (columns - 1) commas and a newline.
     csv = (header + "\n" + ("," * (len(OPPORTUNITY.columns) - 1) + "\n") * 1_000_000).encode()
     assert len(csv) > 4 * 2**20
-    response = service.client.post("/v1/forecast", headers=service.headers(), content_type="multipart/form-data",
-                                   data={"file": (io.BytesIO(csv), "empty.csv"), "as_of": "2026-07-01"})
+    response = service.post_form("/v1/forecast", {"as_of": "2026-07-01"}, {"file": (csv, "empty.csv")})
     assert response.status_code == 422
     error = response.json["error"]
     assert len(error["details"]) == 100
