@@ -11,6 +11,8 @@ from typing import IO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crmdata.contracts import LEAD, OPPORTUNITY, STAGE_HISTORY, Column, Contract
 from crmdata.errors import DataValidationError, Problem
@@ -315,6 +317,19 @@ def load_stage_history(
     return frame.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True)
 
 
+def _is_in(values: pd.Series, pool: pd.Series) -> pd.Series:
+    """Return, per value, whether it occurs in `pool`, hashed in Arrow (pandas 3's Arrow-string `isin` builds one
+    Python scalar per value of the pool: a second per 100,000 deal ids)."""
+    arr = pa.array(values.astype("string").array, from_pandas=True)
+    ids = pa.array(pool.astype("string").array, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    hit = pc.fill_null(pc.is_in(arr, value_set=ids.cast(arr.type), skip_nulls=True), False)
+    return pd.Series(np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool), index=values.index)
+
+
 def load_pipeline(
     path: Path,
     *,
@@ -332,7 +347,7 @@ def load_pipeline(
     hist = None
     if history is not None:
         hist = load_stage_history(history, stages=config)
-        unknown = ~hist["opportunity_id"].isin(frame["opportunity_id"])
+        unknown = ~_is_in(hist["opportunity_id"], frame["opportunity_id"])
         raise_if_any(
             [Problem(history.name, "opportunity_id", "not an opportunity in the export", row=int(i) + 1,
                      value=str(hist["opportunity_id"].iloc[i]), code="unknown_id") for i in _rows(unknown)],

@@ -65,3 +65,13 @@ def test_openapi_describes_every_route_and_its_errors(service: Service) -> None:
     assert score["security"] == [{"bearer": []}]
     page = service.client.get("/docs")
     assert page.status_code == 200 and "openapi.json" in page.get_data(as_text=True)
+
+
+def test_the_docs_page_is_rendered_from_its_template(service: Service) -> None:
+    doc = service.client.get("/openapi.json").json
+    page = service.client.get("/docs")
+    text = page.get_data(as_text=True)
+    assert page.mimetype == "text/html"
+    assert f"<title>leadcast API {doc['info']['version']}</title>" in text and "<h1>leadcast API</h1>" in text
+    assert "{{" not in text and "{#" not in text  # every template tag was rendered
+    assert "<script src" not in text and "http" not in text  # nothing loaded from anywhere

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
+from markupsafe import escape
 
 from crmdata.loaders import Pipeline
 from forecasting.errors import ForecastInputError
@@ -116,7 +116,7 @@ def test_the_summary_is_written_from_the_numbers(small_report: Report) -> None:
     stuck = pd.DataFrame(f["stuck"])
     assert any(s.startswith(f"{len(stuck):,} deals worth") for s in small_report.summary)
     for sentence in small_report.summary:
-        assert escape(sentence) in small_report.html
+        assert escape(sentence) in small_report.html  # as the template escapes it
 
 
 def test_the_workbook_has_typed_cells_that_match_the_json(small_report: Report) -> None:
@@ -162,8 +162,9 @@ def test_data_strings_are_escaped(small_pipeline: Pipeline) -> None:
     report = build_report(Pipeline(opps, small_pipeline.stages, small_pipeline.history),
                           rng=np.random.default_rng(1), **{**OPTIONS, "n_sims": 200, "backtest_months": 0})
     assert "<script" not in report.html.lower()
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in report.html
-    assert "Core &amp; &quot;CRM&quot; &lt;b&gt;" in report.html
+    # Jinja2's autoescape (markupsafe) writes a double quote as &#34; and an apostrophe as &#39;.
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in report.html
+    assert "Core &amp; &#34;CRM&#34; &lt;b&gt;" in report.html
     assert "<b>" not in report.html
     assert "The backtest was not run for this report" in report.html  # switched off, not "too little history"
     wb = openpyxl.load_workbook(io.BytesIO(report.xlsx))
@@ -173,7 +174,7 @@ def test_data_strings_are_escaped(small_pipeline: Pipeline) -> None:
 def test_the_page_is_self_contained(small_report: Report) -> None:
     html = small_report.html
     assert html.startswith("<!DOCTYPE html>")
-    assert "default-src &#x27;none&#x27;" in html  # the page may not load anything, even by mistake
+    assert "default-src &#39;none&#39;" in html  # the page may not load anything, even by mistake
     for marker in ("http://", "https://", "<script", "<link", "@import", "url(http", "src="):
         assert marker not in html.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
             'xmlns:xlink="http://www.w3.org/1999/xlink"', ""), marker
@@ -209,3 +210,28 @@ def test_write_report_writes_both_files(small_report: Report, tmp_path: Path) ->
 def test_bad_options_are_refused(small_pipeline: Pipeline, options: dict[str, Any], message: str) -> None:
     with pytest.raises(ForecastInputError, match=message):
         build_report(small_pipeline, rng=np.random.default_rng(0), **{**OPTIONS, "n_sims": 200, **options})
+
+
+def test_the_page_template_escapes_every_field_and_keeps_the_charts(small_pipeline: Pipeline) -> None:
+    """Every data string reaches the page through Jinja2's autoescape; only matplotlib's SVG is marked safe."""
+    from forecasting.report.content import Chart, Headline, ReportContent, Section
+    from forecasting.report.html import render_html
+    from forecasting.report.tables import Column, Table
+
+    evil = "<i>x</i>&'\""
+    table = Table(sheet="S", title=evil, columns=(Column("name", evil), Column("n", "n", "int")),
+                  frame=pd.DataFrame({"name": [evil, "b"], "n": [1234, 5]}), note=evil, html_rows=1)
+    content = ReportContent(
+        title=evil, as_of=pd.Timestamp("2026-07-01"), horizon="1Q", period_text="", summary=(evil,),
+        headline=(Headline(key="p50", label=evil, value=0.5, text=evil, source="total.p50", kind="money"),),
+        sections=(Section(key="k", title=evil, intro=evil, charts=(Chart("c", evil, evil, "<svg ><g/></svg>"),),
+                          tables=(table,)),),
+        notes=(evil,), warnings=(evil,), source=evil)
+    page = render_html(content)
+    assert "<i>" not in page
+    # 1 title + 1 h1 + 1 meta + 1 nav + summary + warning + card + section h2 + intro + chart h3 + caption
+    # + table caption + header + the one shown row + note + notes = 16 escaped copies of the string.
+    assert page.count("&lt;i&gt;x&lt;/i&gt;&amp;&#39;&#34;") == 16
+    assert "<svg ><g/></svg>" in page  # the chart is inserted as it is
+    assert '<data value="0.5" data-key="p50" data-source="total.p50">' in page
+    assert "Showing the first 1 of 2 rows" in page and '<td class="num">1,234</td>' in page
