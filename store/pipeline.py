@@ -68,6 +68,12 @@ def text_of(value: Any) -> str | None:
     return str(value)
 
 
+def _texts(values: np.ndarray) -> np.ndarray:
+    """Return a column's values as event texts (numpy's datetime64[ns] lists as integers: go through datetime)."""
+    items = values.astype("datetime64[us]").tolist() if values.dtype.kind == "M" else values.tolist()
+    return np.array([text_of(v) for v in items], dtype=object)
+
+
 def _plain(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Return the contract columns as numpy arrays: text as objects with None, numbers float64 with NaN, dates
     datetime64[ns] with NaT, so a stored state and an incoming frame compare column by column."""
@@ -133,8 +139,7 @@ def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 def _events_for(name: str, ids: np.ndarray, old: dict[str, np.ndarray], new: dict[str, np.ndarray],
                 rows: np.ndarray, observed: datetime, outcomes: np.ndarray) -> list[np.ndarray]:
     """Return the event columns (id, old, new, changed_at) of one tracked field's changes at `rows`."""
-    olds = np.array([text_of(v) for v in old[name][rows].tolist()], dtype=object)
-    news = np.array([text_of(v) for v in new[name][rows].tolist()], dtype=object)
+    olds, news = _texts(old[name][rows]), _texts(new[name][rows])
     when = np.full(len(rows), np.datetime64(observed, "ns"))
     closed = np.isin(outcomes[rows], ["won", "lost"]) & ~np.isnat(new["closed_at"][rows])
     if name == "stage":
@@ -206,7 +211,7 @@ def sync_opportunities(store: Store, frame: pd.DataFrame, *, observed_at: dateti
             entered = np.where(np.isnat(entered), new["created_at"][fresh], entered)
             entered = np.where(np.isnat(entered), np.datetime64(observed_at, "ns"), entered)
             event_cols.append([ids[fresh], np.full(len(fresh), None, dtype=object),
-                               np.array([text_of(v) for v in new["stage"][fresh].tolist()], dtype=object), entered])
+                               _texts(new["stage"][fresh]), entered])
             fields.append("created")
         counts: dict[str, int] = {}
         examples: list[dict[str, Any]] = []
