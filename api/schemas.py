@@ -24,6 +24,18 @@ def _handled_day(value: date) -> date:
 PipelineDay = Annotated[date, AfterValidator(_handled_day)]
 
 
+def _handled_time(value: datetime) -> datetime:
+    """Refuse a time outside the dates leadcast handles, by the value layer's rule and message."""
+    try:
+        datetime_ns(value)
+    except ValueProblem as exc:
+        raise ValueError(exc.message) from exc
+    return value
+
+
+PipelineTime = Annotated[datetime, AfterValidator(_handled_time)]
+
+
 class DataframeSplit(BaseModel):
     """MLflow's `dataframe_split` shape: column names and rows of values."""
 
@@ -255,6 +267,9 @@ class MetricsResponse(BaseModel):
     groups: list[dict[str, Any]] | None = None
 
 
+STORED_INT = 2**63 - 1  # the largest integer a BIGINT column (and SQLite's INTEGER) holds
+
+
 class OpportunitiesRequest(BaseModel):
     """A batch of opportunity records in the data contract to upsert into the stored pipeline."""
 
@@ -262,7 +277,7 @@ class OpportunitiesRequest(BaseModel):
     opportunities: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
     stages: StagesBody | None = Field(default=None, description="Stage names, when not leadcast's defaults; "
                                                                 "kept as the stored pipeline's configuration.")
-    observed_at: datetime | None = Field(
+    observed_at: PipelineTime | None = Field(
         default=None, description="When the records describe the pipeline (default: now): the time of a change "
                                   "whose record gives no date of its own.")
 
@@ -289,7 +304,7 @@ class StoredForecastQuery(BaseModel):
     horizon: str = "1Q"
     group_by: GroupBy | None = None
     target: float | None = Field(default=None, ge=0)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=STORED_INT, description="Random seed; saved with the forecast.")
     simulations: int | None = Field(default=None, ge=100, le=200_000)
 
 
@@ -342,15 +357,15 @@ class PageQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=STORED_INT)
 
 
 class DealFlowQuery(BaseModel):
     """Two saved forecasts (`to` omitted: the pipeline as stored now)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    from_id: int = Field(alias="from", ge=1)
-    to_id: int | None = Field(default=None, alias="to", ge=1)
+    from_id: int = Field(alias="from", ge=1, le=STORED_INT)
+    to_id: int | None = Field(default=None, alias="to", ge=1, le=STORED_INT)
     ids: bool = Field(default=False, description="List the deal ids of each kind.")
 
 

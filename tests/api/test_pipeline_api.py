@@ -163,3 +163,12 @@ def test_a_restart_keeps_the_pipeline_and_its_snapshots(make_service: Callable[.
     assert again["total"] == made["total"] and again["snapshot_id"] == 2
     for app in (service.app, restarted):
         app.extensions["leadcast"].store.dispose()
+
+
+@pytest.mark.parametrize("query", ["/v1/forecasts?offset=135232665763935355454619648",
+                                   "/v1/forecasts/deal-flow?from=135232665763935355454619648",
+                                   "/v1/forecast?seed=135232665763935355454619648"])
+def test_integers_beyond_what_the_store_holds_are_422_not_500(service: Service, query: str) -> None:
+    # Regression: found by the schema test; SQLite refused the integer and the service answered 500.
+    response = service.get(query, who="forecast")
+    assert response.status_code == 422 and "less than or equal to 9223372036854775807" in json.dumps(response.json)
