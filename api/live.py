@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import exc as sa_exc
 
 from crmdata.contracts import OPPORTUNITY, STAGE_HISTORY
 from crmdata.loaders import Pipeline, frame_from_records
@@ -51,8 +52,12 @@ def stages_table(stages: StageConfig) -> dict[str, Any]:
 def sync(store: Store, deals: pd.DataFrame, *, stages: StageConfig, source: str,
          observed_at: datetime | None = None) -> SyncResult:
     """Store validated opportunity records (the contract frame a loader returned) and their changes."""
-    return sync_opportunities(store, deals, observed_at=observed_at or now_utc(), source=source,
-                              stages=stages_table(stages))
+    when = observed_at or now_utc()
+    try:
+        return sync_opportunities(store, deals, observed_at=when, source=source, stages=stages_table(stages))
+    except sa_exc.IntegrityError:
+        # Another sync stored one of these new deals between our read and our write: diff again against it.
+        return sync_opportunities(store, deals, observed_at=when, source=source, stages=stages_table(stages))
 
 
 def stored_pipeline(store: Store) -> tuple[Pipeline, int]:

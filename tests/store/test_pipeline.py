@@ -208,3 +208,25 @@ def test_the_cli_syncs_then_forecasts_and_reports_from_the_store(database_url: s
     moved = runner.invoke(cli, ["forecasts", "flow", "1", "2"], env=env)
     assert moved.exit_code == 0, moved.output
     assert "won" in moved.output and "against the period end 2018-01-01" in moved.output
+
+
+def test_two_syncs_of_the_same_new_deals_at_once_store_each_deal_once(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crmdata.synthetic import generate_opportunities
+
+    synthetic = generate_opportunities(n=2_000, seed=8)
+    results = []
+    for round_ in range(3):  # a few rounds: the race is not certain to happen in any one of them
+        batch = synthetic.opportunities.assign(
+            opportunity_id=synthetic.opportunities["opportunity_id"] + f"-{round_}")
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda at, deals=batch: sync(store, deals, stages=synthetic.stages, source="race",
+                                                              observed_at=at), [FIRST_SYNC, SECOND_SYNC]))
+        results.append(sorted(r.created for r in done))
+    # Whoever lost the race saw the other's rows on its retry: 2,000 new deals in all per round, never twice.
+    assert results == [[0, 2_000]] * 3
+    with store.begin() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM opportunities")).scalar() == 6_000
+        assert conn.execute(sa.text("SELECT count(*) FROM opportunity_events WHERE field = 'created'")).scalar() \
+            == 6_000
