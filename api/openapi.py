@@ -8,13 +8,24 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.schemas import (
+    AccuracyQuery,
+    DealFlowQuery,
+    DealFlowResponse,
     ErrorResponse,
     ForecastRequest,
     ForecastResponse,
+    LiveAccuracyResponse,
     MetricsRequest,
     MetricsResponse,
+    OpportunitiesRequest,
+    PageQuery,
     ScoreRequest,
     ScoreResponse,
+    SnapshotsResponse,
+    StoredForecastQuery,
+    StoredForecastResponse,
+    StoredMetricsQuery,
+    SyncResponse,
 )
 
 REF = "#/components/schemas/{model}"
@@ -28,7 +39,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Malformed JSON", 401: "No or invalid API key", 403: "The key lacks the scope",
             413: "Body too large", 415: "Body is not JSON", 422: "Invalid records (index and field named)",
-            429: "Rate limit exceeded (see Retry-After)", 503: "No model loaded"}
+            404: "No such saved forecast", 429: "Rate limit exceeded (see Retry-After)",
+            503: "No model loaded, or the store is unavailable"}
     return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref(ErrorResponse)}}} for s in statuses}
 
 
@@ -36,11 +48,21 @@ def _object(description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": {"type": "object"}}}}
 
 
+def _query(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Return the query parameters of a pydantic model (by alias), with their schemas."""
+    schema = model.model_json_schema(ref_template=REF, by_alias=True)
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": "query", "required": name in required, "schema": prop}
+            for name, prop in schema["properties"].items()]
+
+
 def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of the service."""
     _, defs = models_json_schema(
         [(m, "validation") for m in (ScoreRequest, ScoreResponse, ForecastRequest, ForecastResponse, MetricsRequest,
-                                          MetricsResponse, ErrorResponse)],
+                                          MetricsResponse, ErrorResponse, OpportunitiesRequest, SyncResponse,
+                                          StoredForecastResponse, SnapshotsResponse, DealFlowResponse,
+                                          LiveAccuracyResponse)],
         ref_template=REF,
     )
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -58,7 +80,49 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "responses": {"200": {"description": "Scores in request order",
                                   "content": {JSON: {"schema": _ref(ScoreResponse)}}}, **_errors(*body_errors, 503)},
         }},
-        "/v1/forecast": {"post": {
+        "/v1/opportunities": {"put": {
+            "summary": "Upsert opportunity records into the stored pipeline (each change kept as an event)",
+            "description": "Records in the opportunity data contract, validated like an export (a problem names "
+                           "the record's index and the field). A change of stage, amount, expected close date, "
+                           "owner or outcome is stored as an event, which builds the stage history. Stored deals "
+                           "absent from the batch are kept. Either every record is stored or none is.",
+            "security": secured,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(OpportunitiesRequest)}}},
+            "responses": {"200": {"description": "What changed", "content": {JSON: {"schema": _ref(SyncResponse)}}},
+                          **_errors(*body_errors, 503)},
+        }},
+        "/v1/forecasts": {"get": {
+            "summary": "The forecasts made from the stored pipeline, newest first",
+            "security": secured,
+            "parameters": _query(PageQuery),
+            "responses": {"200": {"description": "A page of saved forecasts",
+                                  "content": {JSON: {"schema": _ref(SnapshotsResponse)}}},
+                          **_errors(401, 403, 422, 429, 503)},
+        }},
+        "/v1/forecasts/deal-flow": {"get": {
+            "summary": "Deal flow between two saved forecasts: new, won, lost, pushed, pulled in, amount changed",
+            "security": secured,
+            "parameters": _query(DealFlowQuery),
+            "responses": {"200": {"description": "The deal flow",
+                                  "content": {JSON: {"schema": _ref(DealFlowResponse)}}},
+                          **_errors(401, 403, 404, 422, 429, 503)},
+        }},
+        "/v1/forecasts/accuracy": {"get": {
+            "summary": "Live accuracy: saved forecasts against the revenue booked once their periods ended",
+            "security": secured,
+            "parameters": _query(AccuracyQuery),
+            "responses": {"200": {"description": "Scored periods and their MAPE, bias and coverage",
+                                  "content": {JSON: {"schema": _ref(LiveAccuracyResponse)}}},
+                          **_errors(401, 403, 422, 429, 503)},
+        }},
+        "/v1/forecast": {"get": {
+            "summary": "Forecast the stored pipeline and its stored stage history (saved as a snapshot)",
+            "security": secured,
+            "parameters": _query(StoredForecastQuery),
+            "responses": {"200": {"description": "The forecast and the id it was saved under",
+                                  "content": {JSON: {"schema": _ref(StoredForecastResponse)}}},
+                          **_errors(401, 403, 422, 429, 503)},
+        }, "post": {
             "summary": "Forecast revenue with P10/P50/P90 ranges, stuck deals and metrics",
             "security": secured,
             "requestBody": {"required": True, "content": {
@@ -71,7 +135,13 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "responses": {"200": {"description": "The forecast", "content": {JSON: {"schema": _ref(ForecastResponse)}}},
                           **_errors(*body_errors)},
         }},
-        "/v1/pipeline/metrics": {"post": {
+        "/v1/pipeline/metrics": {"get": {
+            "summary": "The brief's pipeline metrics of the stored pipeline, optionally grouped",
+            "security": secured,
+            "parameters": _query(StoredMetricsQuery),
+            "responses": {"200": {"description": "The metrics", "content": {JSON: {"schema": _ref(MetricsResponse)}}},
+                          **_errors(401, 403, 422, 429, 503)},
+        }, "post": {
             "summary": "The brief's pipeline metrics, optionally grouped",
             "security": secured,
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref(MetricsRequest)}}},

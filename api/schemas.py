@@ -24,6 +24,18 @@ def _handled_day(value: date) -> date:
 PipelineDay = Annotated[date, AfterValidator(_handled_day)]
 
 
+def _handled_time(value: datetime) -> datetime:
+    """Refuse a time outside the dates leadcast handles, by the value layer's rule and message."""
+    try:
+        datetime_ns(value)
+    except ValueProblem as exc:
+        raise ValueError(exc.message) from exc
+    return value
+
+
+PipelineTime = Annotated[datetime, AfterValidator(_handled_time)]
+
+
 class DataframeSplit(BaseModel):
     """MLflow's `dataframe_split` shape: column names and rows of values."""
 
@@ -253,3 +265,145 @@ class MetricsResponse(BaseModel):
     product_mix: list[dict[str, Any]]
     stages: list[dict[str, Any]]
     groups: list[dict[str, Any]] | None = None
+
+
+STORED_INT = 2**63 - 1  # the largest integer a BIGINT column (and SQLite's INTEGER) holds
+
+
+class OpportunitiesRequest(BaseModel):
+    """A batch of opportunity records in the data contract to upsert into the stored pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+    opportunities: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    stages: StagesBody | None = Field(default=None, description="Stage names, when not leadcast's defaults; "
+                                                                "kept as the stored pipeline's configuration.")
+    observed_at: PipelineTime | None = Field(
+        default=None, description="When the records describe the pipeline (default: now): the time of a change "
+                                  "whose record gives no date of its own.")
+
+
+class SyncResponse(BaseModel):
+    """What an upsert changed in the stored pipeline."""
+
+    source: str
+    received: int
+    created: int
+    updated: int
+    unchanged: int
+    absent: int = Field(description="Stored deals not in this batch (kept as they were).")
+    changes: dict[str, int] = Field(description="Events written per tracked field.")
+    events: int
+    examples: list[dict[str, Any]]
+
+
+class StoredForecastQuery(BaseModel):
+    """Query parameters of a forecast of the stored pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+    as_of: PipelineDay | None = Field(default=None, description="Default: the day after the pipeline's last date.")
+    horizon: str = "1Q"
+    group_by: GroupBy | None = None
+    target: float | None = Field(default=None, ge=0)
+    seed: int = Field(default=0, ge=0, le=STORED_INT, description="Random seed; saved with the forecast.")
+    simulations: int | None = Field(default=None, ge=100, le=200_000)
+
+
+class StoredMetricsQuery(BaseModel):
+    """Query parameters of the metrics of the stored pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+    as_of: PipelineDay | None = None
+    group_by: GroupBy | None = None
+    spend: float | None = Field(default=None, ge=0)
+
+
+class StoredForecastResponse(ForecastResponse):
+    """A forecast of the stored pipeline, and the id it was saved under."""
+
+    snapshot_id: int
+
+
+class SnapshotOut(BaseModel):
+    """A saved forecast: when and as of when it was made, how, by which stage model, and what it said."""
+
+    id: int
+    made_at: datetime
+    as_of: date
+    horizon: str
+    method: str
+    group_by: str | None
+    simulations: int
+    seed: int | None
+    stage_model_version: str
+    event_mark: int = Field(description="The last pipeline event the forecast saw.")
+    open_deals: int
+    periods: list[dict[str, Any]] = Field(description="label, start, end, p10, p50, p90, mean per period.")
+    total: dict[str, Any]
+    groups: list[dict[str, Any]]
+    source: str
+
+
+class SnapshotsResponse(BaseModel):
+    """A page of saved forecasts, newest first."""
+
+    forecasts: list[SnapshotOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class PageQuery(BaseModel):
+    """Pagination."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0, le=STORED_INT)
+
+
+class DealFlowQuery(BaseModel):
+    """Two saved forecasts (`to` omitted: the pipeline as stored now)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_id: int = Field(alias="from", ge=1, le=STORED_INT)
+    to_id: int | None = Field(default=None, alias="to", ge=1, le=STORED_INT)
+    ids: bool = Field(default=False, description="List the deal ids of each kind.")
+
+
+class FlowItemOut(BaseModel):
+    """Deals of one kind of flow and their amount ($; for amount_changed, the net change)."""
+
+    deals: int
+    amount: float
+    opportunity_ids: list[str] | None = None
+
+
+class DealFlowResponse(BaseModel):
+    """How the pipeline moved between two forecasts, against the end of the earlier one's horizon."""
+
+    from_id: int
+    to_id: int | None = Field(default=None, description="Absent: to the pipeline as stored now.")
+    period_end: date
+    new: FlowItemOut
+    won: FlowItemOut
+    lost: FlowItemOut
+    pushed: FlowItemOut
+    pulled_in: FlowItemOut
+    amount_changed: FlowItemOut
+
+
+class AccuracyQuery(BaseModel):
+    """When to judge saved forecasts (default: today): periods that ended by then are scored."""
+
+    model_config = ConfigDict(extra="forbid")
+    as_of: PipelineDay | None = None
+
+
+class LiveAccuracyResponse(BaseModel):
+    """Saved forecasts against the revenue booked once their periods ended."""
+
+    as_of: date
+    periods: int
+    mape: float | None
+    bias: float | None
+    coverage: float | None
+    rows: list[dict[str, Any]]

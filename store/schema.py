@@ -54,3 +54,79 @@ predictions = sa.Table(
     sa.Index("ix_predictions_lead_id_scored_at", "lead_id", "scored_at"),
     sa.Index("ix_predictions_model_version_scored_at", "model_version", "scored_at"),
 )
+
+# The live pipeline (issue 12 item 6): each opportunity's current state, in the opportunity contract, and `seq`,
+# the order it was first seen in (so a forecast from the store draws deals in the export's order).
+TEXT = 1000  # characters: crmdata.values.MAX_TEXT_LENGTH, the longest text a value may hold
+opportunities = sa.Table(
+    "opportunities", metadata,
+    sa.Column("opportunity_id", sa.String(256), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("lead_id", sa.String(TEXT), nullable=True),
+    sa.Column("account", sa.String(TEXT), nullable=True),
+    sa.Column("owner", sa.String(TEXT), nullable=False),
+    sa.Column("team", sa.String(TEXT), nullable=True),
+    sa.Column("region", sa.String(TEXT), nullable=True),
+    sa.Column("product", sa.String(TEXT), nullable=False),
+    sa.Column("product_category", sa.String(TEXT), nullable=True),
+    sa.Column("amount", sa.Float(53), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=True),
+    sa.Column("stage", sa.String(TEXT), nullable=False),
+    sa.Column("stage_entered_at", sa.DateTime, nullable=True),
+    sa.Column("expected_close_date", sa.DateTime, nullable=True),
+    sa.Column("closed_at", sa.DateTime, nullable=True),
+    sa.Column("outcome", sa.String(8), nullable=False),
+    sa.Column("won_amount", sa.Float(53), nullable=True),
+    sa.Column("first_seen_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Index("ix_opportunities_seq", "seq"),
+)
+
+# Every change the store saw of a tracked field (stage, amount, expected_close_date, owner, outcome), and each
+# deal's first sighting (field "created", new_value its stage). `changed_at` is when it happened as far as the
+# record tells (its stage entry or close date), else when it was seen; `recorded_at` is when it was stored.
+# Values are text (ISO dates, repr of numbers), so one column holds every field's old and new value.
+opportunity_events = sa.Table(
+    "opportunity_events", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("opportunity_id", sa.String(256), nullable=False),
+    sa.Column("field", sa.String(32), nullable=False),
+    sa.Column("old_value", sa.String(TEXT), nullable=True),
+    sa.Column("new_value", sa.String(TEXT), nullable=True),
+    sa.Column("changed_at", sa.DateTime, nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Column("source", sa.String(256), nullable=False),
+    sa.Index("ix_opportunity_events_opportunity_id_id", "opportunity_id", "id"),
+    sa.Index("ix_opportunity_events_field_id", "field", "id"),
+)
+
+# Settings of the stored pipeline that its records do not carry (the stage configuration of the last sync).
+pipeline_config = sa.Table(
+    "pipeline_config", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# Every forecast made from the store (issue 12 item 7): what it said per period and group, which stage model
+# said it, and `event_mark`, the last pipeline event it saw (the pipeline it forecast can be rebuilt from it).
+forecast_snapshots = sa.Table(
+    "forecast_snapshots", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("made_at", sa.DateTime, nullable=False),
+    sa.Column("as_of", sa.DateTime, nullable=False),
+    sa.Column("horizon", sa.String(16), nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("group_by", sa.String(32), nullable=True),
+    sa.Column("simulations", sa.Integer, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=True),
+    sa.Column("stage_model_version", sa.String(32), nullable=False),
+    sa.Column("event_mark", sa.BigInteger, nullable=False),
+    sa.Column("open_deals", sa.Integer, nullable=False),
+    sa.Column("periods", sa.JSON, nullable=False),
+    sa.Column("total", sa.JSON, nullable=False),
+    sa.Column("groups", sa.JSON, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Index("ix_forecast_snapshots_made_at", "made_at"),
+    sa.Index("ix_forecast_snapshots_as_of", "as_of"),
+)

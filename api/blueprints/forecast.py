@@ -1,4 +1,4 @@
-"""Forecasts and pipeline metrics for a posted pipeline (JSON records or a CSV upload)."""
+"""Forecasts and pipeline metrics: of a posted pipeline (JSON records or a CSV upload), or of the stored one (GET)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ from flask import Blueprint, Response, jsonify, request
 
 from api.errors import ApiError
 from api.http import json_body, requires, runtime
-from api.schemas import ForecastRequest, ForecastResponse, MetricsRequest, MetricsResponse, StagesBody
+from api.live import forecast_from_store, present, stored_pipeline
+from api.schemas import (
+    ForecastRequest,
+    ForecastResponse,
+    MetricsRequest,
+    MetricsResponse,
+    StagesBody,
+    StoredForecastQuery,
+    StoredForecastResponse,
+    StoredMetricsQuery,
+)
 from crmdata.contracts import OPPORTUNITY, STAGE_HISTORY
 from crmdata.loaders import frame_from_records, read_csv
 from crmdata.stages import DEFAULT_STAGES, StageConfig
@@ -23,7 +33,7 @@ bp = Blueprint("forecast", __name__, url_prefix="/v1")
 FORM_FIELDS = ("as_of", "horizon", "target", "group_by", "seed", "simulations")
 
 
-def _stages(body: StagesBody | None) -> StageConfig:
+def stages_of(body: StagesBody | None) -> StageConfig:
     if body is None:
         return DEFAULT_STAGES
     try:
@@ -43,9 +53,12 @@ def _open_deals(records: Any, stages: StageConfig) -> int:
 
 def _check_cost(body: ForecastRequest, records: Any, stages: StageConfig, sims: int) -> None:
     """Refuse, before any work, a forecast of more open deals x simulations x periods than max_forecast_cells."""
+    _refuse_cells(_open_deals(records, stages), sims, as_of=body.as_of, horizon=body.horizon)
+
+
+def _refuse_cells(deals: int, sims: int, *, as_of: object, horizon: str) -> None:
     limit = runtime().settings.max_forecast_cells
-    n_periods = len(periods(as_of=as_day(body.as_of), horizon=parse_horizon(body.horizon)))
-    deals = _open_deals(records, stages)
+    n_periods = len(periods(as_of=as_day(as_of), horizon=parse_horizon(horizon)))
     cells = deals * sims * n_periods
     if cells > limit:
         message = (f"this forecast needs {deals:,} open deals x {sims:,} simulations x {n_periods} period(s) = "
@@ -77,7 +90,7 @@ def _forecast_request() -> tuple[ForecastRequest, Any]:
 def forecast() -> Response:
     """Forecast won revenue per period with P10/P50/P90, the chance of the target, stuck deals and metrics."""
     body, records = _forecast_request()
-    stages = _stages(body.stages)
+    stages = stages_of(body.stages)
     sims = body.simulations or runtime().settings.forecast_simulations
     _check_cost(body, records, stages, sims)
     deals = frame_from_records(records, contract=OPPORTUNITY, stages=stages, source="opportunities")
@@ -93,7 +106,36 @@ def forecast() -> Response:
 def metrics() -> Response:
     """Return the brief's pipeline metrics for the posted opportunities, grouped as asked."""
     body = MetricsRequest.model_validate(json_body())
-    stages = _stages(body.stages)
+    stages = stages_of(body.stages)
     deals = frame_from_records(body.opportunities, contract=OPPORTUNITY, stages=stages, source="opportunities")
     result = pipeline_metrics(deals, stages=stages, as_of=body.as_of, by=body.group_by, spend=body.spend)
+    return jsonify(MetricsResponse.model_validate(result).model_dump(mode="json", exclude_unset=True))
+
+
+@bp.get("/forecast")
+@requires("forecast")
+def stored_forecast() -> Response:
+    """Forecast the stored pipeline (and its stored stage history); the forecast is saved as a snapshot."""
+    query = StoredForecastQuery.model_validate(request.args.to_dict())
+    rt = runtime()
+    sims = query.simulations or rt.settings.forecast_simulations
+    loaded = stored_pipeline(rt.store)
+    deals = loaded[0]
+    as_of = query.as_of if query.as_of is not None else present(deals)
+    _refuse_cells(int((deals.opportunities["outcome"] == "open").sum()), sims, as_of=as_of, horizon=query.horizon)
+    result, snapshot_id = forecast_from_store(rt.store, as_of=as_of, horizon=query.horizon, n_sims=sims,
+                                              seed=query.seed, target=query.target, by=query.group_by,
+                                              source="api", pipeline=loaded)
+    body = StoredForecastResponse.model_validate({**result.to_dict(), "snapshot_id": snapshot_id})
+    return jsonify(body.model_dump(mode="json"))
+
+
+@bp.get("/pipeline/metrics")
+@requires("forecast")
+def stored_metrics() -> Response:
+    """Return the pipeline metrics of the stored pipeline, grouped as asked."""
+    query = StoredMetricsQuery.model_validate(request.args.to_dict())
+    deals, _ = stored_pipeline(runtime().store)
+    result = pipeline_metrics(deals.opportunities, stages=deals.stages, history=deals.history, as_of=query.as_of,
+                              by=query.group_by, spend=query.spend)
     return jsonify(MetricsResponse.model_validate(result).model_dump(mode="json", exclude_unset=True))

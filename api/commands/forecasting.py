@@ -12,7 +12,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from api.commands import FILE
+from api.commands import FILE, settings_of
 from crmdata.loaders import Pipeline, atomic_write, load_pipeline
 from forecasting.backtest import METHOD_LABELS, BacktestResult, as_of_dates, backtest
 from forecasting.errors import ForecastInputError
@@ -63,12 +63,28 @@ def _as_of(pipeline: Pipeline, as_of: str | None) -> pd.Timestamp:
     return as_day(last) + pd.Timedelta(days=1)
 
 
-def _data_options(f: Any) -> Any:
+def _data_options(f: Any, *, required: bool = True) -> Any:
     f = click.option("--history", type=FILE, default=None,
                      help="Stage history export (one row per stage entered).")(f)
     f = click.option("--mapping", type=FILE, default=None,
                      help="TOML column mapping for an export with other names.")(f)
-    return click.option("--opportunities", type=FILE, required=True, help="Opportunity export (CSV or Parquet).")(f)
+    return click.option("--opportunities", type=FILE, required=required,
+                        help="Opportunity export (CSV or Parquet)" + ("." if required else "; or --from-store."))(f)
+
+
+def _store_options(f: Any) -> Any:
+    f = click.option("--from-store", "from_store", is_flag=True, default=False,
+                     help="Use the stored pipeline and the stage history the syncs built (leadcast sync "
+                          "opportunities); the forecast is saved as a snapshot.")(f)
+    return _data_options(f, required=False)
+
+
+def check_source(opportunities: Path | None, mapping: Path | None, history: Path | None, from_store: bool) -> None:
+    """Refuse a command given both a file and --from-store, or neither."""
+    if from_store and (opportunities or mapping or history):
+        raise ForecastInputError("give either --opportunities (with --mapping, --history) or --from-store, not both")
+    if not from_store and opportunities is None:
+        raise ForecastInputError("give --opportunities FILE, or --from-store to use the stored pipeline")
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -184,7 +200,7 @@ def print_forecast(result: ForecastResult) -> None:
 
 
 @click.command("forecast")
-@_data_options
+@_store_options
 @click.option("--as-of", "as_of", default=None, help="Forecast as of this date (default: the day after the data).")
 @click.option("--horizon", default="1Q", show_default=True, help="30D, 6W, 3M or 1Q: periods to forecast.")
 @click.option("--target", type=float, default=None, help="Revenue target ($) over the horizon.")
@@ -194,18 +210,33 @@ def print_forecast(result: ForecastResult) -> None:
 @click.option("--backtest-periods", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also replay this many past as-of dates, one horizon apart, and report the accuracy.")
 @click.option("--json", "json_path", type=FILE, default=None, help="Write the full result as JSON to this file.")
-def forecast_command(opportunities: Path, mapping: Path | None, history: Path | None, as_of: str | None,
-                     horizon: str, target: float | None, by: str | None, seed: int, sims: int,
-                     backtest_periods: int, json_path: Path | None) -> None:
+@click.pass_context
+def forecast_command(ctx: click.Context, opportunities: Path | None, mapping: Path | None, history: Path | None,
+                     from_store: bool, as_of: str | None, horizon: str, target: float | None, by: str | None,
+                     seed: int, sims: int, backtest_periods: int, json_path: Path | None) -> None:
     """Forecast revenue per period with P10/P50/P90, the chance of reaching a target, and the deals behind it."""
     hz = parse_horizon(horizon)
     if target is not None and target < 0:
         raise ForecastInputError(f"--target must not be negative, got {target}")
-    pipeline = _load(opportunities, mapping, history)
-    t = _as_of(pipeline, as_of)
-    rng = np.random.default_rng(seed)
-    result = forecast(pipeline.opportunities, stages=pipeline.stages, history=pipeline.history, as_of=t,
-                      horizon=hz, target=target, by=by, n_sims=sims, rng=rng)
+    check_source(opportunities, mapping, history, from_store)
+    snapshot_id = None
+    if from_store:
+        from api.live import forecast_from_store, stored_pipeline
+        from api.stores import open_store
+
+        with open_store(settings_of(ctx)) as store:
+            loaded = stored_pipeline(store)
+            pipeline = loaded[0]
+            t = _as_of(pipeline, as_of)
+            result, snapshot_id = forecast_from_store(store, as_of=t, horizon=str(hz), n_sims=sims, seed=seed,
+                                                      target=target, by=by, source="cli", pipeline=loaded)
+    else:
+        assert opportunities is not None
+        pipeline = _load(opportunities, mapping, history)
+        t = _as_of(pipeline, as_of)
+        rng = np.random.default_rng(seed)
+        result = forecast(pipeline.opportunities, stages=pipeline.stages, history=pipeline.history, as_of=t,
+                          horizon=hz, target=target, by=by, n_sims=sims, rng=rng)
     if backtest_periods:
         step = {"D": pd.DateOffset(days=hz.count), "W": pd.DateOffset(weeks=hz.count),
                 "M": pd.DateOffset(months=hz.count), "Q": pd.DateOffset(months=3 * hz.count)}[hz.unit]
@@ -217,6 +248,8 @@ def forecast_command(opportunities: Path, mapping: Path | None, history: Path | 
         bt = _run_backtest(pipeline, dates=dates, horizon=str(hz), sims=min(sims, 4000), seed=seed)
         result = result.with_backtest(bt.to_dict())
     print_forecast(result)
+    if snapshot_id is not None:
+        click.echo(f"\nsaved as forecast {snapshot_id} (leadcast forecasts lists them; GET /v1/forecasts)")
     if json_path is not None:
         write_json(json_path, result.to_dict())
         click.echo(f"\nwrote {json_path}")

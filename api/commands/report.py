@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from api.commands import FILE, settings_of
+from api.commands.forecasting import check_source
 from crmdata.loaders import load_pipeline, read_raw
 from forecasting.errors import ForecastInputError
 from forecasting.periods import as_day, parse_horizon
@@ -53,9 +54,12 @@ def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.D
 
 
 @click.command("report")
-@click.option("--opportunities", type=FILE, required=True, help="Opportunity export (CSV or Parquet).")
+@click.option("--opportunities", type=FILE, default=None, help="Opportunity export (CSV or Parquet); or --from-store.")
 @click.option("--mapping", type=FILE, default=None, help="TOML column mapping for an export with other names.")
 @click.option("--history", type=FILE, default=None, help="Stage history export (one row per stage entered).")
+@click.option("--from-store", "from_store", is_flag=True, default=False,
+              help="Report on the stored pipeline and the stage history the syncs built; the report's forecast is "
+                   "saved, and the saved forecasts whose periods have ended are scored beside the backtest.")
 @click.option("--leads", type=FILE, default=None,
               help="Lead export: its open leads are scored (the champion model, else the cold-start rules) and "
                    "shown by grade.")
@@ -72,9 +76,9 @@ def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.D
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for report.html and report.xlsx.")
 @click.pass_context
-def report_command(ctx: click.Context, opportunities: Path, mapping: Path | None, history: Path | None,
-                   leads: Path | None, as_of: str, horizon: str, target: float | None, seed: int, sims: int | None,
-                   backtest_months: int, backtest_sims: int, out: Path) -> None:
+def report_command(ctx: click.Context, opportunities: Path | None, mapping: Path | None, history: Path | None,
+                   from_store: bool, leads: Path | None, as_of: str, horizon: str, target: float | None, seed: int,
+                   sims: int | None, backtest_months: int, backtest_sims: int, out: Path) -> None:
     """Write the leadership report: forecast with P10/P50/P90 and its measured accuracy, pipeline health, reps
     and products (report.html, one self-contained page, and report.xlsx)."""
     settings = settings_of(ctx)
@@ -82,9 +86,21 @@ def report_command(ctx: click.Context, opportunities: Path, mapping: Path | None
     t = as_day(as_of, field="--as-of")
     if target is not None and (not np.isfinite(target) or target < 0):
         raise ForecastInputError(f"--target must be a non-negative amount in $, got {target}")
-    pipeline = load_pipeline(opportunities, mapping=mapping, history=history)
-    if pipeline.opportunities.empty:
-        raise ForecastInputError(f"the pipeline is empty: {opportunities} has no opportunities")
+    check_source(opportunities, mapping, history, from_store)
+    live = store = None
+    mark = 0
+    if from_store:
+        from api.live import live_rows, stored_pipeline
+        from api.stores import open_store
+
+        store = open_store(settings)
+        pipeline, mark = stored_pipeline(store)
+        live = live_rows(store, now=t, opportunities=pipeline.opportunities)
+    else:
+        assert opportunities is not None
+        pipeline = load_pipeline(opportunities, mapping=mapping, history=history)
+        if pipeline.opportunities.empty:
+            raise ForecastInputError(f"the pipeline is empty: {opportunities} has no opportunities")
     scores = None
     if leads is not None:
         from api.commands.scoring import where_models
@@ -105,11 +121,21 @@ def report_command(ctx: click.Context, opportunities: Path, mapping: Path | None
     with click.progressbar(length=REPORT_STEPS, label="building the report", file=sys.stderr) as bar:
         report = build_report(pipeline, as_of=t, horizon=str(hz), rng=np.random.default_rng(seed), target=target,
                               leads_scores=scores, n_sims=n_sims, backtest_months=backtest_months,
-                              backtest_sims=backtest_sims, source=opportunities.name, generated_at=stamp,
-                              progress=lambda _step: bar.update(1))
+                              backtest_sims=backtest_sims,
+                              source="the store" if opportunities is None else opportunities.name,
+                              generated_at=stamp, progress=lambda _step: bar.update(1), live=live)
     html_path, xlsx_path = write_report(report, out)
     for sentence in report.summary:
         click.echo(f"- {sentence}")
+    if store is not None:
+        from api.live import snapshot_record
+        from store.pipeline import save_snapshot
+
+        with store:
+            snapshot_id = save_snapshot(store, snapshot_record(report.forecast, mark=mark, seed=seed, source="report"))
+        scored = 0 if live is None else len(live)
+        click.echo(f"saved the report's forecast as forecast {snapshot_id}; {scored} past period(s) of saved "
+                   "forecasts scored against what was booked")
     click.echo(f"wrote {html_path} and {xlsx_path}")
 
 

@@ -154,6 +154,19 @@ def _backtest_tables(bt: dict[str, Any] | None) -> tuple[Table, ...]:
     return replay, accuracy
 
 
+def _live_tables(live: pd.DataFrame | None) -> tuple[Table, ...]:
+    """Return the table of saved forecasts scored against what was booked, when there are any."""
+    if live is None or live.empty:
+        return ()
+    return (Table("Live accuracy", "Our forecasts of past periods, as made at the time", (
+        Column("as_of", "forecast as of", "date"), Column("made_at", "made on", "date"), Column("label", "period"),
+        Column("actual", "actual", "money"), Column("p10", "P10", "money"), Column("p50", "P50", "money"),
+        Column("p90", "P90", "money"), Column("inside", "inside P10-P90", "bool"),
+        Column("error_pct", "P50 error", "signed_percent"),
+    ), live, note="Each period is judged by the saved forecast made for it last before it began; actual = the "
+                  "revenue the store shows won in it now. Unlike the backtest, nothing is replayed."),)
+
+
 def build_report(
     pipeline: Pipeline,
     *,
@@ -168,6 +181,7 @@ def build_report(
     source: str | None = None,
     generated_at: str | None = None,
     progress: Progress | None = None,
+    live: pd.DataFrame | None = None,
 ) -> Report:
     """Forecast the horizon after `as_of` with only what was known then, measure the same method's accuracy on
     the months before, gather the pipeline's health, and write it all as one HTML page and one workbook.
@@ -175,7 +189,8 @@ def build_report(
     The forecast draws from `rng` first, so `forecast(..., rng=np.random.default_rng(seed), n_sims=n_sims)`
     gives the report's numbers; the backtest (`backtest_sims` simulations per replayed month) draws after it.
     `leads_scores`: one row per open lead with `score` (0-100) and `grade` (A-D), as scoring returns them.
-    Amounts in $, rates as shares, durations in days.
+    `live`: the saved forecasts scored against what was booked (forecasting.live.live_accuracy), shown beside
+    the backtest. Amounts in $, rates as shares, durations in days.
     """
     step = progress or (lambda _name: None)
     hz = parse_horizon(horizon)
@@ -238,7 +253,7 @@ def build_report(
                        funnel=funnel, stage_stats=stage_stats, monthly=monthly, trend=trend, reps=reps,
                        products=products, categories=categories, category=category, mix=mix, grades=grades,
                        leads_scores=leads_scores, n_sims=n_sims, backtest_months=backtest_months,
-                       backtest_sims=backtest_sims, source=source, generated_at=generated_at)
+                       backtest_sims=backtest_sims, source=source, generated_at=generated_at, live=live)
     page = render_html(content)
     step("page")
     book = workbook_bytes(content)
@@ -270,7 +285,8 @@ def _content(f: dict[str, Any], *, result: ForecastResult, target: float | None,
              stage_stats: list[dict[str, Any]], monthly: pd.DataFrame, trend: pd.DataFrame, reps: pd.DataFrame,
              products: pd.DataFrame, categories: pd.DataFrame, category: str, mix: pd.DataFrame,
              grades: pd.DataFrame | None, leads_scores: pd.DataFrame | None, n_sims: int, backtest_months: int,
-             backtest_sims: int, source: str | None, generated_at: str | None) -> ReportContent:
+             backtest_sims: int, source: str | None, generated_at: str | None,
+             live: pd.DataFrame | None = None) -> ReportContent:
     """Assemble the sections, tables and notes of the report."""
     t = result.as_of
     when = narrative.period_text(f["periods"])
@@ -318,7 +334,7 @@ def _content(f: dict[str, Any], *, result: ForecastResult, target: float | None,
         Column("lost", "lost", "int"), Column("won_revenue", "won revenue", "money"),
         Column("revenue_share", "share of won revenue", "share"),
     ), mix)
-    backtest_tables = _backtest_tables(f.get("backtest"))
+    backtest_tables = _backtest_tables(f.get("backtest")) + _live_tables(live)
     headline = _headline(f, target=target)
 
     velocity_note = (f"Velocity = open deals x average deal size x win rate / average sales cycle, in $ per day; "
