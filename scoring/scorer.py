@@ -24,6 +24,7 @@ from scoring.spec import FeatureSpec, ModelSpec, load_spec, prepare, prepare_rec
 
 TOP_REASONS = 5
 FAST_RECORDS = 64
+FEW_LEADS = 4  # up to this many leads have their reasons ranked in plain Python (see `_top_reasons_few`)
 TEXT_CACHE = 20_000  # words for values seen often (categories, small counts); numbers are re-described
 REASON_CACHE = 20_000  # reasons (field, words, points) seen often, shared as immutable objects
 # Only short values and words are cached, so each cache stays under entries x a few hundred bytes (about 10 MB)
@@ -128,6 +129,8 @@ def _top_reasons(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[Fe
     `texts` is an (n, fields) array of words, or `words(j, rows)` (asked only for the reasons shown). With
     a `cache`, equal reasons (same field, words and points) share one immutable Reason object.
     """
+    if contrib.shape[0] <= FEW_LEADS:
+        return _top_reasons_few(contrib, texts, fields, top, cache)
     points = np.rint(contrib * 100).astype(np.int64)
     k = min(top, contrib.shape[1])
     leads, cols, pts, counts = [], [], [], []
@@ -158,6 +161,36 @@ def _top_reasons(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[Fe
         out.append([made[a:b] for a, b in zip([start, *ends[:-1]], ends, strict=True)])
         start = ends[-1] if ends else start
     return out[0], out[1]
+
+
+def _top_reasons_few(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[FeatureSpec], top: int,
+                     cache: dict[tuple[int, Any, int], Reason] | None,
+                     ) -> tuple[list[list[Reason]], list[list[Reason]]]:
+    """`_top_reasons` for a few leads in plain Python: the same reasons, in the same order.
+
+    A request of one lead spends more time in numpy's per-call overhead (argsort, take_along_axis, nonzero on
+    a 1 x fields array) than in the work itself. Python's sort is stable as the stable argsort is, and
+    round() rounds half to even as np.rint does.
+    """
+    k = min(top, contrib.shape[1])
+    out: tuple[list[list[Reason]], list[list[Reason]]] = ([], [])
+    for i, row in enumerate(contrib.tolist()):
+        for sign, into in ((1, out[0]), (-1, out[1])):
+            order = sorted(range(len(row)), key=lambda j: -sign * row[j])[:k]
+            chosen = []
+            for j in order:
+                pts = round(row[j] * 100)
+                if sign * pts < 1:
+                    break  # points follow the contribution's order: no later field has a point either
+                chosen.append((j, pts))
+            if not chosen:
+                into.append([])
+                continue
+            jj = [j for j, _ in chosen]
+            rows = np.asarray([i])
+            words = [texts(j, rows)[0] if callable(texts) else texts[i, j] for j in jj]
+            into.append(_make_reasons(jj, words, [p for _, p in chosen], fields, cache))
+    return out
 
 
 def _make_reasons(jj: list[int], words: list[Any], pts: list[int], fields: list[FeatureSpec],

@@ -86,6 +86,16 @@ class Contributions:
             self._neutral_vector = neutral
         if not self.fields:
             return []
+        if len(next(iter(base.values()))) == 1:
+            # One lead (an API request): comparing 28 Python floats beats stacking them into an array.
+            only = np.zeros(1, dtype=np.int64)
+            typical_values = neutral.tolist()
+            out = []
+            for j, name in enumerate(self.fields):
+                value, typical = float(base[name][0]), typical_values[j]
+                if value != typical and not (value != value and typical != typical):
+                    out.append((j, only))
+            return out
         # One row per field, so that nonzero lists the leads field by field, in order.
         values = np.stack([np.asarray(base[name], dtype=np.float64) for name in self.fields])
         typical = neutral[:, None]

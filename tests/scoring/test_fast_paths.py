@@ -149,3 +149,14 @@ def test_compiled_trees_from_an_older_pickle_rebuild_their_tables(compiled: Comp
     assert np.array_equal(restored.raw(X), expected)
     assert np.array_equal(restored.prepare(X), compiled.trees.prepare(X), equal_nan=True)
     assert np.array_equal(restored.prepare_t(X), compiled.trees.prepare(X).T, equal_nan=True)
+
+
+def test_one_lead_lists_the_same_substitutions_as_a_batch(trained: TrainingResult, base: Base) -> None:
+    model = variant(trained)
+    model.neutral["age"] = float("nan")  # NaN neutral: a known age differs, a missing one does not
+    batch = model._substitutions(base)
+    for i in (0, 12, 25, 699):  # a new industry, missing web_visits, a missing last activity, a plain lead
+        expected = [j for j, rows in batch if i in rows]
+        got = model._substitutions(rows(base, slice(i, i + 1)))
+        assert [j for j, _ in got] == expected
+        assert all(r.tolist() == [0] for _, r in got)

@@ -195,3 +195,25 @@ def test_many_records_get_their_top_contributions_in_words(scorer: ModelScorer, 
     assert [s.positive for s in scores] == positive
     assert [s.negative for s in scores] == negative
     assert [s.score for s in scores] == [int(min(100, max(0, round(x * 100)))) for x in p.tolist()]
+
+
+def test_few_leads_get_the_same_reasons_as_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    import scoring.scorer as scorer_module
+
+    fields = [FeatureSpec(column=f"f{j}", kind="numeric", group="g", label=f"F{j}") for j in range(7)]
+    # Ties (0.2 twice), half points (0.005 -> 0 and 0.015 -> 2, rounded half to even as np.rint does), a field
+    # under one point (0.004) and all-zero rows: every ordering rule the numpy path follows.
+    contrib = np.asarray([[0.2, -0.1, 0.2, 0.005, 0.015, -0.004, -0.3],
+                          [0.0] * 7,
+                          [-0.015, -0.025, 0.1, 0.0, 0.5, -0.5, 0.01]])
+    texts = np.asarray([[f"lead {i} field {j}" for j in range(7)] for i in range(3)], dtype=object)
+    few = scorer_module._top_reasons(contrib, texts, fields, 3)
+    monkeypatch.setattr(scorer_module, "FEW_LEADS", 0)
+    many = scorer_module._top_reasons(contrib, texts, fields, 3)
+    assert few == many
+    # lead 0, positives: 0.2 (f0), 0.2 (f2, after f0: stable), 0.015 -> 2 points (f4); negatives: f6, f1
+    assert [(r.field, r.points) for r in few[0][0]] == [("f0", 20), ("f2", 20), ("f4", 2)]
+    assert [(r.field, r.points) for r in few[1][0]] == [("f6", -30), ("f1", -10)]
+    assert few[0][1] == [] and few[1][1] == []
+    # lead 2: -0.025 rounds to -2 (half to even), -0.015 to -2
+    assert [(r.field, r.points) for r in few[1][2]] == [("f5", -50), ("f1", -2), ("f0", -2)]
