@@ -396,7 +396,7 @@ class _Layout:
     stamps: tuple[str, ...]
     groups: tuple[tuple[str, tuple[str, ...], str | None], ...]  # (group, members, its timestamp field)
     bant: tuple[tuple[str, bool], ...]  # (field, known means > 0)
-    ratios: tuple[tuple[str, str], ...]
+    ratios: tuple[tuple[str, str, str], ...]  # (left, right, "ratio" or "difference")
 
     @classmethod
     def of(cls, spec: ModelSpec) -> _Layout:
@@ -405,7 +405,7 @@ class _Layout:
             spec, tuple(direct), tuple(f.column for f in spec.features if f.kind == "timestamp"),
             tuple((group, tuple(members), _group_stamp(spec, group)) for group, members in _index_groups(spec)),
             tuple((f.column, f.kind in ("numeric", "boolean")) for f in _bant(spec)),
-            tuple((r.numerator, r.denominator) for r in spec.ratios),
+            tuple((r.numerator, r.denominator, getattr(r, "op", "ratio")) for r in spec.ratios),
         )
 
 
@@ -535,8 +535,11 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
         if layout.bant:
             known = [np.where(np.isnan(base[c]), 0.0, base[c] > 0 if numeric else 1.0) for c, numeric in layout.bant]
             parts.append(np.mean(known, axis=0))
-        for numerator, denominator in layout.ratios:
+        for numerator, denominator, op in layout.ratios:
             num, den = base[numerator], base[denominator]
+            if op == "difference":
+                parts.append(num - den)  # missing when either side is
+                continue
             ratio = np.full(num.shape, np.nan)
             ok = den > 0
             ratio[ok] = num[ok] / den[ok]

@@ -14,6 +14,8 @@ from api.settings import Settings
 from crmdata.loaders import read_raw
 from scoring.spec import DEFAULT_SPEC, load_spec
 
+UNSEEN_SHOWN = 10  # unseen categories named in the score command's warning; the rest are counted
+
 
 @click.command()
 @click.option("--data", "data", type=FILE, required=True, help="Lead export with outcomes (CSV or Parquet).")
@@ -30,7 +32,7 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
 
     settings = settings_of(ctx)
     spec = load_spec(spec_path)
-    raw = read_raw(data, missing_values=spec.missing_values)
+    raw = read_raw(data, missing_values=spec.missing_values, delimiter=spec.delimiter, encoding=spec.encoding)
     started = time.perf_counter()
 
     def step(message: str) -> None:
@@ -111,6 +113,12 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     used = (f"model version {summary.model_version}" if summary.model_kind == "model"
             else f"cold-start rules ({summary.model_version})")
     click.echo(f"scored {summary.rows:,} leads with {used} into {summary.out} (grades: {grades})")
+    if summary.unseen:
+        leads = sum(summary.unseen.values())
+        shown = ", ".join(f"{key} ({n:,})" for key, n in list(summary.unseen.items())[:UNSEEN_SHOWN])
+        more = len(summary.unseen) - UNSEEN_SHOWN
+        click.echo(f"warning: {leads:,} categor{'y' if leads == 1 else 'ies'} not seen in training were scored as "
+                   f"'other': {shown}" + (f" and {more:,} more" if more > 0 else ""), err=True)
 
 
 def where_models(settings: Settings) -> str:

@@ -117,7 +117,7 @@ def test_cli_train_then_score(tmp_path: Path, store: dict[str, Any], leads: pd.D
     assert result.exit_code == 0, result.output
     assert "no champion yet" in result.output
     # one progress line per step, with the seconds since the start
-    assert re.search(r"^\[ *\d+\.\ds\] refitting the \w+ model on all 1500 leads$", result.output, re.M)
+    assert re.search(r"^\[ *\d+\.\ds\] refit the \w+ model on all 1,500 leads$", result.output, re.M)
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["promoted"] and metrics["version"] == "1"
     assert set(metrics["report"]["candidates"]) == {"linear", "trees", "blend"}
