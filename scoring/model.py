@@ -37,13 +37,14 @@ class Calibrator:
         self.x: np.ndarray = np.empty(0)
         self.y: np.ndarray = np.empty(0)
 
-    def fit(self, logit: np.ndarray, y: np.ndarray) -> Calibrator:
+    def fit(self, logit: np.ndarray, y: np.ndarray, sample_weight: Any = None) -> Calibrator:
         """Fit on out-of-fold log-odds: p = 1 / (1 + exp(-(a * logit + b))), or a monotone step map."""
         if self.method == "isotonic":
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(logit, y)
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(
+                logit, y, sample_weight=sample_weight)
             self.x, self.y = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
         else:
-            lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit[:, None], y)
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit[:, None], y, sample_weight=sample_weight)
             self.a, self.b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         return self
 
@@ -58,11 +59,12 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
     """Fit a regularised spline-logistic model and a histogram gradient-boosting model, blend, calibrate.
 
     Held-out log-odds choose the candidate (`linear`, `trees` or their blend logit = w * linear + (1 - w) *
-    trees, w on a 0.1 grid fitted on the held-out rows) and fit the calibrator: out-of-fold log-odds from
-    `cv` stratified folds, or, given `holdout` (the newest rows, in time order), the log-odds of components
-    fitted on the other rows, so calibration is fitted on the newest data. The simplest candidate (linear,
-    then trees, then blend) is kept unless a more complex one lowers the held-out log loss by more than one
-    bootstrap standard deviation of the paired difference. The chosen components are then refit on all rows.
+    trees, w on a 0.1 grid fitted on the held-out rows): out-of-fold log-odds from `cv` stratified folds, or,
+    given `holdout` (the newest rows, in time order), the log-odds of components fitted on the older rows.
+    The simplest candidate (linear, then trees, then blend) is kept unless a more complex one lowers the
+    held-out log loss by more than one bootstrap standard deviation of the paired difference. The calibrator
+    is fitted on out-of-fold log-odds of every row (recency-weighted with a holdout); the chosen components
+    are then refit on all rows.
     """
 
     def __init__(
@@ -117,11 +119,12 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         return bool(cands & {"linear", "blend"}), bool(cands & {"trees", "blend"})
 
     def fit(self, X: Any, y: Any, holdout: Any = None, rng: np.random.Generator | None = None,
-            ) -> LeadScoringModel:
-        """Choose the candidate on held-out log loss, fit its calibrator there, refit its components on all rows.
+            calibration_weight: Any = None) -> LeadScoringModel:
+        """Choose the candidate on held-out log loss, calibrate it, refit its components on all rows.
 
-        `holdout`: a boolean mask of the rows to hold out (the newest ones); without it, `cv` folds. `rng`
-        draws the bootstrap resamples (default: seeded by `random_state`).
+        `holdout`: a boolean mask of the rows to hold out (the newest ones); without it, `cv` folds. With it,
+        the final calibration is refitted on every row's out-of-fold log-odds, each row weighted by
+        `calibration_weight` (recency). `rng` draws the bootstrap resamples (default: seeded by `random_state`).
         """
         X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
         y = np.asarray(y).astype(np.int64)
@@ -158,6 +161,14 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         self.held_out_ = {"rows": rows, "probability": held_p}
         need_linear = self.weight_ > 0
         need_trees = self.weight_ < 1
+        if holdout is not None:
+            # The newest slice alone is too few leads and too one season to calibrate on (a November holdout
+            # makes December look like November): calibrate on every lead's out-of-fold log-odds, weighting
+            # recent leads more (`calibration_weight`, e.g. the newest twice the oldest).
+            lin_all, tree_all, _ = self._held_out_logits(X, y, None, need_linear, need_trees)
+            logit = self.weight_ * lin_all + (1 - self.weight_) * tree_all
+            self.calibrator_ = Calibrator(self.calibration).fit(logit, y, sample_weight=calibration_weight)
+            self.calibrators_[self.kind_] = self.calibrator_
         self.linear_ = self._linear().fit(X, y) if need_linear else None
         self.trees_ = self._trees(X.shape[1]).fit(X, y) if need_trees else None
         self._keep_probe(X)

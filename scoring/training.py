@@ -29,6 +29,7 @@ MIN_PER_CLASS = 40
 HOLDOUT_SHARE = 0.2
 CV_FOLDS = 5
 SHIFT_Z = 3.0  # |z| of the base-rate difference, older vs newest leads, reported as a shift
+RECENCY_RATIO = 2.0  # in the final calibration the newest lead weighs this many times the oldest
 IMPORTANCE_ROWS = 20_000  # held-out leads the permutation importance is measured on, at most
 Progress = Callable[[str], None]
 
@@ -213,7 +214,8 @@ def train(
         if shift["shifted"]:
             warnings.append(
                 f"base-rate shift: {shift['older']:.1%} of the older leads converted and {shift['newest']:.1%} of "
-                f"the newest (z = {shift['z']:+.1f}); the calibration is fitted on the newest leads")
+                f"the newest (z = {shift['z']:+.1f}); the calibration weighs the newest leads {RECENCY_RATIO:g}x the "
+                "oldest, so check how the next leads convert (`leadcast monitor`) and retrain if the shift holds")
     else:
         protocol = {"kind": "stratified cross-validation", "folds": CV_FOLDS, "shuffle": True, "random_state": 0}
         if ordered is not None:
@@ -222,7 +224,12 @@ def train(
     fit_params = {**params}
     fit_params.setdefault("cv", CV_FOLDS)
     final = build_pipeline(spec, candidates=candidates, **fit_params)
-    final.fit(features, y, model__holdout=holdout, model__rng=rng)
+    weight = None
+    if holdout is not None and ordered is not None:
+        # Recency weights for the calibration: from 1/RECENCY_RATIO for the oldest lead to 1 for the newest.
+        rank = np.argsort(np.argsort(ordered[0], kind="stable"), kind="stable") / max(len(y) - 1, 1)
+        weight = 1 / RECENCY_RATIO + (1 - 1 / RECENCY_RATIO) * rank
+    final.fit(features, y, model__holdout=holdout, model__rng=rng, model__calibration_weight=weight)
     model: LeadScoringModel = final.named_steps["model"]
     held = model.pop_held_out()
     evaluated = np.asarray(held["rows"])
@@ -254,7 +261,8 @@ def train(
     eval_digest.update(y_eval.tobytes())
     selection = {"reason": model.selection_["reason"], "log_loss": model.selection_["log_loss"],
                  "comparisons": model.selection_["comparisons"],
-                 "calibrated_on": "the newest leads" if holdout is not None else "out-of-fold predictions"}
+                 "calibrated_on": (f"out-of-fold predictions of every lead, the newest weighing {RECENCY_RATIO:g}x "
+                                   "the oldest" if holdout is not None else "out-of-fold predictions")}
     card: dict[str, Any] = {
         "spec_name": spec.name,
         "spec": _spec_dict(spec),
