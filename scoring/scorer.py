@@ -343,7 +343,7 @@ class ModelScorer:
             pos, neg = _top_reasons(contrib, self._record_words(base, columns), self.fields, top, self._reason_cache)
         return self._warn_unseen(_lead_scores(ids, p, pos, neg, self.spec, self.kind, self.version), base, columns)
 
-    def _score_base(self, base: Mapping[str, np.ndarray], reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _score_base(self, base: dict[str, np.ndarray], reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if not reasons:
             return self.compiled.proba(base), None
         return self.compiled.proba_and_contributions(base)

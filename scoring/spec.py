@@ -43,7 +43,7 @@ def _setstate_with_defaults(self: Any, state: list[Any]) -> None:
         if f is MISSING:
             break
         if value is MISSING:
-            value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
         object.__setattr__(self, f.name, value)
 
 
@@ -374,7 +374,7 @@ def _grades(raw: object, bad: Callable[..., None]) -> Grades:
         bad("grades", "A, B and C must be numbers")
         return Grades()
     if method == "absolute":
-        grades = Grades(**{k: float(v) for k, v in cuts.items()})
+        grades = Grades(a=float(cuts.get("a", 0.60)), b=float(cuts.get("b", 0.35)), c=float(cuts.get("c", 0.15)))
         if not 0 < grades.c < grades.b < grades.a < 1:
             bad("grades", "cut-offs must satisfy 0 < C < B < A < 1", f"{grades.a}, {grades.b}, {grades.c}")
         return grades

@@ -58,8 +58,15 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
         label = f"{name}*" if name == card["selected"] else name
         click.echo(f"{label:<8} {m['roc_auc']:>8.4f} {m['pr_auc']:>8.4f} {m['brier']:>8.4f} {m['log_loss']:>9.4f} "
                    f"{m['ece']:>7.4f} {m['f1']:>6.3f}")
-    click.echo(f"selected: {card['selected']} (lowest held-out log loss); version {tracked.version}, "
-               f"aliases {', '.join(tracked.aliases)}")
+    evaluation = card["evaluation"]
+    if evaluation["kind"] == "time split":
+        shift = evaluation["base_rate_shift"]
+        click.echo(f"held out: the newest {evaluation['holdout_share']:.0%} by {evaluation['order']}; converted "
+                   f"{shift['older']:.1%} of the older leads, {shift['newest']:.1%} of the newest")
+    click.echo(f"selected: {card['selection']['reason']}")
+    click.echo(f"calibrated on {card['selection']['calibrated_on']}; grades ({card['grades']['method']}) "
+               f"A >= {card['grades']['A']:.3f}, B >= {card['grades']['B']:.3f}, C >= {card['grades']['C']:.3f}")
+    click.echo(f"version {tracked.version}, aliases {', '.join(tracked.aliases)}")
     selected = result.report["candidates"][card["selected"]]
     for column, fair in selected.get("fairness", {}).items():
         verdict = "below 0.8: review" if fair["flagged"] else "ok"
