@@ -112,6 +112,9 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     if scorer.kind == "rules":
         click.echo(f"no trained model {where_models(settings)}: scoring with the cold-start rules ({scorer.version})",
                    err=True)
+    if not scorer.spec.id_column:
+        click.echo(f"the spec names no id column: leads are identified by their row number (column "
+                   f"'{scorer.spec.id_label}', 1 = the first data row)", err=True)
     total = count_rows(data) if data.exists() else 0
     with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
         summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,

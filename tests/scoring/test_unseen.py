@@ -56,3 +56,15 @@ def test_a_batch_counts_unseen_categories(trained: TrainingResult, leads: pd.Dat
     write_table(frame, src)
     summary = score_file(src, dst, scorer=ModelScorer(trained.trained))
     assert summary.unseen == {"Source 'Carrier pigeon'": 3, "Industry 'Alchemy'": 1}
+
+
+def test_without_an_id_column_leads_are_numbered_across_chunks(leads: pd.DataFrame, spec: ModelSpec,
+                                                                 tmp_path: Path) -> None:
+    no_id = replace(spec, id_column="")
+    result = train(leads.drop(columns=["lead_id"]), spec=no_id, params={**FAST, "candidates": ("linear",)})
+    assert any("row number" in note for note in result.trained.card["notes"])
+    src, dst = tmp_path / "leads.csv", tmp_path / "scored.csv"
+    write_table(leads.head(25).drop(columns=["lead_id"]), src)
+    score_file(src, dst, scorer=ModelScorer(result.trained), chunk_rows=10)
+    # chunks of 10, 10 and 5 rows: numbered 1..25 across them, in a column named `row`
+    assert pd.read_csv(dst)["row"].tolist() == list(range(1, 26))
