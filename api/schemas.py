@@ -103,6 +103,9 @@ class LeadScore(BaseModel):
     score: int = Field(ge=0, le=100, description="The probability x 100, rounded.")
     grade: str
     reasons: list[Reason] | None = None
+    warnings: list[str] | None = Field(
+        default=None, description="Present when something about this lead was not as in training, e.g. a "
+                                  "category training never saw (scored as 'other').")
 
 
 class ModelRef(BaseModel):

@@ -30,7 +30,7 @@ def score_payload(served: Served, records: list[dict[str, Any]], *, reasons: boo
         extra: dict[str, Any] = {}
         if "as_of" not in r:  # recency is measured from the request time unless the caller says otherwise
             extra["as_of"] = stamp
-        if numbered and r.get(id_column) is None:
+        if numbered and id_column and r.get(id_column) is None:
             extra[id_column] = str(i)
         rows.append({**r, **extra} if extra else r)
     try:
@@ -44,6 +44,8 @@ def score_payload(served: Served, records: list[dict[str, Any]], *, reasons: boo
         if reasons:
             item["reasons"] = [{"feature": r.field, "text": r.text, "contribution": r.points}
                                for r in (*s.positive, *s.negative)]
+        if s.warnings:
+            item["warnings"] = s.warnings
         scores.append(item)
     body: dict[str, Any] = {"model": served.describe(), "scores": scores,
                             "warnings": [f"ignored unknown field '{name}'" for name in unknown]}

@@ -31,19 +31,37 @@ class Pipeline:
 
 
 def read_csv(source: str | Path | IO[bytes], *, name: str, sep: str = ",",
-             missing_values: tuple[str, ...] = ()) -> pd.DataFrame:
+             missing_values: tuple[str, ...] = (), encoding: str = "utf-8-sig") -> pd.DataFrame:
     """Read CSV text as strings (nothing guessed); raise a DataValidationError if it cannot be parsed."""
     try:
         return pd.read_csv(source, sep=sep, dtype=str, keep_default_na=False, na_values=["", *missing_values],
-                           encoding="utf-8-sig")
+                           encoding=encoding)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataValidationError(
-            [Problem(name, "-", f"cannot be read: {exc}".splitlines()[0], code="unreadable")], source=name
+            [Problem(name, "-", f"cannot be read: {exc}".splitlines()[0] + _encoding_hint(exc, encoding),
+                     code="unreadable")], source=name
         ) from exc
 
 
-def read_raw(path: Path, *, missing_values: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Read a CSV (as text, nothing guessed) or Parquet file; raise a DataValidationError if it cannot be read."""
+def _encoding_hint(exc: Exception, encoding: str) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f" (read as {encoding}; set the spec's `encoding`, e.g. \"latin-1\" or \"cp1252\")"
+    return ""
+
+
+def csv_separator(path: Path, delimiter: str | None = None) -> str:
+    """Return the field separator of a text export: the one given, else a tab for .tsv and a comma otherwise."""
+    if delimiter is not None:
+        return delimiter
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def read_raw(path: Path, *, missing_values: tuple[str, ...] = (), delimiter: str | None = None,
+             encoding: str = "utf-8-sig") -> pd.DataFrame:
+    """Read a CSV (as text, nothing guessed) or Parquet file; raise a DataValidationError if it cannot be read.
+
+    `delimiter` and `encoding` say how a text export is written (default: comma, or tab for .tsv; UTF-8).
+    """
     source = str(path)
     if not path.exists():
         raise DataValidationError([Problem(source, "-", "file does not exist", code="missing_file")], source=source)
@@ -56,7 +74,8 @@ def read_raw(path: Path, *, missing_values: tuple[str, ...] = ()) -> pd.DataFram
                 [Problem(source, "-", f"cannot be read: {exc}".splitlines()[0], code="unreadable")], source=source
             ) from exc
     if ".csv" in suffixes or ".txt" in suffixes or ".tsv" in suffixes:
-        return read_csv(path, name=source, sep="\t" if ".tsv" in suffixes else ",", missing_values=missing_values)
+        sep = delimiter if delimiter is not None else "\t" if ".tsv" in suffixes else ","
+        return read_csv(path, name=source, sep=sep, missing_values=missing_values, encoding=encoding)
     raise DataValidationError(
         [Problem(source, "-", "unsupported file type; use .csv, .tsv or .parquet", code="unsupported")],
         source=source,

@@ -57,6 +57,10 @@ class Rule:
     false_values: tuple[str, ...] = FALSE_VALUES
     missing_values: tuple[str, ...] = ()
     date_format: str | None = None
+    decimal: str = "."  # the decimal mark of numbers written as text ("," in much of Europe)
+    dayfirst: bool = False  # dates like 31/12/2024 (day, month, year) besides ISO 8601
+    minimum: float | None = None
+    maximum: float | None = None
 
     def expected(self) -> str:
         """Return what a valid value is, in words (the end of every 'is not ...' message)."""
@@ -65,7 +69,10 @@ class Rule:
         if self.kind == "bool":
             return f"true or false ({'/'.join(self.true_values[:3])} or {'/'.join(self.false_values[:3])})"
         if self.kind == "datetime":
-            return f"a date ({self.date_format or ISO_EXAMPLE})"
+            if self.date_format:
+                return f"a date ({self.date_format})"
+            return f"a date (day first, e.g. 31/12/2024, or {ISO_EXAMPLE})" if self.dayfirst else \
+                f"a date ({ISO_EXAMPLE})"
         return "text"
 
     def type_code(self) -> str:
@@ -87,6 +94,16 @@ def not_finite(rule: Rule) -> ValueProblem:
 def negative(rule: Rule) -> ValueProblem:
     """Return the problem of a negative value in a field that counts or measures."""
     return ValueProblem("is negative; it must be 0 or more", "negative")
+
+
+def below_minimum(rule: Rule) -> ValueProblem:
+    """Return the problem of a number under the spec's minimum."""
+    return ValueProblem(f"is below the minimum {_number_text(rule.minimum or 0.0)} set in the spec", "below_minimum")
+
+
+def above_maximum(rule: Rule) -> ValueProblem:
+    """Return the problem of a number over the spec's maximum."""
+    return ValueProblem(f"is above the maximum {_number_text(rule.maximum or 0.0)} set in the spec", "above_maximum")
 
 
 def too_long(rule: Rule) -> ValueProblem:
@@ -154,11 +171,24 @@ def datetime_ns(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1) * 1_000
 
 
+DAYFIRST_FORMATS = ("%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d.%m.%Y", "%d.%m.%Y %H:%M",
+                    "%d-%m-%Y", "%d-%m-%Y %H:%M", "%d/%m/%y")
+
+
 def _parse_date_text(text: str, rule: Rule) -> int:
     try:
         stamp = datetime.strptime(text, rule.date_format) if rule.date_format else datetime.fromisoformat(text)
     except ValueError as exc:
-        raise not_expected(rule) from exc
+        if not rule.dayfirst or rule.date_format:
+            raise not_expected(rule) from exc
+        for fmt in DAYFIRST_FORMATS:
+            try:
+                stamp = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+        else:
+            raise not_expected(rule) from exc
     try:
         return datetime_ns(stamp)
     except ValueProblem as exc:
@@ -199,6 +229,8 @@ def _parse(value: Any, c: _Compiled) -> Any:
             raise not_expected(rule)
         if kind == "datetime":
             return _parse_date_text(text, rule)
+        if rule.decimal != "." and rule.decimal in text:
+            text = text.replace(rule.decimal, ".", 1)
         try:
             number = float(text)
         except ValueError as exc:
@@ -259,6 +291,10 @@ def _check_number(number: float, rule: Rule) -> float:
         raise not_finite(rule)
     if rule.non_negative and number < 0:
         raise negative(rule)
+    if rule.minimum is not None and number < rule.minimum:
+        raise below_minimum(rule)
+    if rule.maximum is not None and number > rule.maximum:
+        raise above_maximum(rule)
     return number
 
 
@@ -371,6 +407,13 @@ def _vector_numbers(series: pd.Series, numbers: np.ndarray, rule: Rule, limit: i
         if rule.non_negative:
             problems.append((numbers < 0, negative(rule)))  # NaN < 0 is False; -inf is reported as infinite
             problems[-1] = (problems[-1][0] & ~infinite, problems[-1][1])
+        # The first problem found is the one reported, as `_check_number` reports it.
+        flagged = infinite | (numbers < 0 if rule.non_negative else False)
+        if rule.minimum is not None:
+            problems.append(((numbers < rule.minimum) & ~flagged, below_minimum(rule)))
+            flagged = flagged | problems[-1][0]
+        if rule.maximum is not None:
+            problems.append(((numbers > rule.maximum) & ~flagged, above_maximum(rule)))
     refused: list[Refused] = []
     raw = None
     for mask, problem in problems:

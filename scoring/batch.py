@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from crmdata.errors import DataValidationError, Problem
-from crmdata.loaders import atomic_write
+from crmdata.loaders import atomic_write, csv_separator
 from scoring.scorer import Scorer
 from scoring.spec import prepare
 
@@ -26,6 +26,7 @@ class BatchSummary:
     model_kind: str
     model_version: str
     out: Path
+    unseen: dict[str, int] = field(default_factory=dict)  # "Field 'value'" -> leads with a category never kept
 
 
 def _is_parquet(path: Path) -> bool:
@@ -52,8 +53,8 @@ def _read_ahead(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             yield chunk
 
 
-def read_chunks(path: Path, *, chunk_rows: int = CHUNK_ROWS, missing_values: tuple[str, ...] = ()
-                ) -> Iterator[pd.DataFrame]:
+def read_chunks(path: Path, *, chunk_rows: int = CHUNK_ROWS, missing_values: tuple[str, ...] = (),
+                delimiter: str | None = None, encoding: str = "utf-8-sig") -> Iterator[pd.DataFrame]:
     """Yield the file in chunks of raw values (CSV as text, nothing guessed)."""
     source = str(path)
     if not path.exists():
@@ -67,9 +68,8 @@ def read_chunks(path: Path, *, chunk_rows: int = CHUNK_ROWS, missing_values: tup
         raise DataValidationError([Problem(source, "-", "unsupported file type; use .csv, .tsv or .parquet",
                                            code="unsupported")], source=source)
     try:
-        yield from pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
-                               keep_default_na=False, na_values=["", *missing_values], encoding="utf-8-sig",
-                               chunksize=chunk_rows)
+        yield from pd.read_csv(path, sep=csv_separator(path, delimiter), dtype=str, keep_default_na=False,
+                               na_values=["", *missing_values], encoding=encoding, chunksize=chunk_rows)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataValidationError([Problem(source, "-", f"cannot be read: {exc}".splitlines()[0],
                                            code="unreadable")], source=source) from exc
@@ -92,6 +92,8 @@ def score_file(
     spec = scorer.spec
     rows = 0
     grades = {g: 0 for g in "ABCD"}
+    unseen: dict[str, int] = {}
+    count_unseen = getattr(scorer, "unseen_counts", None)
 
     def write(tmp: Path) -> None:
         nonlocal rows
@@ -101,7 +103,8 @@ def score_file(
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadcast-write")
         written: Future[None] | None = None
         try:
-            for chunk in read_chunks(src, chunk_rows=chunk_rows, missing_values=spec.missing_values):
+            for chunk in read_chunks(src, chunk_rows=chunk_rows, missing_values=spec.missing_values,
+                                     delimiter=spec.delimiter, encoding=spec.encoding):
                 if as_of is not None:
                     chunk = chunk.assign(as_of=chunk["as_of"].fillna(as_of)) if "as_of" in chunk.columns else \
                         chunk.assign(as_of=as_of)
@@ -111,9 +114,13 @@ def score_file(
                     problems = [Problem(p.table, p.field, p.message, None if p.row is None else p.row + rows,
                                         p.value, p.code) for p in exc.problems]
                     raise DataValidationError(problems, source=src.name) from exc
-                out = scorer.score_frame(prepared.features, prepared.ids, reasons=reasons)
+                ids = prepared.ids if spec.id_column else (prepared.ids.astype(int) + rows).astype(str)
+                out = scorer.score_frame(prepared.features, ids, reasons=reasons)
                 for g, n in out["grade"].value_counts().items():
                     grades[str(g)] += int(n)
+                if count_unseen is not None:
+                    for key, n in count_unseen(prepared.features).items():
+                        unseen[key] = unseen.get(key, 0) + n
                 if _is_parquet(dst):
                     import pyarrow as pa
                     import pyarrow.parquet as pq
@@ -139,4 +146,5 @@ def score_file(
             raise DataValidationError([Problem(src.name, "-", "no lead to score", code="empty")], source=src.name)
 
     atomic_write(dst, write)
-    return BatchSummary(rows=rows, grades=grades, model_kind=scorer.kind, model_version=scorer.version, out=dst)
+    return BatchSummary(rows=rows, grades=grades, model_kind=scorer.kind, model_version=scorer.version, out=dst,
+                        unseen=dict(sorted(unseen.items(), key=lambda kv: -kv[1])))

@@ -273,6 +273,11 @@ class LinearBasis(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> LinearBasis:
         """Learn knots, medians, codes and scaling."""
+        self._fit_raw(X)
+        return self
+
+    def _fit_raw(self, X: Any) -> np.ndarray:
+        """Learn knots, medians, codes and scaling; return the unstandardised basis of X."""
         X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
         cats = set(self.categorical)
         self.medians_ = np.zeros(X.shape[1])
@@ -300,10 +305,20 @@ class LinearBasis(TransformerMixin, BaseEstimator):
                 knots = np.empty(0)
             self.knots_.append(knots)
         raw = self._expand(X)
+        self._fit_scaling(raw)
+        return raw
+
+    def _fit_scaling(self, raw: np.ndarray) -> None:
         self.mean_ = raw.mean(axis=0)
         std = raw.std(axis=0)
         self.scale_ = np.where(std > 1e-12, std, 1.0)
-        return self
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """Learn the basis and return it standardised, expanding X once (the widest matrix training builds)."""
+        out = self._fit_raw(X)
+        out -= self.mean_
+        out /= self.scale_
+        return out
 
     def expand_column(self, j: int, col: np.ndarray) -> np.ndarray:
         """Return the (unstandardised) basis columns of input column `j`."""
@@ -329,18 +344,31 @@ class LinearBasis(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "scale_")
         return list(self.slices_)
 
+    def _width(self, j: int) -> int:
+        if j in set(self.categorical):
+            return self.codes_[j].size + int(self.has_missing_[j])
+        return 1 + self.knots_[j].size + int(self.has_missing_[j])
+
     def _expand(self, X: np.ndarray) -> np.ndarray:
-        blocks = [self.expand_column(j, X[:, j]) for j in range(X.shape[1])]
+        # One output array filled column block by column block: a million leads expand to hundreds of
+        # columns, and stacking separate blocks would hold that matrix twice.
         if not hasattr(self, "slices_"):
-            edges = np.cumsum([0, *[b.shape[1] for b in blocks]])
+            edges = np.cumsum([0, *[self._width(j) for j in range(X.shape[1])]])
             self.slices_ = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
-        return np.hstack(blocks) if blocks else np.empty((X.shape[0], 0))
+        width = self.slices_[-1].stop if self.slices_ else 0
+        out = np.empty((X.shape[0], width))
+        for j, sl in enumerate(self.slices_):
+            out[:, sl] = self.expand_column(j, X[:, j])
+        return out
 
     def transform(self, X: Any) -> np.ndarray:
         """Return the standardised basis."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
-        return (self._expand(np.asarray(X)) - self.mean_) / self.scale_
+        out = self._expand(np.asarray(X))
+        out -= self.mean_  # in place: no second and third copy of the widest matrix
+        out /= self.scale_
+        return out
 
     def __sklearn_tags__(self) -> Any:
         return _allow_nan_tags(super().__sklearn_tags__())
@@ -396,7 +424,7 @@ class _Layout:
     stamps: tuple[str, ...]
     groups: tuple[tuple[str, tuple[str, ...], str | None], ...]  # (group, members, its timestamp field)
     bant: tuple[tuple[str, bool], ...]  # (field, known means > 0)
-    ratios: tuple[tuple[str, str], ...]
+    ratios: tuple[tuple[str, str, str], ...]  # (left, right, "ratio" or "difference")
 
     @classmethod
     def of(cls, spec: ModelSpec) -> _Layout:
@@ -405,7 +433,7 @@ class _Layout:
             spec, tuple(direct), tuple(f.column for f in spec.features if f.kind == "timestamp"),
             tuple((group, tuple(members), _group_stamp(spec, group)) for group, members in _index_groups(spec)),
             tuple((f.column, f.kind in ("numeric", "boolean")) for f in _bant(spec)),
-            tuple((r.numerator, r.denominator) for r in spec.ratios),
+            tuple((r.numerator, r.denominator, getattr(r, "op", "ratio")) for r in spec.ratios),
         )
 
 
@@ -535,8 +563,11 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
         if layout.bant:
             known = [np.where(np.isnan(base[c]), 0.0, base[c] > 0 if numeric else 1.0) for c, numeric in layout.bant]
             parts.append(np.mean(known, axis=0))
-        for numerator, denominator in layout.ratios:
+        for numerator, denominator, op in layout.ratios:
             num, den = base[numerator], base[denominator]
+            if op == "difference":
+                parts.append(num - den)  # missing when either side is
+                continue
             ratio = np.full(num.shape, np.nan)
             ok = den > 0
             ratio[ok] = num[ok] / den[ok]

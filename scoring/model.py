@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from scoring.features import LinearBasis
 
 CANDIDATES = ("linear", "trees", "blend")
 BLEND_WEIGHTS = np.round(np.arange(0.1, 0.95, 0.1), 2)
+BOOTSTRAP_RESAMPLES = 200
 PROBE_ROWS = 256  # training rows kept with the model to check a compiled scorer against predict_proba at load
 
 
@@ -35,13 +37,14 @@ class Calibrator:
         self.x: np.ndarray = np.empty(0)
         self.y: np.ndarray = np.empty(0)
 
-    def fit(self, logit: np.ndarray, y: np.ndarray) -> Calibrator:
+    def fit(self, logit: np.ndarray, y: np.ndarray, sample_weight: Any = None) -> Calibrator:
         """Fit on out-of-fold log-odds: p = 1 / (1 + exp(-(a * logit + b))), or a monotone step map."""
         if self.method == "isotonic":
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(logit, y)
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(
+                logit, y, sample_weight=sample_weight)
             self.x, self.y = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
         else:
-            lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit[:, None], y)
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit[:, None], y, sample_weight=sample_weight)
             self.a, self.b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         return self
 
@@ -55,9 +58,13 @@ class Calibrator:
 class LeadScoringModel(ClassifierMixin, BaseEstimator):
     """Fit a regularised spline-logistic model and a histogram gradient-boosting model, blend, calibrate.
 
-    Out-of-fold log-odds from `cv` stratified folds choose the candidate (`linear`, `trees` or their
-    blend logit = w * linear + (1 - w) * trees, w on a 0.1 grid) with the lowest calibrated log loss and
-    fit the calibrator; the component models are then refit on all rows.
+    Held-out log-odds choose the candidate (`linear`, `trees` or their blend logit = w * linear + (1 - w) *
+    trees, w on a 0.1 grid fitted on the held-out rows): out-of-fold log-odds from `cv` stratified folds, or,
+    given `holdout` (the newest rows, in time order), the log-odds of components fitted on the older rows.
+    The simplest candidate (linear, then trees, then blend) is kept unless a more complex one lowers the
+    held-out log loss by more than one bootstrap standard deviation of the paired difference. The calibrator
+    is fitted on out-of-fold log-odds of every row (recency-weighted with a holdout); the chosen components
+    are then refit on all rows.
     """
 
     def __init__(
@@ -111,8 +118,14 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
             raise ValueError(f"candidates must be among {CANDIDATES}, got {self.candidates}")
         return bool(cands & {"linear", "blend"}), bool(cands & {"trees", "blend"})
 
-    def fit(self, X: Any, y: Any) -> LeadScoringModel:
-        """Choose the candidate on out-of-fold log loss, fit its calibrator, refit the components."""
+    def fit(self, X: Any, y: Any, holdout: Any = None, rng: np.random.Generator | None = None,
+            calibration_weight: Any = None) -> LeadScoringModel:
+        """Choose the candidate on held-out log loss, calibrate it, refit its components on all rows.
+
+        `holdout`: a boolean mask of the rows to hold out (the newest ones); without it, `cv` folds. With it,
+        the final calibration is refitted on every row's out-of-fold log-odds, each row weighted by
+        `calibration_weight` (recency). `rng` draws the bootstrap resamples (default: seeded by `random_state`).
+        """
         X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
         y = np.asarray(y).astype(np.int64)
         self.classes_ = np.array([0, 1])
@@ -121,38 +134,73 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         self.empty_columns_ = np.flatnonzero(np.isnan(X).all(axis=0)) if len(X) else np.empty(0, np.int64)
         X = self._blank(X)
         use_linear, use_trees = self._uses()
-        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
-        oof_lin = np.zeros(len(y))
-        oof_tree = np.zeros(len(y))
-        for train, test in folds.split(X, y):
-            if use_linear:
-                oof_lin[test] = clone(self._linear()).fit(X[train], y[train]).decision_function(X[test])
-            if use_trees:
-                trees = self._trees(X.shape[1]).fit(X[train], y[train])
-                oof_tree[test] = trees.decision_function(X[test])
-        self.linear_ = self._linear().fit(X, y) if use_linear else None
-        self.trees_ = self._trees(X.shape[1]).fit(X, y) if use_trees else None
+        lin, tree, rows = self._held_out_logits(X, y, holdout, use_linear, use_trees)
+        y_held = y[rows]
         options: dict[str, list[float]] = {"linear": [1.0], "trees": [0.0], "blend": list(BLEND_WEIGHTS)}
         self.oof_log_loss_: dict[str, float] = {}
         self.weights_: dict[str, float] = {}
         self.calibrators_: dict[str, Calibrator] = {}
+        held_p: dict[str, np.ndarray] = {}
         for name in self.candidates:
-            best: tuple[float, float, Calibrator] | None = None
+            best: tuple[float, float, Calibrator, np.ndarray] | None = None
             for w in options[name]:
-                logit = w * oof_lin + (1 - w) * oof_tree
-                cal = Calibrator(self.calibration).fit(logit, y)
-                loss = float(log_loss(y, np.clip(cal(logit), 1e-12, 1 - 1e-12), labels=[0, 1]))
+                logit = w * lin + (1 - w) * tree
+                cal = Calibrator(self.calibration).fit(logit, y_held)
+                p = np.clip(cal(logit), 1e-12, 1 - 1e-12)
+                loss = float(log_loss(y_held, p, labels=[0, 1]))
                 if best is None or loss < best[0] - 1e-12:
-                    best = (loss, w, cal)
+                    best = (loss, w, cal, p)
             assert best is not None
-            self.oof_log_loss_[name] = best[0]
-            self.weights_[name] = best[1]
-            self.calibrators_[name] = best[2]
-        self.kind_ = min(self.candidates, key=lambda c: (self.oof_log_loss_[c], CANDIDATES.index(c)))
+            self.oof_log_loss_[name], self.weights_[name], self.calibrators_[name], held_p[name] = best
+        self.selection_ = select_candidate(y_held, held_p, rng=rng if rng is not None else
+                                           np.random.default_rng(self.random_state))
+        self.kind_ = str(self.selection_["selected"])
         self.weight_ = self.weights_[self.kind_]
         self.calibrator_ = self.calibrators_[self.kind_]
+        # The held-out predictions are for the caller's evaluation; `pop_held_out` takes them off the model.
+        self.held_out_ = {"rows": rows, "probability": held_p}
+        need_linear = self.weight_ > 0
+        need_trees = self.weight_ < 1
+        if holdout is not None:
+            # The newest slice alone is too few leads and too one season to calibrate on (a November holdout
+            # makes December look like November): calibrate on every lead's out-of-fold log-odds, weighting
+            # recent leads more (`calibration_weight`, e.g. the newest twice the oldest).
+            lin_all, tree_all, _ = self._held_out_logits(X, y, None, need_linear, need_trees)
+            logit = self.weight_ * lin_all + (1 - self.weight_) * tree_all
+            self.calibrator_ = Calibrator(self.calibration).fit(logit, y, sample_weight=calibration_weight)
+            self.calibrators_[self.kind_] = self.calibrator_
+        self.linear_ = self._linear().fit(X, y) if need_linear else None
+        self.trees_ = self._trees(X.shape[1]).fit(X, y) if need_trees else None
         self._keep_probe(X)
         return self
+
+    def _held_out_logits(self, X: np.ndarray, y: np.ndarray, holdout: Any, use_linear: bool, use_trees: bool,
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the linear and tree log-odds of held-out rows, and those rows' positions."""
+        if holdout is not None:
+            mask = np.asarray(holdout, dtype=bool)
+            if mask.shape != y.shape or not mask.any() or mask.all():
+                raise ValueError("holdout must be a boolean mask over the rows with some rows on each side")
+            train, test = np.flatnonzero(~mask), np.flatnonzero(mask)
+            splits = [(train, test)]
+            rows = test
+        else:
+            splits = list(StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+                          .split(X, y))
+            rows = np.arange(len(y))
+        lin = np.zeros(len(y))
+        tree = np.zeros(len(y))
+        for train, test in splits:
+            if use_linear:
+                lin[test] = clone(self._linear()).fit(X[train], y[train]).decision_function(X[test])
+            if use_trees:
+                tree[test] = self._trees(X.shape[1]).fit(X[train], y[train]).decision_function(X[test])
+        return lin[rows], tree[rows], rows
+
+    def pop_held_out(self) -> dict[str, Any]:
+        """Return the held-out rows and each candidate's calibrated probabilities there, and drop them."""
+        out: dict[str, Any] = self.__dict__.pop("held_out_")
+        return out
 
     def _keep_probe(self, X: np.ndarray) -> None:
         """Keep a few training rows (and one all-missing row) with their probabilities, for checks at load."""
@@ -188,10 +236,12 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - p, p])
 
     def predict_candidates(self, X: Any) -> dict[str, np.ndarray]:
-        """Return each candidate's calibrated probability of converting."""
+        """Return the calibrated probability of each candidate whose components were refit (the chosen one's)."""
         lin, tree = self.component_logits(X)
+        fitted = {"linear": self.linear_ is not None, "trees": self.trees_ is not None}
         return {name: self.calibrators_[name](self.weights_[name] * lin + (1 - self.weights_[name]) * tree)
-                for name in self.candidates}
+                for name in self.candidates
+                if (self.weights_[name] == 0 or fitted["linear"]) and (self.weights_[name] == 1 or fitted["trees"])}
 
     def predict(self, X: Any) -> np.ndarray:
         """Return 1 where the probability of converting is at least 0.5."""
@@ -201,3 +251,34 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags
+
+
+def select_candidate(y: np.ndarray, probability: Mapping[str, np.ndarray], *, rng: np.random.Generator,
+                     resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+    """Keep the simplest candidate unless a more complex one wins by more than its bootstrap noise.
+
+    Candidates are taken in order of complexity (linear, trees, blend); a candidate replaces the one kept
+    when its held-out log loss is lower by more than one standard deviation of the paired difference over
+    `resamples` bootstrap resamples of the held-out rows. Returns the choice, each loss and the words why.
+    """
+    names = [c for c in CANDIDATES if c in probability]
+    losses = {c: -(y * np.log(probability[c]) + (1 - y) * np.log(1 - probability[c])) for c in names}
+    mean = {c: float(losses[c].mean()) for c in names}
+    # The same resamples for every comparison, drawn a few at a time (a million leads: 8 MB per resample).
+    seeds = rng.integers(0, 2**63 - 1, size=resamples)
+    kept = names[0]
+    steps: list[dict[str, Any]] = []
+    for challenger in names[1:]:
+        diff = losses[kept] - losses[challenger]  # > 0: the challenger is better on that lead
+        noise = float(np.std([diff[np.random.default_rng(int(seed)).integers(0, len(y), len(y))].mean()
+                              for seed in seeds]))
+        gain = float(diff.mean())
+        won = gain > noise
+        steps.append({"kept": kept, "challenger": challenger, "gain": gain, "noise": noise, "won": won})
+        if won:
+            kept = challenger
+    why = "; ".join(
+        f"{s['challenger']} {'beats' if s['won'] else 'does not beat'} {s['kept']} by more than its noise "
+        f"(log loss {s['gain']:+.4f} better, bootstrap noise {s['noise']:.4f})" for s in steps)
+    reason = f"{kept} chosen: " + (why or "the only candidate")
+    return {"selected": kept, "log_loss": mean, "comparisons": steps, "reason": reason}

@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from crmdata.errors import DataValidationError, Problem
+from crmdata.values import shown
 from scoring.artifacts import ModelSource, TrainedModel, resolve_trained
 from scoring.compiled import compile_pipeline
+from scoring.features import LeadFeatures
 from scoring.rules import RulesModel
 from scoring.spec import FeatureSpec, ModelSpec, load_spec, prepare, prepare_records
 
@@ -57,15 +59,19 @@ class LeadScore:
     model_version: str
     positive: list[Reason] = field(default_factory=list)
     negative: list[Reason] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
-        return {
+        out = {
             "lead_id": self.lead_id, "probability": self.probability, "score": self.score, "grade": self.grade,
             "model_kind": self.model_kind, "model_version": self.model_version,
             "reasons": {"positive": [_reason_dict(r) for r in self.positive],
                         "negative": [_reason_dict(r) for r in self.negative]},
         }
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
 
 def _reason_dict(r: Reason) -> dict[str, Any]:
@@ -240,6 +246,27 @@ def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[list[s
     return out[0], out[1]
 
 
+def unseen_categories(features: LeadFeatures, base: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return, per categorical field with any, the positions of leads whose value training did not keep.
+
+    Such a value (new, or too rare in training) is scored as "other"; the caller says so to the user.
+    """
+    out: dict[str, np.ndarray] = {}
+    cats = [f.column for f in features.spec.features if f.kind == "categorical"]
+    for j, column in enumerate(cats):
+        if column in features.absent_fields_ or column not in base:
+            continue
+        rows = np.flatnonzero(base[column] == len(features.grouper_.lookup_[j]))
+        if rows.size:
+            out[column] = rows
+    return out
+
+
+def unseen_warning(label: str, value: Any) -> str:
+    """Return the warning of one lead's category that training did not keep."""
+    return f"{label}: '{shown(value)}' was not seen in training (or too rarely); scored as 'other'"
+
+
 def _frame_out(ids: pd.Series, id_column: str, p: np.ndarray, score: np.ndarray, grade: np.ndarray,
                pos: list[str] | None, neg: list[str] | None, kind: str, version: str) -> pd.DataFrame:
     out = pd.DataFrame({id_column: ids.to_numpy(), "probability": np.round(p, 6), "score": score,
@@ -318,7 +345,7 @@ class ModelScorer:
         pos, neg = (_reason_strings(contrib, self._words(base, features), top) if contrib is not None
                     else (None, None))
         score = np.clip(np.rint(p * 100), 0, 100).astype(np.int64)
-        return _frame_out(ids, self.spec.id_column, p, score, self.spec.grades.grade(p), pos, neg, self.kind,
+        return _frame_out(ids, self.spec.id_label, p, score, self.spec.grades.grade(p), pos, neg, self.kind,
                           self.version)
 
     def score_records(self, records: Iterable[Mapping[str, Any]], *, reasons: bool = True,
@@ -333,10 +360,12 @@ class ModelScorer:
             raise DataValidationError([Problem("records", "-", "no lead to score", code="empty")], source="records")
         if len(rows) > FAST_RECORDS:
             prepared = prepare(records_frame(rows), spec=self.spec, table="records")
-            p, contrib, base = self._score(prepared.features, reasons)
+            base = self.compiled.features.encode(prepared.features)
+            p, contrib = self._score_base(base, reasons)
             pos, neg = (_top_reasons(contrib, self._words(base, prepared.features), self.fields, top,
                                      self._reason_cache) if contrib is not None else (None, None))
-            return _lead_scores(prepared.ids.tolist(), p, pos, neg, self.spec, self.kind, self.version)
+            scored = _lead_scores(prepared.ids.tolist(), p, pos, neg, self.spec, self.kind, self.version)
+            return self._warn_unseen(scored, base, prepared.features)
         columns, ids = prepare_records(rows, spec=self.spec)
         base = self.compiled.features.encode(columns)
         pos = neg = None
@@ -345,7 +374,39 @@ class ModelScorer:
         else:
             p, contrib = self.compiled.proba_and_contributions(base)
             pos, neg = _top_reasons(contrib, self._record_words(base, columns), self.fields, top, self._reason_cache)
-        return _lead_scores(ids, p, pos, neg, self.spec, self.kind, self.version)
+        return self._warn_unseen(_lead_scores(ids, p, pos, neg, self.spec, self.kind, self.version), base, columns)
+
+    def _score_base(self, base: dict[str, np.ndarray], reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if not reasons:
+            return self.compiled.proba(base), None
+        return self.compiled.proba_and_contributions(base)
+
+    def _warn_unseen(self, scored: list[LeadScore], base: Mapping[str, np.ndarray],
+                     columns: pd.DataFrame | Mapping[str, Any]) -> list[LeadScore]:
+        """Add a warning to each lead with a category training did not keep."""
+        for column, rows in unseen_categories(self.compiled.features, base).items():
+            label = self.spec.feature(column).label
+            values = columns[column]
+            for i in rows.tolist():
+                value = values.iloc[i] if isinstance(values, pd.Series) else values[i]
+                scored[i].warnings.append(unseen_warning(label, value))
+        return scored
+
+    def unseen_counts(self, features: pd.DataFrame) -> dict[str, int]:
+        """Return how many leads of a spec-typed frame had each (field label, value) training did not keep."""
+        lf = self.compiled.features
+        cats = [f.column for f in self.spec.features if f.kind == "categorical"]
+        # Only the category codes are needed: encode those columns alone (a fraction of scoring's cost).
+        base = {c: lf.grouper_.encode_column(j, features[c].array if isinstance(features[c].dtype, pd.CategoricalDtype)
+                                             else features[c].to_numpy(dtype=object))
+                for j, c in enumerate(cats) if c in features.columns}
+        counts: dict[str, int] = {}
+        for column, rows in unseen_categories(lf, base).items():
+            label = self.spec.feature(column).label
+            for value, n in features[column].iloc[rows].astype(str).value_counts().items():
+                key = f"{label} '{shown(value)}'"
+                counts[key] = counts.get(key, 0) + int(n)
+        return counts
 
     def _record_words(self, base: Mapping[str, np.ndarray], columns: Mapping[str, np.ndarray]) -> Words:
         """Return words(j, rows) for records typed by `prepare_records` (categories as given, stripped)."""
@@ -415,7 +476,7 @@ class RulesScorer:
         p, each, text = self._score(features, reasons)
         pos, neg = _reason_strings(each, text, top) if each is not None else (None, None)
         score = np.clip(np.rint(p * 100), 0, 100).astype(np.int64)
-        return _frame_out(ids, self.spec.id_column, p, score, self.spec.grades.grade(p), pos, neg, self.kind,
+        return _frame_out(ids, self.spec.id_label, p, score, self.spec.grades.grade(p), pos, neg, self.kind,
                           self.version)
 
     def score_records(self, records: Iterable[Mapping[str, Any]], *, reasons: bool = True,

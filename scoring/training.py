@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from crmdata.errors import LeadcastError
@@ -24,11 +23,14 @@ from scoring.features import LeadFeatures, feature_layout
 from scoring.model import CANDIDATES, LeadScoringModel
 from scoring.monitoring import reference_profile
 from scoring.rules import DEFAULT_RULES
-from scoring.spec import ModelSpec, Prepared, prepare
+from scoring.spec import ModelSpec, Prepared, prepare, resolve_grades
 
 MIN_PER_CLASS = 40
 HOLDOUT_SHARE = 0.2
 CV_FOLDS = 5
+SHIFT_Z = 3.0  # |z| of the base-rate difference, older vs newest leads, reported as a shift
+RECENCY_RATIO = 2.0  # in the final calibration the newest lead weighs this many times the oldest
+IMPORTANCE_ROWS = 20_000  # held-out leads the permutation importance is measured on, at most
 Progress = Callable[[str], None]
 
 
@@ -100,18 +102,46 @@ def check_outcomes(y: np.ndarray, *, spec: ModelSpec, minimum: int = MIN_PER_CLA
     )
 
 
-def _time_split(created: pd.Series | None, y: np.ndarray) -> np.ndarray | None:
-    if created is None or created.notna().sum() < 0.5 * len(created):
-        return None
-    days = created.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
-    days[created.isna().to_numpy(bool)] = -np.inf
-    order = np.argsort(days, kind="stable")
-    n_hold = int(np.ceil(HOLDOUT_SHARE * len(y)))
+def time_order(prepared: Prepared, spec: ModelSpec) -> tuple[np.ndarray, str] | None:
+    """Return each lead's position in time (larger is newer) and what it comes from, when the spec gives one.
+
+    The creation time when the spec names one and at least half the leads have it; else the spec's
+    `order_column`; else the row order when the spec says `rows_in_time_order = true`.
+    """
+    created = prepared.created_at
+    if created is not None and created.notna().sum() >= 0.5 * len(created):
+        days = created.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+        days[created.isna().to_numpy(bool)] = -np.inf
+        return days, f"creation time ({spec.created_at_column})"
+    if prepared.order is not None:
+        return np.where(np.isnan(prepared.order), -np.inf, prepared.order), f"order column ({spec.order_column})"
+    if spec.rows_in_time_order:
+        return np.arange(len(prepared.features), dtype=np.float64), "row order (rows_in_time_order = true)"
+    return None
+
+
+def newest_holdout(order: np.ndarray, y: np.ndarray, *, share: float = HOLDOUT_SHARE) -> np.ndarray | None:
+    """Return the mask of the newest `share` of leads, or None when either side has too few outcomes."""
+    positions = np.argsort(order, kind="stable")
+    n_hold = int(np.ceil(share * len(y)))
     holdout = np.zeros(len(y), dtype=bool)
-    holdout[order[-n_hold:]] = True
+    holdout[positions[-n_hold:]] = True
     if y[holdout].sum() < 10 or (1 - y[holdout]).sum() < 10 or y[~holdout].sum() < 20:
         return None
     return holdout
+
+
+def base_rate_shift(y: np.ndarray, holdout: np.ndarray, *, z_limit: float = SHIFT_Z) -> dict[str, Any]:
+    """Compare the conversion rate of the older leads with the newest ones (two-proportion z test).
+
+    z = (p_new - p_old) / sqrt(p (1 - p) (1/n_old + 1/n_new)), p the pooled rate; shifted when |z| >= z_limit.
+    """
+    old, new = y[~holdout], y[holdout]
+    p_old, p_new = float(old.mean()), float(new.mean())
+    pooled = float(y.mean())
+    se = np.sqrt(pooled * (1 - pooled) * (1 / len(old) + 1 / len(new)))
+    z = float((p_new - p_old) / se) if se > 0 else 0.0
+    return {"older": p_old, "newest": p_new, "z": z, "shifted": bool(abs(z) >= z_limit)}
 
 
 def field_importance(compiled: CompiledModel, features: pd.DataFrame, y: np.ndarray, *,
@@ -146,10 +176,12 @@ def train(
 ) -> TrainingResult:
     """Train and evaluate a model on a raw lead table (one row per lead, outcome in the spec's target).
 
-    Evaluation is on leads the model did not see: the newest 20% by creation time when the spec names a
-    created-at column present in the data, else 5-fold stratified cross-validation (shuffled, seed 0).
-    Candidates (spline-logistic, gradient boosting, blend) are compared by held-out log loss; the best
-    is refit on every lead. Model settings come from the spec's `[model]` table, overridden by `params`.
+    When the spec orders leads in time (`created_at_column`, `order_column` or `rows_in_time_order`), the
+    newest 20% are held out: candidates are fitted on the older leads, compared, blended and calibrated on
+    the newest, and a base-rate shift between the two is reported. Otherwise 5-fold stratified out-of-fold
+    predictions (shuffled, seed 0) are used. The simplest candidate that is not beaten by more than its
+    bootstrap noise is kept and its components refit on every lead: the model is fitted once. Model settings
+    come from the spec's `[model]` table, overridden by `params`; `seed` drives the bootstrap and importance.
     """
     step = progress or (lambda _msg: None)
     params = {**spec.model, **(params or {})}
@@ -160,53 +192,77 @@ def train(
     assert prepared.kept is not None
     decided = raw.reset_index(drop=True).iloc[prepared.kept].reset_index(drop=True)
     features = prepared.features
+    messages = list(prepared.notes)
+    for note in messages:
+        step(note)
+    step("checking each field alone for leaks")
     field_auc = single_field_auc(features, y, seed=seed)
     warnings = leakage_warnings(field_auc, labels={f.column: f.label for f in spec.features})
     rng = np.random.default_rng(seed)
     candidates = tuple(params.pop("candidates", CANDIDATES))
-    step("evaluating candidates on held-out leads")
-    holdout = _time_split(prepared.created_at, y)
-    per_candidate: dict[str, np.ndarray] = {c: np.full(len(y), np.nan) for c in candidates}
-    importance_runs: list[dict[str, float]] = []
-    if holdout is not None:
-        protocol = {"kind": "time split", "holdout_share": HOLDOUT_SHARE,
-                    "holdout_from": str(prepared.created_at[holdout].min()) if prepared.created_at is not None
-                    else None}
-        splits = [(np.flatnonzero(~holdout), np.flatnonzero(holdout))]
+    ordered = time_order(prepared, spec)
+    holdout = newest_holdout(ordered[0], y) if ordered is not None else None
+    shift: dict[str, Any] | None = None
+    if holdout is not None and ordered is not None:
+        protocol: dict[str, Any] = {"kind": "time split", "holdout_share": HOLDOUT_SHARE, "order": ordered[1]}
+        if prepared.created_at is not None and ordered[1].startswith("creation"):
+            protocol["holdout_from"] = str(prepared.created_at[holdout].min())
+        shift = base_rate_shift(y, holdout)
+        protocol["base_rate_shift"] = shift
+        step(f"fitting candidates on the older {int((~holdout).sum()):,} leads, comparing them on the newest "
+             f"{int(holdout.sum()):,} ({ordered[1]})")
+        if shift["shifted"]:
+            warnings.append(
+                f"base-rate shift: {shift['older']:.1%} of the older leads converted and {shift['newest']:.1%} of "
+                f"the newest (z = {shift['z']:+.1f}); the calibration weighs the newest leads {RECENCY_RATIO:g}x the "
+                "oldest, so check how the next leads convert (`leadcast monitor`) and retrain if the shift holds")
     else:
         protocol = {"kind": "stratified cross-validation", "folds": CV_FOLDS, "shuffle": True, "random_state": 0}
-        splits = list(StratifiedKFold(CV_FOLDS, shuffle=True, random_state=0).split(features, y))
-    for train_idx, test_idx in splits:
-        pipe = build_pipeline(spec, candidates=candidates, **params)
-        pipe.fit(features.iloc[train_idx], y[train_idx])
-        X_test = pipe.named_steps["features"].transform(features.iloc[test_idx])
-        for name, p in pipe.named_steps["model"].predict_candidates(X_test).items():
-            per_candidate[name][test_idx] = p
-        importance_runs.append(field_importance(CompiledModel(pipe), features.iloc[test_idx], y[test_idx],
-                                                rng=rng))
-    evaluated = np.flatnonzero(~np.isnan(per_candidate[candidates[0]]))
+        if ordered is not None:
+            protocol["note"] = f"too few outcomes among the newest leads for a time split ({ordered[1]})"
+        step(f"fitting candidates on {CV_FOLDS} folds of {len(y):,} leads (the spec gives no time order)")
+    fit_params = {**params}
+    fit_params.setdefault("cv", CV_FOLDS)
+    final = build_pipeline(spec, candidates=candidates, **fit_params)
+    weight = None
+    if holdout is not None and ordered is not None:
+        # Recency weights for the calibration: from 1/RECENCY_RATIO for the oldest lead to 1 for the newest.
+        rank = np.argsort(np.argsort(ordered[0], kind="stable"), kind="stable") / max(len(y) - 1, 1)
+        weight = 1 / RECENCY_RATIO + (1 - 1 / RECENCY_RATIO) * rank
+    final.fit(features, y, model__holdout=holdout, model__rng=rng, model__calibration_weight=weight)
+    model: LeadScoringModel = final.named_steps["model"]
+    held = model.pop_held_out()
+    evaluated = np.asarray(held["rows"])
+    per_candidate: dict[str, np.ndarray] = held["probability"]
+    selected = model.kind_
     y_eval = y[evaluated]
     protected = prepared.protected.iloc[evaluated].reset_index(drop=True)
-    step("measuring each candidate")
+    step(f"selection: {model.selection_['reason']}")
+    step(f"refit the {selected} model on all {len(y):,} leads")
+    p_eval = per_candidate[selected]
+    grades, grade_warnings = resolve_grades(spec.grades, p_eval, base_rate=float(y_eval.mean()))
+    warnings += grade_warnings
+    spec = replace(spec, grades=grades)
+    final.named_steps["features"].spec = spec
+    step("measuring each candidate on the held-out leads")
     reports: dict[str, dict[str, Any]] = {}
     for name in candidates:
-        reports[name] = evaluate(y_eval, per_candidate[name][evaluated], grades=spec.grades, protected=protected)
-    selected = min(candidates, key=lambda c: (reports[c]["log_loss"], CANDIDATES.index(c)))
-    p_eval = per_candidate[selected][evaluated]
+        reports[name] = evaluate(y_eval, per_candidate[name], grades=spec.grades, protected=protected)
     threshold = best_f1_threshold(y_eval, p_eval)
-    importance = {k: float(np.mean([run[k] for run in importance_runs])) for k in importance_runs[0]}
-    reports[selected]["importance"] = dict(sorted(importance.items(), key=lambda kv: -kv[1]))
-    step(f"refitting the {selected} model on all {len(y)} leads")
-    final = build_pipeline(spec, candidates=(selected,), **params).fit(features, y)
+    step("measuring field importance")
+    sample = evaluated if len(evaluated) <= IMPORTANCE_ROWS else np.sort(
+        rng.choice(evaluated, size=IMPORTANCE_ROWS, replace=False))
+    reports[selected]["importance"] = field_importance(CompiledModel(final), features.iloc[sample], y[sample],
+                                                       rng=rng)
     step("writing the model card")
     eval_ids = prepared.ids.iloc[evaluated].reset_index(drop=True)
-    folds = np.zeros(len(y), dtype=np.int64)
-    for k, (_, test_idx) in enumerate(splits):
-        folds[test_idx] = k
     eval_digest = hashlib.sha256(np.sort(hash_ids(eval_ids)).tobytes())
-    eval_digest.update(folds[evaluated].tobytes() if holdout is None else b"time")
+    eval_digest.update(b"time" if holdout is not None else f"cv{CV_FOLDS}".encode())
     eval_digest.update(y_eval.tobytes())
-    model: LeadScoringModel = final.named_steps["model"]
+    selection = {"reason": model.selection_["reason"], "log_loss": model.selection_["log_loss"],
+                 "comparisons": model.selection_["comparisons"],
+                 "calibrated_on": (f"out-of-fold predictions of every lead, the newest weighing {RECENCY_RATIO:g}x "
+                                   "the oldest" if holdout is not None else "out-of-fold predictions")}
     card: dict[str, Any] = {
         "spec_name": spec.name,
         "spec": _spec_dict(spec),
@@ -217,13 +273,16 @@ def train(
         "rows": {"total": len(raw), "trained": len(y), "undecided": prepared.rows_undecided,
                  "converted": int(y.sum()), "evaluated": len(evaluated)},
         "selected": selected,
+        "selection": selection,
         "blend_weight_linear": float(model.weight_),
         "calibration": model.calibration,
         "threshold": threshold,
+        "grades": {"method": grades.method, "A": grades.a, "B": grades.b, "C": grades.c},
         "params": {k: v for k, v in model.get_params().items() if k != "categorical"},
         "metrics": {"selected": _headline(reports[selected]), **{c: _headline(r) for c, r in reports.items()}},
         "libraries": library_versions(),
         "field_auc": field_auc,
+        "notes": messages,
         "warnings": warnings,
         "profile": reference_profile(features=features.iloc[evaluated], probability=p_eval, y=y_eval, spec=spec),
     }
@@ -231,7 +290,7 @@ def train(
     return TrainingResult(
         trained=trained,
         report={"selected": selected, "threshold": threshold, "candidates": reports, "evaluation": protocol,
-                "warnings": warnings},
+                "selection": selection, "warnings": warnings},
         holdout_raw=decided.iloc[evaluated].reset_index(drop=True),
         holdout_ids=eval_ids,
         holdout_y=y_eval,

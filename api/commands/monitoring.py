@@ -35,7 +35,7 @@ def monitor(ctx: click.Context, data: Path, model: str | None, json_out: Path | 
         raise LeadcastError(f"model version {scorer.version} was trained before leadcast saved reference profiles: "
                             "retrain it to monitor it")
     spec = scorer.spec
-    raw = read_raw(data, missing_values=spec.missing_values)
+    raw = read_raw(data, missing_values=spec.missing_values, delimiter=spec.delimiter, encoding=spec.encoding)
     every = prepare(raw, spec=spec, table=data.name)
     p = scorer.score_frame(every.features, every.ids, reasons=False)["probability"].to_numpy()
     outcomes = None

@@ -31,7 +31,7 @@ def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.D
     from scoring.spec import prepare
 
     spec = scorer.spec
-    raw = read_raw(path, missing_values=spec.missing_values)
+    raw = read_raw(path, missing_values=spec.missing_values, delimiter=spec.delimiter, encoding=spec.encoding)
     stamp = as_of.isoformat()
     raw = raw.assign(as_of=raw["as_of"].fillna(stamp)) if "as_of" in raw.columns else raw.assign(as_of=stamp)
     prepared = prepare(raw, spec=spec, table=path.name)

@@ -14,6 +14,8 @@ from api.settings import Settings
 from crmdata.loaders import read_raw
 from scoring.spec import DEFAULT_SPEC, load_spec
 
+UNSEEN_SHOWN = 10  # unseen categories named in the score command's warning; the rest are counted
+
 
 @click.command()
 @click.option("--data", "data", type=FILE, required=True, help="Lead export with outcomes (CSV or Parquet).")
@@ -30,7 +32,7 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
 
     settings = settings_of(ctx)
     spec = load_spec(spec_path)
-    raw = read_raw(data, missing_values=spec.missing_values)
+    raw = read_raw(data, missing_values=spec.missing_values, delimiter=spec.delimiter, encoding=spec.encoding)
     started = time.perf_counter()
 
     def step(message: str) -> None:
@@ -56,8 +58,15 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
         label = f"{name}*" if name == card["selected"] else name
         click.echo(f"{label:<8} {m['roc_auc']:>8.4f} {m['pr_auc']:>8.4f} {m['brier']:>8.4f} {m['log_loss']:>9.4f} "
                    f"{m['ece']:>7.4f} {m['f1']:>6.3f}")
-    click.echo(f"selected: {card['selected']} (lowest held-out log loss); version {tracked.version}, "
-               f"aliases {', '.join(tracked.aliases)}")
+    evaluation = card["evaluation"]
+    if evaluation["kind"] == "time split":
+        shift = evaluation["base_rate_shift"]
+        click.echo(f"held out: the newest {evaluation['holdout_share']:.0%} by {evaluation['order']}; converted "
+                   f"{shift['older']:.1%} of the older leads, {shift['newest']:.1%} of the newest")
+    click.echo(f"selected: {card['selection']['reason']}")
+    click.echo(f"calibrated on {card['selection']['calibrated_on']}; grades ({card['grades']['method']}) "
+               f"A >= {card['grades']['A']:.3f}, B >= {card['grades']['B']:.3f}, C >= {card['grades']['C']:.3f}")
+    click.echo(f"version {tracked.version}, aliases {', '.join(tracked.aliases)}")
     selected = result.report["candidates"][card["selected"]]
     for column, fair in selected.get("fairness", {}).items():
         verdict = "below 0.8: review" if fair["flagged"] else "ok"
@@ -103,6 +112,9 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     if scorer.kind == "rules":
         click.echo(f"no trained model {where_models(settings)}: scoring with the cold-start rules ({scorer.version})",
                    err=True)
+    if not scorer.spec.id_column:
+        click.echo(f"the spec names no id column: leads are identified by their row number (column "
+                   f"'{scorer.spec.id_label}', 1 = the first data row)", err=True)
     total = count_rows(data) if data.exists() else 0
     with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
         summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
@@ -111,6 +123,12 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     used = (f"model version {summary.model_version}" if summary.model_kind == "model"
             else f"cold-start rules ({summary.model_version})")
     click.echo(f"scored {summary.rows:,} leads with {used} into {summary.out} (grades: {grades})")
+    if summary.unseen:
+        leads = sum(summary.unseen.values())
+        shown = ", ".join(f"{key} ({n:,})" for key, n in list(summary.unseen.items())[:UNSEEN_SHOWN])
+        more = len(summary.unseen) - UNSEEN_SHOWN
+        click.echo(f"warning: {leads:,} categor{'y' if leads == 1 else 'ies'} not seen in training were scored as "
+                   f"'other': {shown}" + (f" and {more:,} more" if more > 0 else ""), err=True)
 
 
 def where_models(settings: Settings) -> str:

@@ -83,6 +83,17 @@ def test_the_reasons_query_parameter_is_a_strict_boolean(service: Service) -> No
                                                   "msg": "expected true or false, got 'perhaps'"}]
 
 
+def test_an_unseen_category_is_warned_on_that_lead_only(service: Service, sample_leads: pd.DataFrame) -> None:
+    first, second = lead_records(sample_leads, 2)
+    second = {**second, "source": "Carrier pigeon"}
+    response = service.post("/v1/leads/score", {"leads": [first, second], "as_of": AS_OF})
+    assert response.status_code == 200, response.json
+    known, unseen = response.json["scores"]
+    assert "warnings" not in known  # absent when there is nothing to say: answers stay as they were
+    assert unseen["warnings"] == ["Source: 'Carrier pigeon' was not seen in training (or too rarely); scored as "
+                                  "'other'"]
+
+
 def test_unknown_fields_are_ignored_and_listed_missing_ones_scored_as_missing(service: Service) -> None:
     response = service.post("/v1/leads/score", {"leads": [{"lead_id": "x1", "favourite_colour": "teal"},
                                                           {"lead_id": "x2", "shoe_size": 44}]})

@@ -127,5 +127,6 @@ def test_training_warns_of_a_field_that_leaks_the_outcome(leads: pd.DataFrame) -
     leaky = leads.assign(call_outcome=np.where(leads["converted"].astype(bool), "interested", "no answer"))
     result = train(leaky, spec=spec, params={"cv": 3, "max_iter": 30, "candidates": ("linear",)})
     assert result.trained.card["field_auc"]["call_outcome"] == 1.0
-    assert [w.split(" alone")[0] for w in result.report["warnings"]] == [
+    # A perfect field also empties grades B and C (warned too); the leak warning names that field alone.
+    assert [w.split(" alone")[0] for w in result.report["warnings"] if w.startswith("possible leak")] == [
         "possible leak: 'Call outcome' (call_outcome)"]

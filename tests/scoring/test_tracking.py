@@ -117,13 +117,18 @@ def test_cli_train_then_score(tmp_path: Path, store: dict[str, Any], leads: pd.D
     assert result.exit_code == 0, result.output
     assert "no champion yet" in result.output
     # one progress line per step, with the seconds since the start
-    assert re.search(r"^\[ *\d+\.\ds\] refitting the \w+ model on all 1500 leads$", result.output, re.M)
+    assert re.search(r"^\[ *\d+\.\ds\] refit the \w+ model on all 1,500 leads$", result.output, re.M)
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["promoted"] and metrics["version"] == "1"
     assert set(metrics["report"]["candidates"]) == {"linear", "trees", "blend"}
     out = tmp_path / "scores.parquet"
+    odd = leads.head(1500).copy()
+    odd.loc[[3, 9], "source"] = "Carrier pigeon"
+    write_table(odd, data)
     scored = runner.invoke(group, ["score", "--data", str(data), "--out", str(out)])
     assert scored.exit_code == 0, scored.output
+    assert "warning: 2 categories not seen in training were scored as 'other': Source 'Carrier pigeon' (2)" in \
+        scored.output
     frame = pd.read_parquet(out)
     assert len(frame) == 1500 and (frame["model_kind"] == "model").all() and (frame["model_version"] == "1").all()
     few = tmp_path / "few.csv"
