@@ -88,6 +88,18 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "security": secured,
             "responses": {"200": _object("The model now served"), **_errors(401, 403, 429, 503)},
         }},
+        "/v1/models/monitoring": {"get": {
+            "summary": "Model health on logged scores and matured outcomes: drift, calibration, alerts (admin or "
+                       "monitor)",
+            "security": secured,
+            "parameters": [
+                {"name": "model", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
+                 "description": "NAME@VERSION, a version or an alias; default the champion"},
+                {"name": "since", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 64},
+                 "description": "Only leads scored from this ISO 8601 date or time"},
+            ],
+            "responses": {"200": _object("The health report"), **_errors(401, 403, 404, 422, 429, 503)},
+        }},
         "/healthz": {"get": {"summary": "Process alive", "responses": {"200": _object("ok")}}},
         "/readyz": {"get": {"summary": "Model loaded", "responses": {"200": _object("ready"), **_errors(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
