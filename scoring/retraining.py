@@ -194,8 +194,31 @@ def retrain(raw: pd.DataFrame, *, spec: ModelSpec, champion: TrainedModel | None
     return Candidate(result=result, decision=decision, gate=gate, mode="retrain")
 
 
+def choose_calibrator(logit: np.ndarray, y: np.ndarray, *, folds: int = 3) -> tuple[Calibrator, dict[str, float]]:
+    """Return the calibration map (sigmoid or isotonic) with the lower `folds`-fold log loss, refitted on all rows.
+
+    A shift of the base rate is not always a shift of the intercept (a campaign that brings converters of every
+    kind bends the curve), and a two-parameter sigmoid cannot follow a bent one: isotonic can, given the leads.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    losses: dict[str, float] = {}
+    for method in ("sigmoid", "isotonic"):
+        fold_loss = []
+        for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=0).split(logit, y):
+            cal = Calibrator(method).fit(logit[train_idx], y[train_idx])
+            q = np.clip(cal(logit[test_idx]), 1e-12, 1 - 1e-12)
+            fold_loss.append(float(log_loss(y[test_idx], q, labels=[0, 1])) * len(test_idx))
+        losses[method] = sum(fold_loss) / len(y)
+    best = min(losses, key=lambda m: (losses[m], m != "sigmoid"))
+    return Calibrator(best).fit(logit, y), losses
+
+
 def recalibrate(raw: pd.DataFrame, *, champion: TrainedModel, rng: np.random.Generator) -> Candidate:
-    """Refit the champion's calibration map on the older 80% of recent matured leads; gate it on the newest 20%."""
+    """Refit the champion's calibration map on the older 80% of recent matured leads; gate it on the newest 20%.
+
+    `raw` should hold the recent leads only (since the base rate moved): the map is fitted to all of them.
+    """
     spec = champion.spec
     older, gate_raw, y_gate = _split(raw, spec=spec)
     prepared = prepare(older, spec=spec, table="recent matured leads", with_target=True)
@@ -205,8 +228,8 @@ def recalibrate(raw: pd.DataFrame, *, champion: TrainedModel, rng: np.random.Gen
     pipeline = copy.deepcopy(champion.pipeline)
     model: LeadScoringModel = pipeline.named_steps["model"]
     X = pipeline.named_steps["features"].transform(prepared.features)
-    logit = model.decision_function(X)
-    calibrator = Calibrator(model.calibration).fit(np.asarray(logit), y)
+    logit = np.asarray(model.decision_function(X))
+    calibrator, fold_losses = choose_calibrator(logit, y)
     model.calibrator_ = calibrator
     model.calibrators_[model.kind_] = calibrator
     # the probe rows check a compiled scorer against predict_proba at load: their probabilities moved too
@@ -217,8 +240,9 @@ def recalibrate(raw: pd.DataFrame, *, champion: TrainedModel, rng: np.random.Gen
         card.pop(stale, None)
     card["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     card["recalibrated_from"] = champion.version
-    card["recalibration"] = {"leads": len(y), "converted": int(y.sum()), "a": calibrator.a, "b": calibrator.b,
-                             "method": calibrator.method}
+    card["calibration"] = calibrator.method
+    card["recalibration"] = {"leads": len(y), "converted": int(y.sum()), "method": calibrator.method,
+                             "cv_log_loss": fold_losses}
     trained = TrainedModel(pipeline=pipeline, spec=spec, card=card,
                            train_ids=np.unique(np.concatenate([champion.train_ids, hash_ids(prepared.ids)])))
     decision, gate = _gate(trained, champion, gate_raw, y_gate, rng=rng, what="recalibrated champion")
