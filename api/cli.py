@@ -11,6 +11,7 @@ from api.commands import data as data_commands
 from api.commands import db as db_commands
 from api.commands import forecasting as forecasting_commands
 from api.commands import monitoring as monitoring_commands
+from api.commands import outcomes as outcomes_commands
 from api.commands import report as report_commands
 from api.commands import retraining as retraining_commands
 from api.commands import scoring as scoring_commands
@@ -49,6 +50,7 @@ monitoring_commands.register(cli)
 retraining_commands.register(cli)
 service_commands.register(cli)
 db_commands.register(cli)
+outcomes_commands.register(cli)
 
 
 def main() -> None:

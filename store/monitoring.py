@@ -20,11 +20,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from store.core import Store
-from store.schema import predictions
+from store.schema import outcomes, predictions
 
-# The outcomes table of the store (store/outcomes.py, migration 0003): only the columns read here.
-outcomes = sa.table("outcomes", sa.column("lead_id", sa.String), sa.column("converted", sa.Boolean),
-                    sa.column("converted_at", sa.DateTime))
 FEATURE_SAMPLE_ROWS = 100_000
 
 
