@@ -27,7 +27,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Malformed JSON", 401: "No or invalid API key", 403: "The key lacks the scope",
-            413: "Body too large", 415: "Body is not JSON", 422: "Invalid records (index and field named)",
+            404: "No such model or resource", 413: "Body too large", 415: "Body is not JSON",
+            422: "Invalid records (index and field named)",
             429: "Rate limit exceeded (see Retry-After)", 503: "No model loaded"}
     return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref(ErrorResponse)}}} for s in statuses}
 

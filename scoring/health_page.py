@@ -1,20 +1,22 @@
-"""The Model health page: one self-contained HTML file (inline CSS, charts as embedded PNG, no script, nothing
+"""The Model health page: one self-contained HTML file (inline CSS, charts as inline SVG, no script, nothing
 fetched) from a health report of `scoring.monitoring`.
 
 The template is Jinja2 with autoescape on: every string from the data (field labels, alert sentences, versions)
-is escaped; only the base64 PNG data URIs matplotlib drew go in unescaped. A Content-Security-Policy forbids any
-request, so even a mistake cannot leak.
+is escaped; only the SVG that matplotlib drew (and escaped itself) goes in as markup. A Content-Security-Policy
+forbids any request, so even a mistake cannot leak.
 """
 
 from __future__ import annotations
 
-import base64
 import io
+import re
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
+import matplotlib
 from jinja2 import Environment, select_autoescape
+from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from scoring.monitoring import PSI_ALERT, PSI_WARNING
@@ -22,6 +24,9 @@ from scoring.monitoring import PSI_ALERT, PSI_WARNING
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 BLUE, GREY, INK, RED, ORANGE = "#2563eb", "#9ca3af", "#1f2937", "#dc2626", "#ea580c"
 _LOCK = threading.Lock()  # matplotlib's font caches are shared: one chart at a time, also in a threaded server
+_ID = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
+# text stays text (searchable, smaller); stable ids, so the same report gives the same page
+RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "leadcast", "font.size": 9}
 
 TEMPLATE = """<!doctype html>
 <html lang="en">
@@ -44,7 +49,7 @@ padding-top: 8px; }
 .alerts { background: #fef2f2; border-left: 4px solid #dc2626; padding: 8px 14px 8px 30px; }
 .warnings { background: #fff7ed; border-left: 4px solid #ea580c; padding: 8px 14px 8px 30px; }
 .ok { background: #f0fdf4; border-left: 4px solid #15803d; padding: 8px 14px; }
-figure { margin: 18px 0; } figure img { max-width: 100%; height: auto; display: block; }
+figure { margin: 18px 0; } figure svg { width: 100%; height: auto; display: block; }
 table { border-collapse: collapse; width: 100%; font-size: 12.5px; margin: 10px 0; }
 th, td { padding: 4px 8px; border-bottom: 1px solid #e5e7eb; text-align: left; }
 th { background: #f1f5f9; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -73,8 +78,8 @@ days after its first score.{% endif %}</p>
 <h2>Calibration on matured outcomes</h2>
 <p class="note">Realised conversion against the mean predicted probability, per decile of score (1 = highest).
 Points on the diagonal mean the probabilities mean what they say.</p>
-<figure><img alt="Realised conversion against mean prediction per decile" src="{{ charts.calibration }}">
-</figure>
+<figure class="chart" id="chart-calibration" aria-label="Realised conversion against mean prediction per decile">
+{{ charts.calibration }}</figure>
 <table id="by-grade"><caption>By grade</caption>
 <tr><th>grade</th><th class="num">leads</th><th class="num">mean prediction</th><th class="num">realised</th></tr>
 {% for g in outcomes.by_grade %}<tr><td>{{ g.grade }}</td><td class="num">{{ "{:,}".format(g.leads) }}</td>
@@ -96,7 +101,8 @@ Points on the diagonal mean the probabilities mean what they say.</p>
 <h2>Drift of the inputs</h2>
 <p class="note">Population stability index of each field against the held-out leads at training: a warning from
 {{ psi_warning }}, an alert from {{ psi_alert }}.</p>
-{% if charts.psi %}<figure><img alt="PSI per field" src="{{ charts.psi }}"></figure>{% endif %}
+{% if charts.psi %}<figure class="chart" id="chart-psi" aria-label="PSI per field">{{ charts.psi }}</figure>
+{% endif %}
 <table id="features">
 <tr><th>field</th><th class="num">PSI</th><th class="num">missing at training</th><th class="num">missing now</th>
 <th class="num">unseen categories</th></tr>
@@ -114,14 +120,18 @@ _ENV = Environment(autoescape=select_autoescape(default=True, default_for_string
 _PAGE = _ENV.from_string(TEMPLATE)
 
 
-def _png(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def _svg(fig: Figure, name: str) -> Markup:
+    buffer = io.StringIO()
+    with matplotlib.rc_context(cast(Any, RC)):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg"):]
+    # ids prefixed per chart, so the clip paths of two charts never collide in one page
+    return Markup(_ID.sub(lambda m: f"{m.group(1)}{name}-{m.group(2)}", text))
 
 
-def calibration_chart(deciles: Sequence[Mapping[str, Any]]) -> str:
-    """Return a PNG data URI: realised conversion against mean prediction per decile, with the diagonal."""
+def calibration_chart(deciles: Sequence[Mapping[str, Any]]) -> Markup:
+    """Return an SVG chart: realised conversion against mean prediction per decile, with the diagonal."""
     with _LOCK:
         fig = Figure(figsize=(6.4, 3.6))
         ax = fig.add_subplot()
@@ -139,11 +149,11 @@ def calibration_chart(deciles: Sequence[Mapping[str, Any]]) -> str:
         ax.set_ylabel("realised conversion")
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(frameon=False, fontsize=8)
-        return _png(fig)
+        return _svg(fig, "calibration")
 
 
-def psi_chart(features: Sequence[Mapping[str, Any]], *, score_psi: float | None) -> str | None:
-    """Return a PNG data URI: PSI per field (and of the score), the warning and alert levels marked."""
+def psi_chart(features: Sequence[Mapping[str, Any]], *, score_psi: float | None) -> Markup | None:
+    """Return an SVG chart: PSI per field (and of the score), the warning and alert levels marked."""
     rows = [(f["column"], float(f["psi"])) for f in features if f.get("psi") is not None]
     if score_psi is not None:
         rows.append(("(score)", float(score_psi)))
@@ -160,7 +170,7 @@ def psi_chart(features: Sequence[Mapping[str, Any]], *, score_psi: float | None)
         ax.set_xlabel("population stability index")
         ax.tick_params(axis="y", labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
-        return _png(fig)
+        return _svg(fig, "psi")
 
 
 def _pct(value: float | None) -> str:

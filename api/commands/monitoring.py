@@ -40,8 +40,8 @@ def monitor(ctx: click.Context, data: Path | None, model: str | None, since: str
         from api.monitoring import parse_since, store_health
         from api.stores import open_store
 
-        report = store_health(settings, open_store(settings), model=model, since=parse_since(since, field="--since"),
-                              seed=seed)
+        with open_store(settings) as store:  # closed at the end: no connection left for the collector
+            report = store_health(settings, store, model=model, since=parse_since(since, field="--since"), seed=seed)
     _print(report)
     if json_out is not None:
         write_json(json_out, json.loads(json.dumps(report, default=float)))

@@ -24,8 +24,8 @@ def _matured_from_store(settings: Settings, *, spec: Any, since: datetime | None
     from api.stores import open_store
     from store.monitoring import training_frame
 
-    frame = training_frame(open_store(settings), spec=spec, since=since, now=now,
-                           maturity_days=settings.outcome_maturity_days)
+    with open_store(settings) as store:
+        frame = training_frame(store, spec=spec, since=since, now=now, maturity_days=settings.outcome_maturity_days)
     if frame.empty:
         raise LeadcastError("the store holds no matured leads (logged scores with a known or matured outcome) yet: "
                             "record outcomes with POST /v1/leads/outcomes, or retrain from an export with --data")
