@@ -28,7 +28,7 @@ BINS = 10
 TOP_CATEGORIES = 50
 KNOWN_CATEGORIES = 1_000  # beyond this many distinct values, unseen categories are not counted
 SHARE_FLOOR = 1e-4
-BOOTSTRAP_ROWS = 20_000
+BOOTSTRAP_ROWS = 10_000
 BASE_RATE_SHIFT = 1.5  # realised conversion this many times the training rate (or 1/x of it) is worth a warning
 OTHER = "(other)"
 
@@ -135,11 +135,31 @@ def _how(ref: Mapping[str, Any], entry: Mapping[str, Any], shares: Sequence[floa
     return "its distribution is not the one the model was trained on"
 
 
+def _fast_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Return ROC AUC by the rank-sum (Mann-Whitney) formula, ties at half: (R1 - n1(n1+1)/2) / (n1 n0)."""
+    from scipy.stats import rankdata
+
+    n1 = float(y.sum())
+    n0 = float(len(y) - n1)
+    return float((rankdata(p)[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _fast_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    q = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+# The same metrics as scikit-learn's, in plain numpy: the bootstrap calls them hundreds of times, and
+# scikit-learn's input checks cost more than the sums on 10,000 leads.
+FAST_METRICS: dict[str, Any] = {"roc_auc": _fast_auc, "brier": lambda y, p: float(np.mean((p - y) ** 2)),
+                                "log_loss": _fast_log_loss}
+
+
 def _interval(y: np.ndarray, p: np.ndarray, metric: Any, rng: np.random.Generator, n_boot: int,
               point: float | None, max_rows: int = BOOTSTRAP_ROWS) -> list[float] | None:
     """Return the 90% bootstrap interval of `metric`; beyond `max_rows` leads, resamples of `max_rows` leads
     whose spread around the full-sample value is scaled by sqrt(max_rows / n) (these metrics' errors shrink as
-    1/sqrt(n)), so a million matured leads cost what 20,000 do."""
+    1/sqrt(n)), so a million matured leads cost what 10,000 do."""
     n = len(y)
     m = min(n, max_rows)
     values = []
@@ -188,7 +208,7 @@ def outcome_health(*, y: np.ndarray, probability: np.ndarray, grades: Grades, ba
     }
     for name, metric in metrics.items():
         out[name] = float(metric(y, p)) if both or name != "roc_auc" else None
-        out[f"{name}_interval"] = _interval(y, p, metric, rng, n_boot, out[name])
+        out[f"{name}_interval"] = _interval(y, p, FAST_METRICS[name], rng, n_boot, out[name])
     return out
 
 

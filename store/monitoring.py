@@ -31,7 +31,7 @@ FEATURE_CHUNK = 500  # ids per IN (...) query
 class Logged:
     """The leads a model version scored in a window: one row per lead (its first score), and sampled features.
 
-    `scores` columns: lead_id, scored_at (UTC, naive), probability, grade, converted (1, 0, or NaN while the
+    `scores` columns: lead_id, scored_at (UTC, naive), probability, converted (1, 0, or NaN while the
     outcome has not matured). `features` holds the logged feature values of a sample of the logged rows, with
     `as_of` and the time scored; `rows` counts every logged row (rescored leads included).
     """
@@ -80,17 +80,17 @@ def logged_scores(store: Store, *, model_name: str | None, model_version: str | 
     """
     where = _filters(model_name, model_version, since)
     query = (sa.select(predictions.c.id, predictions.c.lead_id, _epoch(store, predictions.c.scored_at),
-                       predictions.c.probability, predictions.c.grade)
+                       predictions.c.probability)
              .where(*where).order_by(predictions.c.scored_at, predictions.c.id))
     with store.begin() as conn:
         rows = _raw_rows(conn, query)
         total = len(rows)
         if not rows:
-            return Logged(scores=pd.DataFrame(columns=["lead_id", "scored_at", "probability", "grade", "converted"]),
+            return Logged(scores=pd.DataFrame(columns=["lead_id", "scored_at", "probability", "converted"]),
                           features=pd.DataFrame(), rows=0)
-        ids, lead_ids, seconds, probability, grade = (np.asarray(c) for c in zip(*rows, strict=True))
-        first = ~pd.Series(lead_ids).duplicated(keep="first").to_numpy(bool)  # time order: the first score
-        lead_ids, seconds, probability, grade, ids = (a[first] for a in (lead_ids, seconds, probability, grade, ids))
+        ids, lead_ids, seconds, probability = (np.asarray(c) for c in zip(*rows, strict=True))
+        first = ~pd.Series(lead_ids, dtype=object).duplicated(keep="first").to_numpy(bool)  # time order: first
+        lead_ids, seconds, probability, ids = (a[first] for a in (lead_ids, seconds, probability, ids))
         converted_ids = [r[0] for r in _raw_rows(conn, sa.select(outcomes.c.lead_id).where(outcomes.c.converted))]
         step = max(1, math.ceil(len(ids) / feature_rows)) if feature_rows else 0
         sample: list[tuple[Any, ...]] = []
@@ -98,11 +98,12 @@ def logged_scores(store: Store, *, model_name: str | None, model_version: str | 
             sample += _raw_rows(conn, sa.select(sa.type_coerce(predictions.c.features, sa.Text),
                                                 sa.type_coerce(predictions.c.as_of, sa.Text), predictions.c.lead_id)
                                 .where(predictions.c.id.in_(part)))
-    converted = pd.Series(lead_ids).isin(converted_ids).to_numpy(bool)
+    # object dtype: a hash lookup per id (pandas 3's default Arrow strings compare by a Python-level loop here)
+    converted = pd.Series(lead_ids, dtype=object).isin(set(converted_ids)).to_numpy(bool)
     age_days = (pd.Timestamp(now.replace(tzinfo=None)).value / 1e9 - seconds.astype(np.float64)) / 86400.0
     y = np.where(converted, 1.0, np.where(age_days > maturity_days, 0.0, np.nan))
     scores = pd.DataFrame({"lead_id": lead_ids, "scored_at": _times(seconds), "probability":
-                           probability.astype(np.float64), "grade": grade, "converted": y})
+                           probability.astype(np.float64), "converted": y})
     return Logged(scores=scores, features=_feature_frame(sample), rows=total)
 
 
