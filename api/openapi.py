@@ -94,9 +94,11 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
                        "monitor)",
             "security": secured,
             "parameters": [
-                {"name": "model", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
+                {"name": "model", "in": "query", "required": False,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                  "description": "NAME@VERSION, a version or an alias; default the champion"},
-                {"name": "since", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 64},
+                {"name": "since", "in": "query", "required": False,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 64},
                  "description": "Only leads scored from this ISO 8601 date or time"},
             ],
             "responses": {"200": _object("The health report"), **_errors(401, 403, 404, 422, 429, 503)},

@@ -18,8 +18,8 @@ class MonitoringQuery(BaseModel):
     """The query of GET /v1/models/monitoring: which model (NAME@VERSION, version or alias) and since when."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str | None = Field(default=None, max_length=200)
-    since: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    since: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 def init(app: Flask, rt: Runtime) -> None:
