@@ -32,7 +32,7 @@ class LeadcastFlask(Flask):
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the leadcast service: settings read once, one blueprint per resource, one error shape."""
-    from api.blueprints import docs, forecast, forecasts, health, leads, models, opportunities
+    from api.blueprints import docs, forecast, forecasts, health, leads, models, opportunities, outcomes
 
     settings = settings or load_settings()
     app = LeadcastFlask("leadcast")
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.prediction_log:
         rt.services["prediction_log"] = PredictionLog(store, capacity=settings.prediction_log_queue_rows,
                                                       on_drop=drop_counter(rt.metrics.registry))
-    for module in (health, docs, models, leads, forecast, opportunities, forecasts):
+    for module in (health, docs, models, leads, outcomes, forecast, opportunities, forecasts):
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)
     register_error_handlers(app)

@@ -11,8 +11,10 @@ from api.commands import data as data_commands
 from api.commands import db as db_commands
 from api.commands import forecasting as forecasting_commands
 from api.commands import monitoring as monitoring_commands
+from api.commands import outcomes as outcomes_commands
 from api.commands import pipeline as pipeline_commands
 from api.commands import report as report_commands
+from api.commands import retraining as retraining_commands
 from api.commands import scoring as scoring_commands
 from api.commands import service as service_commands
 from api.commands import settings_of as settings_of
@@ -46,9 +48,11 @@ scoring_commands.register(cli)
 forecasting_commands.register(cli)
 report_commands.register(cli)
 monitoring_commands.register(cli)
+retraining_commands.register(cli)
 service_commands.register(cli)
 db_commands.register(cli)
 pipeline_commands.register(cli)
+outcomes_commands.register(cli)
 
 
 def main() -> None:

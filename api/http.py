@@ -38,8 +38,9 @@ def runtime() -> Runtime:
     return cast(Runtime, current_app.extensions["leadcast"])
 
 
-def requires(scope: str) -> Callable[[F], F]:
-    """Let a view run only for a bearer key that holds `scope`, within its rate limit."""
+def requires(scope: str, *others: str) -> Callable[[F], F]:
+    """Let a view run only for a bearer key that holds `scope` (or one of `others`), within its rate limit."""
+    accepted = (scope, *others)
 
     def decorate(view: F) -> F:
         @wraps(view)
@@ -54,8 +55,9 @@ def requires(scope: str) -> Callable[[F], F]:
             if key is None:
                 raise ApiError(401, "unauthorized", "the API key is not valid or has been revoked",
                                headers={"WWW-Authenticate": 'Bearer realm="leadcast", error="invalid_token"'})
-            if scope not in key.scopes:
-                raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
+            if not set(accepted) & set(key.scopes):
+                needed = " or ".join(f"'{s}'" for s in accepted)
+                raise ApiError(403, "forbidden", f"this API key lacks the {needed} scope")
             allowed, wait = rt.limiter.allow(key.key_id)
             if not allowed:
                 raise ApiError(429, "rate_limited", "too many requests for this API key; slow down",

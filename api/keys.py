@@ -24,7 +24,7 @@ from store.schema import api_keys, imports
 
 log = logging.getLogger("leadcast.keys")
 
-SCOPES = ("score", "forecast", "admin")
+SCOPES = ("score", "forecast", "outcomes", "admin", "monitor")
 KEY_PATTERN = re.compile(r"^lc_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

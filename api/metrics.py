@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -25,6 +27,16 @@ class Metrics:
                            ["model_name", "model_version", "model_kind"], registry=self.registry,
                            multiprocess_mode="liveall")
         self._served: tuple[str, str, str] | None = None
+        # Model health (issue 13), as of the last health report the service computed (GET /v1/models/monitoring).
+        self.feature_psi = Gauge("leadcast_feature_psi", "PSI of each input field against the training profile.",
+                                 ["model_version", "feature"], registry=self.registry,
+                                 multiprocess_mode="mostrecent")
+        self.score_psi = Gauge("leadcast_score_psi", "PSI of the scores against the training profile.",
+                               ["model_version"], registry=self.registry, multiprocess_mode="mostrecent")
+        self.live_ece = Gauge("leadcast_live_ece", "Expected calibration error on matured outcomes.",
+                              ["model_version"], registry=self.registry, multiprocess_mode="mostrecent")
+        self.alerts = Gauge("leadcast_monitoring_alerts", "Model health alerts raised by the last health report.",
+                            ["model_version"], registry=self.registry, multiprocess_mode="mostrecent")
 
     def set_model(self, *, name: str, version: str, kind: str) -> None:
         """Mark the model now being served (1) and the one it replaced (0)."""
@@ -33,6 +45,19 @@ class Metrics:
             self.model.labels(*self._served).set(0)
         self._served = (name, version, kind)
         self.model.labels(model_name=name, model_version=version, model_kind=kind).set(1)
+
+    def set_health(self, report: Mapping[str, Any]) -> None:
+        """Publish a health report's PSI per field, score PSI, live ECE and alert count."""
+        version = str(report.get("version", "unknown"))
+        for feature in report.get("features", []):
+            if feature.get("psi") is not None:
+                self.feature_psi.labels(model_version=version, feature=feature["column"]).set(feature["psi"])
+        if report.get("score_psi") is not None:
+            self.score_psi.labels(model_version=version).set(report["score_psi"])
+        outcomes = report.get("outcomes")
+        if outcomes is not None:
+            self.live_ece.labels(model_version=version).set(outcomes["ece"])
+        self.alerts.labels(model_version=version).set(len(report.get("alerts", [])))
 
     def render(self) -> bytes:
         """Return the exposition text, merged across workers when PROMETHEUS_MULTIPROC_DIR is set."""

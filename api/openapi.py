@@ -38,8 +38,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Malformed JSON", 401: "No or invalid API key", 403: "The key lacks the scope",
-            413: "Body too large", 415: "Body is not JSON", 422: "Invalid records (index and field named)",
-            404: "No such saved forecast", 429: "Rate limit exceeded (see Retry-After)",
+            404: "No such model, saved forecast or resource", 413: "Body too large", 415: "Body is not JSON",
+            422: "Invalid records (index and field named)", 429: "Rate limit exceeded (see Retry-After)",
             503: "No model loaded, or the store is unavailable"}
     return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref(ErrorResponse)}}} for s in statuses}
 
@@ -157,6 +157,20 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "summary": "Re-resolve the champion and swap to it atomically (admin)",
             "security": secured,
             "responses": {"200": _object("The model now served"), **_errors(401, 403, 429, 503)},
+        }},
+        "/v1/models/monitoring": {"get": {
+            "summary": "Model health on logged scores and matured outcomes: drift, calibration, alerts (admin or "
+                       "monitor)",
+            "security": secured,
+            "parameters": [
+                {"name": "model", "in": "query", "required": False,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                 "description": "NAME@VERSION, a version or an alias; default the champion"},
+                {"name": "since", "in": "query", "required": False,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                 "description": "Only leads scored from this ISO 8601 date or time"},
+            ],
+            "responses": {"200": _object("The health report"), **_errors(401, 403, 404, 422, 429, 503)},
         }},
         "/healthz": {"get": {"summary": "Process alive", "responses": {"200": _object("ok")}}},
         "/readyz": {"get": {"summary": "Model loaded", "responses": {"200": _object("ready"), **_errors(503)}}},

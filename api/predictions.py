@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from store.predictions import PredictionLog
 
 if TYPE_CHECKING:  # the serving module loads the scoring stack; the app imports this one at start
+    import pandas as pd
+
     from api.serving import Served
+    from scoring.spec import ModelSpec
 
 
 def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
-def _as_of(value: Any, default: datetime) -> datetime:
+def _as_of(value: Any, default: datetime | None) -> datetime | None:
     if isinstance(value, str):
         try:
             return _naive_utc(datetime.fromisoformat(value))
@@ -55,6 +59,74 @@ def log_scores(log: PredictionLog, served: Served, records: list[dict[str, Any]]
         return rows
 
     log.record(len(scores), build)
+
+
+def _json_value(value: Any) -> Any:
+    """Return a file's value as JSON holds it (numpy scalars as numbers, times as ISO text); None when missing."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy and pandas scalars
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if type(value).__name__ == "NaTType":
+        return None
+    return value
+
+
+def _batch_reasons(positive: Any, negative: Any) -> list[dict[str, Any]] | None:
+    """Turn a batch file's "words: +n; words: -m" reason columns into the log's reasons (text, contribution)."""
+    if positive is None and negative is None:
+        return None
+    out = []
+    for text in (positive, negative):
+        if not isinstance(text, str) or not text:
+            continue
+        for piece in text.split("; "):
+            words, _, points = piece.rpartition(": ")
+            try:
+                out.append({"text": words, "contribution": float(int(points))})
+            except ValueError:  # words that themselves hold "; ": keep the piece whole
+                out.append({"text": piece, "contribution": None})
+    return out
+
+
+def log_batch(log: PredictionLog, *, spec: ModelSpec, model: dict[str, str], raw: pd.DataFrame,
+              scored: pd.DataFrame, as_of: str | None) -> None:
+    """Queue one prediction-log row per lead of a scored file chunk, as `log_scores` does for the API.
+
+    The features are the chunk's values of the spec's features (a file's empty cell is a field not sent);
+    the reasons are the batch output's words and points (its reason columns carry no field names).
+    """
+    id_column = spec.id_column
+    columns = [c for c in spec.feature_columns if c in raw.columns]
+    as_of_column = next((c for c in (spec.as_of_column, "as_of") if c and c in raw.columns), None)
+    scored_at = datetime.now(UTC).replace(tzinfo=None)
+    fallback = _as_of(as_of, None)
+    values = raw[columns].reset_index(drop=True)
+    times = None if as_of_column is None else raw[as_of_column].reset_index(drop=True)
+    out = scored.reset_index(drop=True)
+
+    def build() -> list[dict[str, Any]]:
+        rows = []
+        records = values.to_dict(orient="records")
+        positive = out["reasons_positive"].tolist() if "reasons_positive" in out.columns else [None] * len(out)
+        negative = out["reasons_negative"].tolist() if "reasons_negative" in out.columns else [None] * len(out)
+        for i, (lead_id, p, score, grade) in enumerate(zip(out[id_column].tolist(), out["probability"].tolist(),
+                                                           out["score"].tolist(), out["grade"].tolist(),
+                                                           strict=True)):
+            given = None if times is None else _json_value(times.iloc[i])
+            stamp = fallback if given is None else _as_of(given, fallback)
+            features = {c: v for c, v in ((c, _json_value(records[i][c])) for c in columns) if v is not None}
+            rows.append({
+                "lead_id": str(lead_id), "scored_at": scored_at, "as_of": stamp, "model_name": model["name"],
+                "model_version": model["version"], "model_kind": model["kind"], "probability": float(p),
+                "score": int(score), "grade": str(grade), "reasons": _batch_reasons(positive[i], negative[i]),
+                "features": features,
+            })
+        return rows
+
+    log.record(len(out), build)
 
 
 def drop_counter(metrics_registry: Any) -> Callable[[int], None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from crmdata.values import ValueProblem, datetime_ns
 
@@ -25,7 +25,7 @@ PipelineDay = Annotated[date, AfterValidator(_handled_day)]
 
 
 def _handled_time(value: datetime) -> datetime:
-    """Refuse a time outside the dates leadcast handles, by the value layer's rule and message."""
+    """Refuse a time outside the dates leadcast handles (datetime64[ns]), by the value layer's rule and message."""
     try:
         datetime_ns(value)
     except ValueProblem as exc:
@@ -33,7 +33,7 @@ def _handled_time(value: datetime) -> datetime:
     return value
 
 
-PipelineTime = Annotated[datetime, AfterValidator(_handled_time)]
+HandledTime = Annotated[datetime, AfterValidator(_handled_time)]
 
 
 class DataframeSplit(BaseModel):
@@ -95,6 +95,9 @@ class Reason(BaseModel):
     contribution: float
 
 
+Trend = Literal["new", "improving", "steady", "declining"]
+
+
 class LeadScore(BaseModel):
     """The score of one lead."""
 
@@ -106,6 +109,16 @@ class LeadScore(BaseModel):
     warnings: list[str] | None = Field(
         default=None, description="Present when something about this lead was not as in training, e.g. a "
                                   "category training never saw (scored as 'other').")
+    trend: Trend | None = Field(
+        default=None,
+        description="Against the lead's previous score already in the prediction log: improving (more than "
+                    "trend_band_points higher, default 3), declining (more than that lower), steady (within), new "
+                    "(no score stored yet). Null for leads without an id or when the log is off or unreachable.")
+    percentile: float | None = Field(
+        default=None, ge=0, le=100,
+        description="Rank among the leads the same model version scored in the last 30 days (each lead's latest "
+                    "score): the share scoring lower plus half of those scoring the same, in percent, one "
+                    "decimal. Null when that model version has scored no lead in the window yet.")
 
 
 class ModelRef(BaseModel):
@@ -125,6 +138,66 @@ class ScoreResponse(BaseModel):
     predictions: list[list[float]] | None = Field(
         default=None, description="For MLflow-shaped requests: [P(not converted), P(converted)] per lead."
     )
+
+
+class OutcomeIn(BaseModel):
+    """What became of one lead: converted or not, and when it converted (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    lead_id: str = Field(min_length=1, max_length=256)
+    converted: StrictBool
+    converted_at: HandledTime | None = Field(default=None, description="When it converted (ISO 8601; UTC if no "
+                                                                       "offset). Only for converted leads.")
+
+    @model_validator(mode="after")
+    def _time_only_when_converted(self) -> OutcomeIn:
+        if self.converted_at is not None and not self.converted:
+            raise ValueError("converted_at is given but converted is false")
+        return self
+
+
+class OutcomesRequest(BaseModel):
+    """Outcomes of leads, recorded idempotently (a lead sent again replaces its outcome; the same one is a no-op)."""
+
+    model_config = ConfigDict(extra="forbid")
+    outcomes: list[OutcomeIn] = Field(min_length=1)
+
+
+class OutcomesResponse(BaseModel):
+    """How many outcomes were received, and how many leads were new, changed or already as sent."""
+
+    received: int
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+class HistoryScore(BaseModel):
+    """One logged score of a lead."""
+
+    scored_at: datetime
+    as_of: datetime | None
+    model: ModelRef
+    probability: float
+    score: int
+    grade: str
+    reasons: list[dict[str, Any]] | None
+
+
+class ScoreHistoryResponse(BaseModel):
+    """A lead's logged scores, newest first, one page at a time."""
+
+    lead_id: str
+    scores: list[HistoryScore]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null on the last page.")
+
+
+class ErasureResponse(BaseModel):
+    """What an erasure removed of one lead, per kind of record."""
+
+    lead_id: str
+    removed: dict[str, int] = Field(description="Rows removed: predictions, features (feature sets logged with "
+                                                "them), outcomes, and any other table keyed by the lead.")
 
 
 class StagesBody(BaseModel):
@@ -280,7 +353,7 @@ class OpportunitiesRequest(BaseModel):
     opportunities: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
     stages: StagesBody | None = Field(default=None, description="Stage names, when not leadcast's defaults; "
                                                                 "kept as the stored pipeline's configuration.")
-    observed_at: PipelineTime | None = Field(
+    observed_at: HandledTime | None = Field(
         default=None, description="When the records describe the pipeline (default: now): the time of a change "
                                   "whose record gives no date of its own.")
 

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     prediction_log_queue_rows: int = Field(
         default=100_000, gt=0, description="Rows the prediction log holds while the database is slow or down; "
                                            "rows beyond are dropped and counted.")
+    # Model health and the retrain loop (issue 13); see docs/monitoring.md.
+    outcome_maturity_days: float = Field(
+        default=90.0, gt=0, le=3650, description="Days after its first score by which a lead that has not converted "
+                                                 "counts as not converted (its outcome has matured).")
+    retrain_every: str = Field(default="15d", pattern=r"^\s*\d+(\.\d+)?\s*[hdw]\s*$",
+                               description="How often `leadcast retrain --if-due` runs the loop (15d, 12h, 2w).")
 
     @property
     def resolved_models_dir(self) -> Path:

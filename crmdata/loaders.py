@@ -394,3 +394,62 @@ def frame_from_records(
         problems += _check_stages(frame, config, source, config.all)
     raise_if_any(problems, source=source)
     return frame
+
+
+@dataclass(frozen=True)
+class OutcomeTable:
+    """Lead outcomes read from an export: id, converted (bool) and converted_at (UTC, NaT when not known)."""
+
+    outcomes: pd.DataFrame
+    undecided: int  # rows whose outcome column is empty (an open lead): left out
+
+
+def load_outcomes(
+    path: Path,
+    *,
+    id_column: str,
+    target_column: str,
+    positive: tuple[str, ...],
+    negative: tuple[str, ...],
+    converted_at_column: str | None = "converted_at",
+    missing_values: tuple[str, ...] = (),
+) -> OutcomeTable:
+    """Read the outcomes of a lead export (CSV or Parquet) by a spec's id and target columns, or raise with every
+    problem found. Rows with an empty outcome are undecided leads and are counted, not read; a conversion time
+    (`converted_at_column`, when the export has it) is read for converted leads and refused on the others."""
+    source = path.name
+    raw = read_raw(path, missing_values=missing_values).reset_index(drop=True)
+    problems = [Problem(source, name, f"column is missing ({what})", code="missing_column")
+                for name, what in ((id_column, "the id column"), (target_column, "the target column"))
+                if name not in raw.columns]
+    raise_if_any(problems, source=source)
+    ids, refused = parse_series(raw[id_column], Rule("string", missing_values=missing_values))
+    problems += [Problem(source, id_column, r.message, row=r.position + 1, value=r.value, code=r.code)
+                 for r in refused]
+    # The target read as true/false with the spec's own spellings: the value layer names anything else.
+    target_rule = Rule("bool", true_values=positive, false_values=negative, missing_values=missing_values)
+    converted, refused = parse_series(raw[target_column], target_rule)
+    problems += [Problem(source, target_column, r.message, row=r.position + 1, value=r.value, code=r.code)
+                 for r in refused]
+    refused_rows = {r.position for r in refused}
+    decided = ~np.isnan(converted)
+    decided[list(refused_rows)] = False
+    for i in _rows(pd.Series(pd.isna(ids) & decided))[:MAX_PROBLEMS]:
+        problems.append(Problem(source, id_column, "is empty; every outcome needs a lead id", row=int(i) + 1,
+                                code="missing_value"))
+    if converted_at_column is not None and converted_at_column in raw.columns:
+        times, refused = parse_series(raw[converted_at_column], Rule("datetime", missing_values=missing_values))
+        problems += [Problem(source, converted_at_column, r.message, row=r.position + 1, value=r.value,
+                             code=r.code) for r in refused]
+        for i in _rows(pd.Series(decided & (converted == 0.0) & ~pd.isna(times)))[:MAX_PROBLEMS]:
+            problems.append(Problem(source, converted_at_column, "set on a lead that did not convert",
+                                    row=int(i) + 1, code="inconsistent"))
+    else:
+        times = np.full(len(raw), np.datetime64("NaT"), dtype="datetime64[ns]")
+    raise_if_any(problems, source=source)
+    undecided = int((~decided).sum())
+    keep = np.flatnonzero(decided)
+    frame = pd.DataFrame({"lead_id": pd.Series(ids[keep], dtype=object),
+                          "converted": converted[keep] == 1.0,
+                          "converted_at": pd.Series(times[keep], dtype="datetime64[ns]")})
+    return OutcomeTable(outcomes=frame, undecided=undecided)

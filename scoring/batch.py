@@ -84,11 +84,13 @@ def score_file(
     chunk_rows: int = CHUNK_ROWS,
     progress: Callable[[int], None] | None = None,
     as_of: str | None = None,
+    on_chunk: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None,
 ) -> BatchSummary:
     """Score every lead of `src` into `dst` (CSV or Parquet by suffix): the id column, probability, score,
     grade, reasons, model kind and version. Written to a temporary file and renamed at the end, so a
     failure (a bad row in any chunk) never leaves a half-written output. `as_of` (ISO date) is the time
-    recency is measured from for leads without their own `as_of` value; without it, the model's reference."""
+    recency is measured from for leads without their own `as_of` value; without it, the model's reference.
+    `on_chunk(raw, scored)` is called with each chunk's raw values and its scores, in order, once scored."""
     spec = scorer.spec
     rows = 0
     grades = {g: 0 for g in "ABCD"}
@@ -134,6 +136,8 @@ def score_file(
                 else:
                     out.to_csv(tmp, mode="w" if rows == 0 else "a", header=rows == 0, index=False)
                 rows += len(out)
+                if on_chunk is not None:
+                    on_chunk(chunk, out)
                 if progress is not None:
                     progress(len(chunk))
             if written is not None:

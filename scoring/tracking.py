@@ -197,9 +197,14 @@ def track(
     models_dir: Path,
     spec_path: Path | None = None,
     force: bool = False,
+    decision: Decision | None = None,
 ) -> TrackedModel:
     """Log the run to MLflow, register the model as `challenger`, promote it to `champion` if it earns it,
-    and write the joblib artifact and model card to `models_dir`."""
+    and write the joblib artifact and model card to `models_dir`.
+
+    `decision` replaces the default promotion rule with one the caller reached (the retrain loop's gate); the
+    registry records each version's promotion reason and the order in which versions became champion.
+    """
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
@@ -231,7 +236,8 @@ def track(
             if not force:
                 raise
             champion = None  # --force replaces a champion that cannot even be loaded
-        decision = decide(result, champion, force=force)
+        if decision is None:
+            decision = decide(result, champion, force=force)
         with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
             mlflow.log_params({
                 "spec": card["spec_name"], "selected": card["selected"], "calibration": card["calibration"],
@@ -296,12 +302,25 @@ def track(
         aliases = ["challenger", "champion"] if decision.promoted else ["challenger"]
         for alias in aliases:
             client.set_registered_model_alias(registered_model_name, alias, version)
-        update_registry(models_dir, lambda registry: registry["aliases"].update(dict.fromkeys(aliases, version)))
+        update_registry(models_dir, lambda registry: _record_aliases(registry, version=version, aliases=aliases,
+                                                                     reason=decision.reason))
         return TrackedModel(version=version, run_id=run_id, artifact=path, card=card_path, decision=decision,
                             aliases=tuple(aliases))
     finally:
         mlflow.set_tracking_uri(previous_uri)
         mlflow.set_registry_uri(previous_registry)
+
+
+def _record_aliases(registry: dict[str, Any], *, version: str, aliases: list[str], reason: str) -> None:
+    """Point `aliases` at `version`, keep its promotion reason, and append it to the champion history."""
+    previous = registry["aliases"].get("champion")
+    registry["aliases"].update(dict.fromkeys(aliases, version))
+    registry["versions"][version]["promotion"] = reason
+    if "champion" in aliases:
+        history = registry.setdefault("champion_history", [])
+        if not history and previous is not None:
+            history.append(str(previous))  # a registry older than the history: its champion comes first
+        history.append(version)
 
 
 def _serving_signature(inferred: Any, *, optional: set[str]) -> Any:
@@ -455,6 +474,42 @@ def _download(client: Any, *, run_id: str, name: str, into: Path, version: str) 
         staged.replace(into / name)
 
 
+@_quietly
+def rollback(*, models_dir: Path, tracking_uri: str | None, registered_model_name: str) -> tuple[str, str]:
+    """Make the previous champion champion again in the local registry (and the MLflow alias); return
+    (from version, to version). The history shrinks, so a second rollback goes one further back."""
+    registry = read_registry(models_dir)
+    current = registry["aliases"].get("champion")
+    if current is None:
+        raise ModelNotFoundError(f"no champion in {models_dir}: nothing to roll back",
+                                 reason="no champion is registered")
+    history = [str(v) for v in registry.get("champion_history", [])]
+    while history and history[-1] == str(current):
+        history.pop()
+    if not history:
+        raise ModelError(f"version {current} is the only champion {models_dir / 'registry.json'} remembers: "
+                         "nothing to roll back to", reason="no previous champion is recorded")
+    target = history[-1]
+    if target not in registry["versions"]:
+        raise ModelNotFoundError(f"the previous champion, version {target}, is no longer in the registry",
+                                 reason=f"version {target} is not registered")
+    if tracking_uri is not None and any(e.get("run_id") for e in registry["versions"].values()):
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.set_registered_model_alias(registered_model_name, "champion", target)
+        client.set_model_version_tag(registered_model_name, target, "promotion",
+                                     f"rolled back to from version {current}")
+
+    def change(reg: dict[str, Any]) -> None:
+        reg["aliases"]["champion"] = target
+        reg["champion_history"] = history
+        reg["versions"][target]["promotion"] = f"rolled back to from version {current}"
+
+    update_registry(models_dir, change)
+    return str(current), target
+
+
 def read_champion_version(models_dir: Path) -> str | None:
     """Return the version the local registry calls champion, if any."""
     version = read_registry(models_dir)["aliases"].get("champion")
@@ -462,4 +517,4 @@ def read_champion_version(models_dir: Path) -> str | None:
 
 
 __all__ = ["Decision", "TrackedModel", "check_registries_agree", "decide", "fetch_model", "quiet_mlflow",
-           "redact_uri", "set_alias", "track"]
+           "redact_uri", "rollback", "set_alias", "track"]

@@ -53,6 +53,22 @@ predictions = sa.Table(
     sa.Column("features", sa.JSON, nullable=False),
     sa.Index("ix_predictions_lead_id_scored_at", "lead_id", "scored_at"),
     sa.Index("ix_predictions_model_version_scored_at", "model_version", "scored_at"),
+    # model health reads a version's scores from this index alone (migration 0004)
+    sa.Index("ix_predictions_monitoring", "model_version", "model_name", "scored_at", "id", "lead_id", "probability",
+             "grade"),
+)
+
+# What the CRM reported of each lead: converted or not, and when. One row per lead, replaced by a newer report
+# (an upsert), so posting the same outcomes twice leaves the table as it was.
+outcomes = sa.Table(
+    "outcomes", metadata,
+    sa.Column("lead_id", sa.String(256), primary_key=True),
+    sa.Column("converted", sa.Boolean, nullable=False),
+    sa.Column("converted_at", sa.DateTime, nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),  # api or import: who reported it last
+    sa.Column("recorded_at", sa.DateTime, nullable=False),  # first reported
+    sa.Column("updated_at", sa.DateTime, nullable=False),  # last changed (not touched by an identical report)
+    sa.Index("ix_outcomes_updated_at", "updated_at"),
 )
 
 # The live pipeline (issue 12 item 6): each opportunity's current state, in the opportunity contract, and `seq`,

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import contextlib
 
-from flask import Blueprint, Flask, Response, jsonify
+from flask import Blueprint, Flask, Response, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import ApiError
 from api.http import Runtime, requires, runtime
 from api.serving import ModelHolder, ModelLoadFailed, Served, model_source
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
+
+
+class MonitoringQuery(BaseModel):
+    """The query of GET /v1/models/monitoring: which model (NAME@VERSION, version or alias) and since when."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    since: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 def init(app: Flask, rt: Runtime) -> None:
@@ -62,3 +71,20 @@ def reload() -> Response:
         raise ApiError(503, "unavailable", f"reload failed, {keeping}: {exc.reason}; the service log says more") \
             from exc
     return jsonify({"model": served.describe(), "previous": previous.describe() if previous else None})
+
+
+@bp.get("/monitoring")
+@requires("admin", "monitor")
+def monitoring() -> Response:
+    """Return the health of a model version (default the champion) on its logged scores and matured outcomes."""
+    from api.monitoring import parse_since, store_health
+    from scoring.artifacts import ModelError
+
+    query = MonitoringQuery.model_validate(request.args.to_dict())
+    rt = runtime()
+    try:
+        report = store_health(rt.settings, rt.store, model=query.model, since=parse_since(query.since))
+    except ModelError as exc:  # the message names server paths: the caller gets the reason only
+        raise ApiError(404, "not_found", f"cannot monitor that model: {exc.reason}") from exc
+    rt.metrics.set_health(report)
+    return jsonify(report)

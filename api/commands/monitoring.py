@@ -4,30 +4,62 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
 from api.commands import FILE, settings_of
+from api.settings import Settings
 from crmdata.errors import LeadcastError
 from crmdata.loaders import read_raw
 
 
 @click.command()
-@click.option("--data", "data", type=FILE, required=True,
-              help="Leads scored since training (CSV or Parquet); rows with an outcome are checked against it.")
-@click.option("--model", "model", default=None, help="Model version, alias or .joblib file; default the champion.")
+@click.option("--data", "data", type=FILE, default=None,
+              help="Leads scored since training (CSV or Parquet); rows with an outcome are checked against it. "
+                   "Default: the prediction log and the outcomes in the store.")
+@click.option("--model", "model", default=None,
+              help="NAME@VERSION, or a version or alias (champion, challenger); default the champion.")
+@click.option("--since", "since", default=None, help="Only leads scored from this date (ISO 8601; store only).")
 @click.option("--json", "json_out", type=FILE, default=None, help="Also write the whole health report as JSON.")
+@click.option("--html", "html_out", type=FILE, default=None, help="Also write the Model health page (HTML).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap intervals.")
 @click.pass_context
-def monitor(ctx: click.Context, data: Path, model: str | None, json_out: Path | None, seed: int) -> None:
+def monitor(ctx: click.Context, data: Path | None, model: str | None, since: str | None, json_out: Path | None,
+            html_out: Path | None, seed: int) -> None:
     """Say whether a model still fits its leads: drift of each field and of the scores, and calibration."""
     from scoring.artifacts import write_json
+
+    settings = settings_of(ctx)
+    if data is not None:
+        if since is not None:
+            raise LeadcastError("--since filters the store's prediction log; a --data file is read whole")
+        report = _file_health(settings, data, model, seed)
+    else:
+        from api.monitoring import parse_since, store_health
+        from api.stores import open_store
+
+        with open_store(settings) as store:  # closed at the end: no connection left for the collector
+            report = store_health(settings, store, model=model, since=parse_since(since, field="--since"), seed=seed)
+    _print(report)
+    if json_out is not None:
+        write_json(json_out, json.loads(json.dumps(report, default=float)))
+    if html_out is not None:
+        from api.health_page import write_health_page
+
+        write_health_page(report, html_out)
+        click.echo(f"wrote {html_out}")
+
+
+def _file_health(settings: Settings, data: Path, model: str | None, seed: int) -> dict[str, Any]:
+    from api.monitoring import split_model_ref
+    from api.serving import model_source
     from scoring.monitoring import health
     from scoring.scorer import ModelScorer, load_scorer
     from scoring.spec import prepare
 
-    scorer = load_scorer(model, models_dir=settings_of(ctx).resolved_models_dir)
+    scorer = load_scorer(split_model_ref(model, settings=settings), **model_source(settings))
     if not isinstance(scorer, ModelScorer):
         raise LeadcastError("the cold-start rules have no training profile to compare with: train a model first")
     profile = scorer.trained.card.get("profile")
@@ -46,25 +78,30 @@ def monitor(ctx: click.Context, data: Path, model: str | None, json_out: Path | 
         outcomes = (decided.target, scored)
     report = health(profile=profile, features=every.features, probability=p, spec=spec, outcomes=outcomes,
                     rng=np.random.default_rng(seed))
-    click.echo(f"model version {scorer.version}: {report['leads']:,} leads, mean probability "
-               f"{report['mean_probability']:.1%} ({profile['mean_probability']:.1%} at training); score PSI "
-               f"{report['score_psi']:.2f}")
+    return {"model": f"{settings.registered_model_name}@{scorer.version}", "version": scorer.version,
+            "source": data.name, "base_rate_training": profile["base_rate"], "leads_scored": report["leads"],
+            **report}
+
+
+def _print(report: dict[str, Any]) -> None:
+    mean = report.get("mean_probability")
+    if report.get("leads_scored"):
+        click.echo(f"model {report['model']}: {report['leads_scored']:,} leads scored, mean probability {mean:.1%}; "
+                   f"score PSI {report['score_psi']:.2f}")
     matured = report["outcomes"]
     if matured is None:
-        click.echo("no outcomes in the file: calibration cannot be checked yet")
+        click.echo("no matured outcomes yet: calibration cannot be checked")
     else:
         auc = "n/a" if matured["roc_auc"] is None else f"{matured['roc_auc']:.3f}"
         click.echo(f"{matured['leads']:,} leads with outcomes: converted {matured['base_rate']:.1%} "
                    f"({matured['base_rate_training']:.1%} in training), ECE {matured['ece']:.3f}, ROC AUC {auc}, "
-                   f"Brier {matured['brier']:.3f}")
+                   f"Brier {matured['brier']:.3f}, log loss {matured['log_loss']:.3f}")
     for sentence in report["alerts"]:
         click.echo(f"ALERT: {sentence}")
     for sentence in report["warnings"]:
         click.echo(f"warning: {sentence}")
     if not report["alerts"] and not report["warnings"]:
         click.echo("no drift and no calibration problem found")
-    if json_out is not None:
-        write_json(json_out, json.loads(json.dumps(report, default=float)))
 
 
 def register(group: click.Group) -> None:

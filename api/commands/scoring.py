@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +18,12 @@ from crmdata.loaders import read_raw
 from scoring.spec import DEFAULT_SPEC, load_spec
 
 UNSEEN_SHOWN = 10  # unseen categories named in the score command's warning; the rest are counted
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from scoring.scorer import Scorer
+    from store.predictions import PredictionLog
 
 
 @click.command()
@@ -99,9 +108,11 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
               help="Measure recency from this date (ISO 8601), e.g. the export date; default: the model's "
                    "training reference (rules: now).")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--log", "log_scores", is_flag=True,
+              help="Record every score in the store's prediction log, as the API does.")
 @click.pass_context
 def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_path: Path | None,
-          rules_path: Path | None, no_reasons: bool, as_of: str | None, chunk_rows: int) -> None:
+          rules_path: Path | None, no_reasons: bool, as_of: str | None, chunk_rows: int, log_scores: bool) -> None:
     """Score a file of leads: probability, score 0-100, grade A-D, reasons, model version."""
     from api.serving import model_source
     from scoring.batch import count_rows, score_file
@@ -116,9 +127,12 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
         click.echo(f"the spec names no id column: leads are identified by their row number (column "
                    f"'{scorer.spec.id_label}', 1 = the first data row)", err=True)
     total = count_rows(data) if data.exists() else 0
-    with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
-        summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
-                             progress=bar.update, as_of=as_of)
+    with contextlib.ExitStack() as stack:
+        on_chunk = stack.enter_context(_batch_log(settings, scorer)) if log_scores else None
+        with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
+            summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
+                                 progress=bar.update, as_of=as_of,
+                                 on_chunk=None if on_chunk is None else lambda raw, s: on_chunk(raw, s, as_of))
     grades = ", ".join(f"{g} {n:,}" for g, n in summary.grades.items())
     used = (f"model version {summary.model_version}" if summary.model_kind == "model"
             else f"cold-start rules ({summary.model_version})")
@@ -129,6 +143,51 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
         more = len(summary.unseen) - UNSEEN_SHOWN
         click.echo(f"warning: {leads:,} categor{'y' if leads == 1 else 'ies'} not seen in training were scored as "
                    f"'other': {shown}" + (f" and {more:,} more" if more > 0 else ""), err=True)
+    if log_scores:
+        click.echo(f"logged {summary.rows:,} scores in the prediction log")
+
+
+@contextlib.contextmanager
+def _batch_log(settings: Settings, scorer: Scorer) -> Iterator[Callable[[pd.DataFrame, pd.DataFrame, str | None],
+                                                                       None]]:
+    """Yield a chunk callback that records scores in the prediction log; every row is written by the end.
+
+    The store is reached before scoring starts, so a database that is down fails the command at once. One
+    chunk is written while the next is scored; waiting for it before queueing the next keeps memory bounded
+    and nothing is ever dropped.
+    """
+    from api.predictions import log_batch
+    from api.stores import open_store
+    from store.predictions import PredictionLog
+
+    store = open_store(settings)
+    with store.begin():
+        pass  # reachable, and the schema up to date (or upgraded: the embedded SQLite default)
+    log = PredictionLog(store, capacity=2**62)
+    model = {"name": settings.registered_model_name, "version": scorer.version,
+             "kind": "rules" if scorer.kind == "rules" else "trained"}
+
+    def on_chunk(raw: pd.DataFrame, scored: pd.DataFrame, as_of: str | None) -> None:
+        _written(log, timeout=FLUSH_SECONDS)
+        log_batch(log, spec=scorer.spec, model=model, raw=raw, scored=scored, as_of=as_of)
+
+    try:
+        yield on_chunk
+        _written(log, timeout=FLUSH_SECONDS)
+    finally:
+        log.close(timeout=1)
+        store.dispose()
+
+
+FLUSH_SECONDS = 300.0  # a chunk of 100,000 rows takes seconds; minutes mean the database stopped answering
+
+
+def _written(log: PredictionLog, *, timeout: float) -> None:
+    from store import StoreUnavailable
+
+    if not log.flush(timeout=timeout) or log.dropped:
+        raise StoreUnavailable(f"the prediction log could not write its rows to {log.store.shown_url} within "
+                               f"{timeout:.0f} s ({log.written:,} written); the database stopped answering")
 
 
 def where_models(settings: Settings) -> str:

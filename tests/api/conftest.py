@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,8 @@ class Service:
         return self.client.get(path, headers=self.headers(who))
 
 
-KEYS = {"all": ("score", "forecast", "admin"), "score": ("score",), "forecast": ("forecast",)}
+KEYS = {"all": ("score", "forecast", "outcomes", "admin"), "score": ("score",), "forecast": ("forecast",),
+        "outcomes": ("outcomes",)}
 
 
 @pytest.fixture
@@ -121,3 +122,18 @@ def lead_records(leads: pd.DataFrame, n: int, *, start: int = 0) -> list[dict[st
             clean[k] = v.isoformat() if isinstance(v, pd.Timestamp) else (bool(v) if isinstance(v, bool) else v)
         records.append(clean)
     return records
+
+
+@pytest.fixture
+def store_service(make_service: Callable[..., Service], database_url: str) -> Iterator[Service]:
+    """Return a fresh service whose store is `database_url` (an SQLite file, then a new PostgreSQL database)."""
+    from store import Store
+
+    with Store(database_url) as store:  # a server database waits for `leadcast db upgrade`: run it first
+        store.upgrade()
+    service = make_service(database_url=database_url)
+    yield service
+    rt = service.app.extensions["leadcast"]
+    if "prediction_log" in rt.services:
+        rt.services["prediction_log"].close()
+    rt.store.dispose()  # before the database is dropped: no connection left open

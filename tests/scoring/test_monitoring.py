@@ -69,3 +69,18 @@ def test_a_shifted_feature_and_a_doubled_conversion_rate_raise_alerts(scorer: Mo
     assert "Website visits has shifted (PSI" in alerts and "its mean is now 3.0x the training mean" in alerts
     assert "calibration: these leads converted at" in alerts
     assert report["outcomes"]["base_rate"] == pytest.approx(2 * rate, abs=0.03)
+
+
+def test_the_bootstrap_metrics_equal_scikit_learns() -> None:
+    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+    from scoring.monitoring import FAST_METRICS
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(500) < 0.3).astype(np.int64)
+    p = np.round(rng.random(500), 2)  # rounded: ties, counted at half by both
+    assert FAST_METRICS["roc_auc"](y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert FAST_METRICS["brier"](y, p) == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    assert FAST_METRICS["log_loss"](y, p) == pytest.approx(log_loss(y, np.clip(p, 1e-12, 1 - 1e-12)), abs=1e-9)
+    # y = [1, 0, 1], p = [0.9, 0.2, 0.2]: pairs (pos, neg) = (0.9 > 0.2) 1 + (0.2 = 0.2) 0.5 = 1.5 of 2
+    assert FAST_METRICS["roc_auc"](np.array([1, 0, 1]), np.array([0.9, 0.2, 0.2])) == 0.75

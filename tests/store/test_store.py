@@ -11,7 +11,7 @@ from store import Store, StoreUnavailable
 from store.core import MIGRATIONS
 from tests.api.servers import free_port
 
-TABLES = {"api_keys", "imports", "predictions", "opportunities", "opportunity_events", "pipeline_config",
+TABLES = {"api_keys", "imports", "predictions", "outcomes", "opportunities", "opportunity_events", "pipeline_config",
           "forecast_snapshots", "alembic_version"}
 
 

@@ -1,8 +1,8 @@
 """The live pipeline: opportunities, their events (the stage history the store builds), its stage settings, and
 every forecast made from it.
 
-Revision ID: 0004
-Revises: 0002 (re-pointed to 0003 when the outcomes migration lands beside it)
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

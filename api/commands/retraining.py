@@ -1,0 +1,154 @@
+"""The retrain loop's commands: retrain (or recalibrate) through the gate, and roll the champion back."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+
+from api.commands import FILE, settings_of
+from api.settings import Settings
+from crmdata.errors import LeadcastError
+from crmdata.loaders import read_raw
+
+RETRAIN_KEY = "retrain"  # the loop's state in the model registry: when it last ran and what it decided
+
+
+def _matured_from_store(settings: Settings, *, spec: Any, since: datetime | None, now: datetime) -> pd.DataFrame:
+    from api.stores import open_store
+    from store.monitoring import training_frame
+
+    with open_store(settings) as store:
+        frame = training_frame(store, spec=spec, since=since, now=now, maturity_days=settings.outcome_maturity_days)
+    if frame.empty:
+        raise LeadcastError("the store holds no matured leads (logged scores with a known or matured outcome) yet: "
+                            "record outcomes with POST /v1/leads/outcomes, or retrain from an export with --data")
+    return frame
+
+
+@click.command()
+@click.option("--data", "data", type=FILE, default=None,
+              help="Lead export with outcomes (CSV or Parquet); default the store's logged leads and outcomes.")
+@click.option("--spec", "spec_path", type=FILE, default=None,
+              help="Model spec for a retrain (default: the champion's).")
+@click.option("--mode", type=click.Choice(["auto", "retrain", "recalibrate"]), default="auto", show_default=True,
+              help="auto recalibrates when only the base rate moved and retrains when an input shifted.")
+@click.option("--if-due", "if_due", is_flag=True, help="Do nothing unless --every has passed since the last run.")
+@click.option("--every", "every", default=None, help="Period of the loop with --if-due (e.g. 15d, 12h, 2w); "
+              "default the retrain_every setting.")
+@click.option("--since", "since", default=None, help="Use leads scored from this date (store only; ISO 8601).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the gate's bootstrap.")
+@click.option("--json", "json_out", type=FILE, default=None, help="Also write the decision as JSON.")
+@click.pass_context
+def retrain(ctx: click.Context, data: Path | None, spec_path: Path | None, mode: str, if_due: bool,
+            every: str | None, since: str | None, seed: int, json_out: Path | None) -> None:
+    """Retrain or recalibrate the champion on matured leads; promote only through the gate on the newest 20%."""
+    from scoring.artifacts import read_registry, resolve_trained, update_registry, write_json
+    from scoring.monitoring import health
+    from scoring.retraining import GateError, choose_mode, is_due, parse_every, recalibrate
+    from scoring.retraining import retrain as retrain_model
+    from scoring.spec import load_spec, prepare
+    from scoring.tracking import track
+    from scoring.training import fingerprint_file
+
+    settings = settings_of(ctx)
+    models_dir = settings.resolved_models_dir
+    now = datetime.now(UTC)
+    period = parse_every(every or settings.retrain_every)
+    state = read_registry(models_dir).get(RETRAIN_KEY, {})
+    if if_due and not is_due(last_run=state.get("last_run"), every=period, now=now):
+        last = datetime.fromisoformat(state["last_run"])
+        click.echo(f"not due: the loop last ran at {state['last_run']}, next run from "
+                   f"{(last + period).isoformat(timespec='seconds')}; nothing done")
+        return
+    started = time.perf_counter()
+
+    def step(message: str) -> None:
+        click.echo(f"[{time.perf_counter() - started:6.1f}s] {message}", err=True)
+
+    champion = resolve_trained(None, source="files", models_dir=models_dir,
+                               registered_model_name=settings.registered_model_name)
+    spec = load_spec(spec_path) if spec_path is not None or champion is None else champion.spec
+    if data is not None:
+        raw = read_raw(data, missing_values=spec.missing_values)
+        fingerprint: str | None = fingerprint_file(data)
+        source = data.name
+    else:
+        from api.monitoring import parse_since
+
+        since_at = parse_since(since, field="--since")
+        raw = _matured_from_store(settings, spec=spec, since=since_at, now=now)
+        fingerprint, source = None, "the store"
+    step(f"{len(raw):,} matured leads from {source}")
+    why = f"--mode {mode}"
+    if champion is None:
+        chosen, why = "retrain", "no champion yet: training the first model"
+    elif mode == "auto":
+        profile = champion.card.get("profile")
+        if profile is None:
+            chosen, why = "retrain", "the champion has no reference profile: retraining"
+        else:
+            every_lead = prepare(raw, spec=champion.spec, table=source)
+            from scoring.scorer import ModelScorer
+
+            p = ModelScorer(champion).score_frame(every_lead.features, every_lead.ids, reasons=False)["probability"]
+            report = health(profile=profile, features=every_lead.features, probability=p.to_numpy(),
+                            spec=champion.spec, rng=np.random.default_rng(seed), n_boot=0)
+            chosen, why = choose_mode(report)
+    else:
+        chosen = mode
+    step(why)
+    rng = np.random.default_rng(seed)
+    try:
+        if chosen == "recalibrate":
+            assert champion is not None
+            candidate = recalibrate(raw, champion=champion, rng=rng)
+        else:
+            candidate = retrain_model(raw, spec=spec, champion=champion, rng=rng, data_fingerprint=fingerprint,
+                                      table=source, params=None)
+    except GateError as exc:
+        raise LeadcastError(str(exc)) from exc
+    step("tracking the run in MLflow and recording the decision")
+    tracked = track(candidate.result, tracking_uri=settings.resolved_tracking_uri,
+                    artifact_root=settings.resolved_artifact_root, experiment_name=settings.experiment_name,
+                    registered_model_name=settings.registered_model_name, models_dir=models_dir,
+                    spec_path=spec_path, decision=candidate.decision)
+    outcome: dict[str, Any] = {"last_run": now.isoformat(timespec="seconds"), "mode": chosen, "why": why,
+                               "version": tracked.version, "promoted": tracked.decision.promoted,
+                               "decision": tracked.decision.reason, "source": source}
+    update_registry(models_dir, lambda registry: registry.__setitem__(RETRAIN_KEY, outcome))
+    click.echo(f"{chosen}: version {tracked.version}, aliases {', '.join(tracked.aliases)}")
+    click.echo(tracked.decision.reason)
+    if json_out is not None:
+        gate = candidate.gate.as_dict() if candidate.gate is not None else None
+        write_json(json_out, json.loads(json.dumps({**outcome, "gate": gate}, default=float)))
+
+
+@click.group()
+def models() -> None:
+    """Manage the model registry."""
+
+
+@models.command()
+@click.pass_context
+def rollback(ctx: click.Context) -> None:
+    """Make the previous champion champion again (the service picks it up on its next reload)."""
+    from scoring.tracking import rollback as roll_back
+
+    settings = settings_of(ctx)
+    before, after = roll_back(models_dir=settings.resolved_models_dir,
+                              tracking_uri=settings.resolved_tracking_uri,
+                              registered_model_name=settings.registered_model_name)
+    click.echo(f"champion is version {after} again (was {before}); reload the service: POST /v1/models/reload")
+
+
+def register(group: click.Group) -> None:
+    """Add the retrain loop's commands to the `leadcast` group."""
+    group.add_command(retrain)
+    group.add_command(models)

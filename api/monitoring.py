@@ -1,0 +1,89 @@
+"""Model health from the store: the logged scores of one model version against the profile it was trained on.
+
+The one place the CLI (`leadcast monitor`), the endpoint (`GET /v1/models/monitoring`) and the Prometheus
+gauges get a health report from, so all three say the same.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from api.settings import Settings
+from crmdata.errors import LeadcastError
+from store import Store
+
+
+class MonitoringError(LeadcastError):
+    """Raised when a health report cannot be built as asked (unknown model, bad date, no profile)."""
+
+
+def parse_since(text: str | None, *, field: str = "since") -> datetime | None:
+    """Return a `since` date as naive UTC, or None; refuse text that is not an ISO 8601 date or time."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        stamp = pd.Timestamp(str(text).strip())
+    except (ValueError, TypeError) as exc:
+        raise MonitoringError(f"{field} must be an ISO 8601 date or time such as 2026-11-01, not {text!r}") from exc
+    if stamp is pd.NaT or not isinstance(stamp, pd.Timestamp) or not 1970 <= stamp.year <= 9999:
+        raise MonitoringError(f"{field} must be an ISO 8601 date or time from 1970, not {text!r}")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.to_pydatetime()
+
+
+def split_model_ref(ref: str | None, *, settings: Settings) -> str | None:
+    """Return the version or alias of `NAME@VERSION` (or of a bare version or alias); refuse another name."""
+    if ref is None or "@" not in ref:
+        return ref
+    name, _, version = ref.rpartition("@")
+    if name != settings.registered_model_name:
+        raise MonitoringError(f"no model named {name!r}: this registry holds {settings.registered_model_name!r}")
+    if not version:
+        raise MonitoringError(f"--model {ref!r} names no version: use NAME@VERSION, e.g. "
+                              f"{settings.registered_model_name}@3 or {settings.registered_model_name}@champion")
+    return version
+
+
+def store_health(settings: Settings, store: Store, *, model: str | None = None, since: datetime | None = None,
+                 now: datetime | None = None, seed: int = 0, n_boot: int = 200) -> dict[str, Any]:
+    """Return the health report of a model version (default the champion) over the leads it scored since `since`."""
+    from api.serving import model_source
+    from scoring.artifacts import resolve_trained
+    from scoring.monitoring import live_health
+    from scoring.spec import prepare
+    from store.monitoring import logged_scores
+
+    now = now or datetime.now(UTC)
+    ref = split_model_ref(model, settings=settings)
+    trained = resolve_trained(ref, **model_source(settings))
+    if trained is None:
+        raise MonitoringError("no model is trained: the cold-start rules have no training profile to compare with")
+    profile = trained.card.get("profile")
+    if profile is None:
+        raise MonitoringError(f"model version {trained.version} was trained before leadcast saved reference "
+                              "profiles: retrain it to monitor it")
+    spec = trained.spec
+    logged = logged_scores(store, model_name=settings.registered_model_name, model_version=trained.version,
+                           since=since, now=now, maturity_days=settings.outcome_maturity_days)
+    window = {"model": f"{settings.registered_model_name}@{trained.version}", "version": trained.version,
+              "since": None if since is None else since.isoformat(), "until": now.isoformat(timespec="seconds"),
+              "maturity_days": settings.outcome_maturity_days}
+    if logged.scores.empty:
+        return {**window, "leads_scored": 0, "rows_logged": 0, "leads_matured": 0, "leads_converted": 0,
+                "features": [], "outcomes": None, "score_psi": None, "mean_probability": None,
+                "alerts": [], "warnings": [f"no score of version {trained.version} is logged in this window"],
+                "base_rate_training": profile["base_rate"], "features_sampled": 0}
+    raw = logged.features.rename(columns={"lead_id": spec.id_column})
+    if spec.as_of_column and spec.as_of_column != "as_of":
+        raw = raw.rename(columns={"as_of": spec.as_of_column})
+    features = prepare(raw, spec=spec, table="prediction log").features
+    report = live_health(profile=profile, spec=spec, features=features,
+                         probability=logged.scores["probability"].to_numpy(),
+                         converted=logged.scores["converted"].to_numpy(), rng=np.random.default_rng(seed),
+                         n_boot=n_boot, rows_logged=logged.rows)
+    return {**window, **report}

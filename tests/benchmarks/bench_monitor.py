@@ -1,0 +1,91 @@
+"""Benchmark: model health over 1 million logged predictions (issue 13). Targets: under 5 s on SQLite, under 2 s on
+PostgreSQL, for the whole `store_health` call (what `leadcast monitor` and `GET /v1/models/monitoring` run):
+the query of every lead's first score and matured outcome, the feature sample, PSI, calibration, bootstrap
+intervals. Printed, never asserted: run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from api.monitoring import store_health
+from api.settings import Settings
+from api.stores import open_store
+from scoring.artifacts import save_trained
+from scoring.scorer import ModelScorer
+from scoring.spec import load_spec, prepare
+from scoring.training import train
+from store.monitoring import logged_scores
+from store.schema import outcomes, predictions
+from tests.api.conftest import lead_records
+from tests.drift import period
+
+ROWS, DISTINCT, CHUNK = 1_000_000, 20_000, 20_000
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_bench_monitor_over_a_million_logged_predictions(tmp_path: Path, backend: str,
+                                                         postgres_admin_url: str | None) -> None:
+    database_url = None
+    if backend == "postgresql":
+        if postgres_admin_url is None:
+            pytest.skip("no PostgreSQL server: install PostgreSQL (initdb, pg_ctl) or set LEADCAST_TEST_POSTGRES_URL")
+        from tests.postgres import create_database
+
+        database_url = create_database(postgres_admin_url)
+    spec = load_spec()
+    first = period(1, n=3000)
+    trained = train(first, spec=spec, params={"cv": 3, "max_iter": 30}).trained
+    trained.version = "1"
+    models = tmp_path / "models"
+    save_trained(trained, models_dir=models, name="leadcast-lead-scoring", aliases=["champion"])
+    settings = Settings(home=tmp_path, models_dir=models, database_url=database_url, model_source="files")
+    leads = period(2, n=3 * DISTINCT, base_rate=float(first["converted"].astype(bool).mean())).head(DISTINCT)
+    prepared = prepare(leads, spec=spec)
+    p = ModelScorer(trained).score_frame(prepared.features, prepared.ids, reasons=False)["probability"].to_numpy()
+    grades = spec.grades.grade(p)
+    records = lead_records(leads, len(leads))
+    converted = leads["converted"].to_numpy(dtype=bool)
+    columns = set(spec.feature_columns)
+    features = [{k: v for k, v in r.items() if k in columns} for r in records]
+    start_at = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=200)
+    loaded = time.perf_counter()
+    with open_store(settings) as store:
+        store.upgrade()
+        with store.begin() as conn:
+            for copy in range(ROWS // DISTINCT):
+                when = start_at + timedelta(minutes=copy)
+                rows = [{"lead_id": f"{r['lead_id']}-{copy}", "scored_at": when, "as_of": when,
+                         "model_name": "leadcast-lead-scoring", "model_version": "1", "model_kind": "model",
+                         "probability": float(p[i]), "score": round(float(p[i]) * 100), "grade": str(grades[i]),
+                         "reasons": None, "features": features[i]} for i, r in enumerate(records)]
+                for part in range(0, len(rows), CHUNK):
+                    conn.execute(predictions.insert(), rows[part:part + CHUNK])
+                conn.execute(outcomes.insert(), [
+                    {"lead_id": f"{r['lead_id']}-{copy}", "converted": True, "converted_at": when, "source": "api",
+                     "recorded_at": when, "updated_at": when} for i, r in enumerate(records) if converted[i]])
+            count = conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar()
+        loaded = time.perf_counter() - loaded
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        logged = logged_scores(store, model_name="leadcast-lead-scoring", model_version="1", since=None, now=now,
+                               maturity_days=settings.outcome_maturity_days)
+        query_s = time.perf_counter() - started
+        started = time.perf_counter()
+        report = store_health(settings, store, now=now)
+        total_s = time.perf_counter() - started
+    if backend == "postgresql":
+        from tests.postgres import drop_database
+
+        drop_database(postgres_admin_url, database_url)
+    target = 5.0 if backend == "sqlite" else 2.0
+    print(f"\nmonitor on {backend}: {count:,} logged predictions ({len(logged.scores):,} leads, "
+          f"{report['leads_matured']:,} matured, {report['features_sampled']:,} feature rows sampled) in "
+          f"{total_s:.2f} s (target < {target:.0f} s); of which the store's queries {query_s:.2f} s; loading the "
+          f"rows took {loaded:.0f} s; {len(report['alerts'])} alerts")
