@@ -16,7 +16,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from crmdata.errors import DataValidationError, LeadcastError, Problem
 from scoring.scorer import Scorer
@@ -82,12 +82,25 @@ def start_session(conf: Mapping[str, str]) -> SparkSession:
     return session
 
 
-def output_ddl(*, id_column: str, reasons: bool) -> str:
-    """Return the Spark schema (DDL) of the scored output, the columns `score_frame` returns."""
-    columns = [f"`{id_column}` string", "probability double", "score bigint", "grade string"]
+def output_columns(*, id_column: str, reasons: bool) -> list[tuple[str, str]]:
+    """Return the scored output's columns (name, Spark SQL type): the columns `score_frame` returns."""
+    columns = [(id_column, "string"), ("probability", "double"), ("score", "bigint"), ("grade", "string")]
     if reasons:
-        columns += ["reasons_positive string", "reasons_negative string"]
-    return ", ".join([*columns, "model_kind string", "model_version string"])
+        columns += [("reasons_positive", "string"), ("reasons_negative", "string")]
+    return [*columns, ("model_kind", "string"), ("model_version", "string")]
+
+
+def output_ddl(*, id_column: str, reasons: bool) -> str:
+    """Return the Spark schema (DDL) of the scored output."""
+    return ", ".join(f"`{name}` {kind}" for name, kind in output_columns(id_column=id_column, reasons=reasons))
+
+
+def output_arrow_schema(*, id_column: str, reasons: bool) -> pa.Schema:
+    """Return the Arrow schema of the scored output, the one `output_ddl` describes to Spark."""
+    import pyarrow as pa
+
+    arrow = {"string": pa.string(), "double": pa.float64(), "bigint": pa.int64()}
+    return pa.schema([(name, arrow[kind]) for name, kind in output_columns(id_column=id_column, reasons=reasons)])
 
 
 def score_batches(batches: Iterator[pa.RecordBatch], *, scorer: Scorer, reasons: bool, as_of: str | None,
@@ -149,15 +162,13 @@ def score_parquet(
     the rows and the count per grade. Written to a temporary folder beside `dst` and renamed at the end, so a
     bad row in any task leaves no output (the error names the file, row and field)."""
     from pyspark.sql import functions as sf
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import StructType
 
     say = step or (lambda _message: None)
     if not src.exists():
         raise DataValidationError([Problem(str(src), "-", "file does not exist", code="missing_file")],
                                   source=str(src))
     ddl = output_ddl(id_column=scorer.spec.id_column, reasons=reasons)
-    schema = to_arrow_schema(StructType.fromDDL(ddl))
+    schema = output_arrow_schema(id_column=scorer.spec.id_column, reasons=reasons)
     shared = spark.sparkContext.broadcast(scorer)
     table = src.name
 
@@ -168,7 +179,15 @@ def score_parquet(
     frame = spark.read.parquet(str(src))
     frame = frame.select("*", sf.col("_metadata.row_index").alias(ROW_COLUMN),
                          sf.col("_metadata.file_path").alias(FILE_COLUMN))
-    say(f"reading {src} in {frame.rdd.getNumPartitions()} partition(s)")
+    parts, cores = frame.rdd.getNumPartitions(), spark.sparkContext.defaultParallelism
+    if parts < cores:
+        # One Parquet row group is one task: a single-row-group file would score on one core. Spread it over
+        # every core by ranges of (file, row), sorted within each, so the part files keep the input's order.
+        say(f"reading {src}: {parts} partition(s) for {cores} cores, spread into {cores} ranges")
+        frame = frame.repartitionByRange(cores, FILE_COLUMN, ROW_COLUMN).sortWithinPartitions(FILE_COLUMN,
+                                                                                              ROW_COLUMN)
+    else:
+        say(f"reading {src} in {parts} partition(s) for {cores} cores")
     tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         say(f"scoring with {scorer.kind} {scorer.version}{' and reasons' if reasons else ''} into {dst}")
