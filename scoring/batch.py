@@ -75,6 +75,15 @@ def read_chunks(path: Path, *, chunk_rows: int = CHUNK_ROWS, missing_values: tup
                                            code="unreadable")], source=source) from exc
 
 
+def with_as_of(chunk: pd.DataFrame, as_of: str | None) -> pd.DataFrame:
+    """Return the chunk with `as_of` (ISO date) filled in where a lead has no `as_of` value of its own."""
+    if as_of is None:
+        return chunk
+    if "as_of" in chunk.columns:
+        return chunk.assign(as_of=chunk["as_of"].fillna(as_of))
+    return chunk.assign(as_of=as_of)
+
+
 def score_file(
     src: Path,
     dst: Path,
@@ -107,9 +116,7 @@ def score_file(
         try:
             for chunk in read_chunks(src, chunk_rows=chunk_rows, missing_values=spec.missing_values,
                                      delimiter=spec.delimiter, encoding=spec.encoding):
-                if as_of is not None:
-                    chunk = chunk.assign(as_of=chunk["as_of"].fillna(as_of)) if "as_of" in chunk.columns else \
-                        chunk.assign(as_of=as_of)
+                chunk = with_as_of(chunk, as_of)
                 try:
                     prepared = prepare(chunk, spec=spec, table=src.name)
                 except DataValidationError as exc:

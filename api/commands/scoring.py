@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -94,9 +95,14 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
                               "report": json.loads(json.dumps(result.report, default=float))})
 
 
+PATH = click.Path(path_type=Path)
+
+
 @click.command()
-@click.option("--data", "data", type=FILE, required=True, help="Leads to score (CSV or Parquet).")
-@click.option("--out", "out", type=FILE, required=True, help="Output file (.csv or .parquet).")
+@click.option("--data", "data", type=PATH, required=True,
+              help="Leads to score (CSV or Parquet; with --engine spark a Parquet file or folder).")
+@click.option("--out", "out", type=PATH, required=True,
+              help="Output file (.csv or .parquet); with --engine spark a Parquet folder of part files.")
 @click.option("--model", "model", default=None,
               help="Model version, alias (champion, challenger) or .joblib file; default the champion.")
 @click.option("--spec", "spec_path", type=FILE, default=None,
@@ -107,17 +113,32 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
 @click.option("--as-of", "as_of", default=None,
               help="Measure recency from this date (ISO 8601), e.g. the export date; default: the model's "
                    "training reference (rules: now).")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Leads per scorer call (with --engine spark: per Arrow batch).")
 @click.option("--log", "log_scores", is_flag=True,
-              help="Record every score in the store's prediction log, as the API does.")
+              help="Record every score in the store's prediction log, as the API does (local engine).")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help='Score in this process, or on Spark (needs pip install "leadcast[spark]" and Java 17).')
+@click.option("--master", default=None,
+              help="Spark master URL with --engine spark, e.g. spark://host:7077; default local[*] (every core "
+                   "of this machine).")
 @click.pass_context
 def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_path: Path | None,
-          rules_path: Path | None, no_reasons: bool, as_of: str | None, chunk_rows: int, log_scores: bool) -> None:
+          rules_path: Path | None, no_reasons: bool, as_of: str | None, chunk_rows: int, engine: str,
+          master: str | None, log_scores: bool) -> None:
     """Score a file of leads: probability, score 0-100, grade A-D, reasons, model version."""
     from api.serving import model_source
     from scoring.batch import count_rows, score_file
     from scoring.scorer import load_scorer
 
+    if master is not None and engine != "spark":
+        raise click.UsageError("--master needs --engine spark")
+    if engine == "local" and data.is_dir():
+        raise click.UsageError(f"--data {data} is a folder; the local engine reads one CSV or Parquet file")
+    if engine == "spark" and not (data.is_dir() or data.suffix.lower() in (".parquet", ".pq")):
+        raise click.UsageError(f"--data {data}: the Spark engine reads Parquet (a .parquet file or a folder)")
+    if engine == "spark" and log_scores:
+        raise click.UsageError("--log records scores from the local engine only: drop --engine spark or --log")
     settings = settings_of(ctx)
     scorer = load_scorer(model, **model_source(settings), spec_path=spec_path, rules_path=rules_path)
     if scorer.kind == "rules":
@@ -126,25 +147,31 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     if not scorer.spec.id_column:
         click.echo(f"the spec names no id column: leads are identified by their row number (column "
                    f"'{scorer.spec.id_label}', 1 = the first data row)", err=True)
-    total = count_rows(data) if data.exists() else 0
-    with contextlib.ExitStack() as stack:
-        on_chunk = stack.enter_context(_batch_log(settings, scorer)) if log_scores else None
-        with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
-            summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
-                                 progress=bar.update, as_of=as_of,
-                                 on_chunk=None if on_chunk is None else lambda raw, s: on_chunk(raw, s, as_of))
-    grades = ", ".join(f"{g} {n:,}" for g, n in summary.grades.items())
-    used = (f"model version {summary.model_version}" if summary.model_kind == "model"
-            else f"cold-start rules ({summary.model_version})")
-    click.echo(f"scored {summary.rows:,} leads with {used} into {summary.out} (grades: {grades})")
-    if summary.unseen:
-        leads = sum(summary.unseen.values())
-        shown = ", ".join(f"{key} ({n:,})" for key, n in list(summary.unseen.items())[:UNSEEN_SHOWN])
-        more = len(summary.unseen) - UNSEEN_SHOWN
+    if engine == "spark":
+        rows, grades = score_on_spark(data, out, scorer=scorer, reasons=not no_reasons, as_of=as_of,
+                                      master=master or "local[*]", chunk_rows=chunk_rows)
+        where, unseen = out, {}
+    else:
+        total = count_rows(data) if data.exists() else 0
+        with contextlib.ExitStack() as stack:
+            on_chunk = stack.enter_context(_batch_log(settings, scorer)) if log_scores else None
+            with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
+                summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
+                                     progress=bar.update, as_of=as_of,
+                                     on_chunk=None if on_chunk is None else lambda raw, s: on_chunk(raw, s, as_of))
+        rows, grades, where, unseen = summary.rows, summary.grades, summary.out, summary.unseen
+    counts = ", ".join(f"{g} {n:,}" for g, n in grades.items())
+    used = (f"model version {scorer.version}" if scorer.kind == "model"
+            else f"cold-start rules ({scorer.version})")
+    click.echo(f"scored {rows:,} leads with {used} into {where} (grades: {counts})")
+    if unseen:
+        leads = sum(unseen.values())
+        shown = ", ".join(f"{key} ({n:,})" for key, n in list(unseen.items())[:UNSEEN_SHOWN])
+        more = len(unseen) - UNSEEN_SHOWN
         click.echo(f"warning: {leads:,} categor{'y' if leads == 1 else 'ies'} not seen in training were scored as "
                    f"'other': {shown}" + (f" and {more:,} more" if more > 0 else ""), err=True)
     if log_scores:
-        click.echo(f"logged {summary.rows:,} scores in the prediction log")
+        click.echo(f"logged {rows:,} scores in the prediction log")
 
 
 @contextlib.contextmanager
@@ -188,6 +215,40 @@ def _written(log: PredictionLog, *, timeout: float) -> None:
     if not log.flush(timeout=timeout) or log.dropped:
         raise StoreUnavailable(f"the prediction log could not write its rows to {log.store.shown_url} within "
                                f"{timeout:.0f} s ({log.written:,} written); the database stopped answering")
+
+def score_on_spark(data: Path, out: Path, *, scorer: Scorer, reasons: bool, as_of: str | None, master: str,
+                   chunk_rows: int) -> tuple[int, dict[str, int]]:
+    """Score `data` into `out` on Spark at `master`, printing each step; stop the session at the end."""
+    import shutil
+    import tempfile
+
+    from scoring.spark import score_parquet, spark_conf, start_session
+
+    started = time.perf_counter()
+
+    def step(message: str) -> None:
+        click.echo(f"[{time.perf_counter() - started:6.1f}s] {message}", err=True)
+
+    if master.startswith("local"):
+        # pyspark starts local workers with $PYSPARK_PYTHON (else `python3` on PATH, which may not see this
+        # environment) and binds to $SPARK_LOCAL_IP: this interpreter, loopback only, unless the user says.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Spark's scratch files (shuffle, spills, the JVM's temp files) in a private folder under TMPDIR.
+    local_dir = Path(tempfile.mkdtemp(prefix="leadcast-spark-"))
+    try:
+        step(f"starting Spark at {master}")
+        spark = start_session(spark_conf(master=master, local_dir=local_dir, batch_rows=chunk_rows))
+        try:
+            rows, grades = score_parquet(spark, src=data, dst=out, scorer=scorer, reasons=reasons, as_of=as_of,
+                                         step=step)
+        finally:
+            step("stopping Spark")
+            spark.stop()
+    finally:
+        shutil.rmtree(local_dir, ignore_errors=True)
+    step("done")
+    return rows, grades
 
 
 def where_models(settings: Settings) -> str:
