@@ -32,7 +32,7 @@ def test_the_poll_loads_a_new_champion_once_and_keeps_the_last_good_one(
     tmp_path: Path, model: TrainedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     models = tmp_path / "models"
-    named: list[Pointer | None | Exception] = [("1", None)]
+    named: list[Pointer | Exception | None] = [("1", None)]
 
     def poll() -> Pointer | None:
         answer = named[-1]
