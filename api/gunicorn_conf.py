@@ -67,7 +67,9 @@ def post_worker_init(worker: object) -> None:
     worker, so the poll is a greenlet, and off the boot path, so a slow registry never fails the boot."""
     try:
         runtime = worker.app.wsgi().extensions["leadcast"]  # type: ignore[attr-defined]
-        runtime.services["models"].start_polling(_settings.reload_poll_seconds)
+        models = runtime.services["models"]
+        models.after_fork()
+        models.start_polling(_settings.reload_poll_seconds)
     except Exception:  # without the poll the worker still serves and follows the reload marker
         worker.log.exception("worker %s: could not start the champion poll", worker.pid)  # type: ignore[attr-defined]
 

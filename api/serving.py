@@ -175,25 +175,37 @@ class ModelHolder:
         Any exception is a failed load: logged with its cause, the current model kept, `ModelLoadFailed` raised.
         """
         with self._lock:
-            stamp = self._marker_stamp()
-            try:
-                served = _served(self._champion(), name=self.name)
-            except ModelError as exc:
-                self._failed(stamp, exc.reason)
-                log.error("model load failed, %s: %s", self._keeping(), exc)
-                raise ModelLoadFailed(exc.reason) from exc
-            except Exception as exc:  # a broken artifact can raise anything; it must not stop the service
-                self._failed(stamp, UNKNOWN_REASON)
-                log.exception("model load failed, %s", self._keeping())
-                raise ModelLoadFailed(UNKNOWN_REASON) from exc
-            self._current = served
-            self._marker_seen = stamp
-            self.last_error = None
-            self._retry_delay = RETRY_FIRST_SECONDS
-            if self.on_load is not None:
-                self.on_load(served)
-            log.info("serving model %s version %s (%s)", served.name, served.version, served.kind)
-            return served
+            return self._load_locked()
+
+    def _load_locked(self) -> Served:
+        stamp = self._marker_stamp()
+        try:
+            served = _served(self._champion(), name=self.name)
+        except ModelError as exc:
+            self._failed(stamp, exc.reason)
+            log.error("model load failed, %s: %s", self._keeping(), exc)
+            raise ModelLoadFailed(exc.reason) from exc
+        except Exception as exc:  # a broken artifact can raise anything; it must not stop the service
+            self._failed(stamp, UNKNOWN_REASON)
+            log.exception("model load failed, %s", self._keeping())
+            raise ModelLoadFailed(UNKNOWN_REASON) from exc
+        self._current = served
+        self._marker_seen = stamp
+        self.last_error = None
+        self._retry_delay = RETRY_FIRST_SECONDS
+        if self.on_load is not None:
+            self.on_load(served)
+        log.info("serving model %s version %s (%s)", served.name, served.version, served.kind)
+        return served
+
+    def after_fork(self) -> None:
+        """Give this process its own lock; call it in each worker once gevent (if used) has patched it.
+
+        The holder is built in the gunicorn master before gevent patches the worker, so its lock would be an OS
+        lock: a request waiting on it while the poll greenlet holds it across network I/O blocks the whole
+        worker, and the greenlet holding it can never run again (seen: a worker hung for good mid-load).
+        """
+        self._lock = threading.Lock()
 
     def _keeping(self) -> str:
         current = self._current
@@ -215,10 +227,16 @@ class ModelHolder:
     def refresh(self) -> Served | None:
         """Follow a reload another worker announced (or retry after a back-off when no model is loaded)."""
         changed = self._marker_seen is not None and self._marker_stamp() != self._marker_seen
-        if changed or (self._current is None and time.monotonic() >= self._retry_at):
-            # logged by load; the reload call and /readyz report it
-            with contextlib.suppress(ModelLoadFailed):
-                self.load()
+        due = changed or (self._current is None and time.monotonic() >= self._retry_at)
+        # A load under way in this process (the poll, a reload) is not waited for: this request is served with
+        # the current model, and that load announces what it loaded through the marker.
+        if due and self._lock.acquire(blocking=False):
+            try:
+                # logged by load; the reload call and /readyz report it
+                with contextlib.suppress(ModelLoadFailed):
+                    self._load_locked()
+            finally:
+                self._lock.release()
         return self._current
 
     def current(self) -> Served | None:

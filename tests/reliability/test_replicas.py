@@ -9,7 +9,9 @@ changed on the tracking server is refused by its SHA-256.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -26,8 +28,8 @@ from api.stores import open_keys
 from crmdata.synthetic import generate_leads
 from scoring.spec import load_spec
 from scoring.tracking import champion_pointer, track
-from scoring.training import TrainingResult, train
-from tests.api.servers import HOST, JsonClient, free_port, get_status, leadcast_server
+from scoring.training import train
+from tests.api.servers import HOST, REPO, JsonClient, child_env, free_port, get_status, leadcast_server
 from tests.mlflow_server import mlflow_server, tracking_uri
 from tests.postgres import create_database, drop_database
 
@@ -87,6 +89,36 @@ class Steady:
         self.thread.join(timeout=30)
 
 
+class AliasWatch:
+    """Notes when the champion alias on the tracking server stops naming `old` (asked every 50 ms)."""
+
+    def __init__(self, uri: str, old: str) -> None:
+        self.uri, self.old = uri, old
+        self.moved: float | None = None
+        self.version: str | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for _ in range(20 * 600):  # bounded: 10 minutes at most
+            if self.stop.is_set():
+                return
+            now = time.monotonic()
+            pointer = champion_pointer(tracking_uri=self.uri, registered_model_name=NAME)
+            if pointer is not None and pointer[0] != self.old:
+                self.moved, self.version = now, pointer[0]
+                return
+            self.stop.wait(0.05)
+
+    def __enter__(self) -> AliasWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
 @pytest.fixture
 def shared(tmp_path: Path, postgres_admin_url: str | None, redis_url: str) -> Iterator[dict[str, Any]]:
     """Yield the shared services: a store database, a Redis URL and a started `mlflow server`."""
@@ -121,13 +153,30 @@ def settings_file(home: Path, shared: dict[str, Any]) -> Path:
     return path
 
 
-def train_and_track(trainer: Path, shared: dict[str, Any], *, seed: int) -> tuple[str, TrainingResult]:
+def train_and_track(trainer: Path, shared: dict[str, Any], *, seed: int) -> str:
     """Train on fresh synthetic leads and register the model on the tracking server as champion."""
     result = train(generate_leads(n=2000, seed=seed).leads, spec=load_spec(), params=FAST)
     tracked = track(result, tracking_uri=shared["tracking_uri"], artifact_root=None, experiment_name=NAME,
                     registered_model_name=NAME, models_dir=trainer / "models", force=True)
     assert "champion" in tracked.aliases
-    return tracked.version, result
+    return tracked.version
+
+
+def train_with_the_cli(trainer: Path, shared: dict[str, Any], *, seed: int) -> str:
+    """Run `leadcast train --force` on fresh leads with the trainer's settings (the tracking server's URI and
+    no artifact root: the server's own); return the version it registered."""
+    data = trainer / f"leads-{seed}.parquet"
+    generate_leads(n=2000, seed=seed).leads.to_parquet(data)
+    settings = trainer / "leadcast.toml"
+    settings.write_text(f'home = "{trainer}"\nmlflow_tracking_uri = "{shared["tracking_uri"]}"\n')
+    out = trainer / f"train-{seed}.json"
+    done = subprocess.run([sys.executable, "-m", "api.cli", "--settings", str(settings), "train", "--data", str(data),
+                           "--force", "--json", str(out)], env=child_env(), cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(out.read_text())
+    assert answer["promoted"] is True
+    return str(answer["version"])
 
 
 def hammer(ports: list[int], key: str, total: int) -> tuple[Counter[int], float]:
@@ -165,7 +214,7 @@ def test_two_replicas_share_keys_budget_champion_and_survive_one_loss(tmp_path: 
     from tests.api.conftest import lead_records
 
     trainer = tmp_path / "trainer"
-    v1, _ = train_and_track(trainer, shared, seed=41)
+    v1 = train_and_track(trainer, shared, seed=41)
     ring = open_keys(Settings(home=tmp_path / "keys-cli", database_url=shared["database_url"]))
     with ring.store:  # the schema upgraded once (`leadcast db upgrade`); each key created once, on no instance
         ring.store.upgrade()
@@ -198,10 +247,14 @@ def test_two_replicas_share_keys_budget_champion_and_survive_one_loss(tmp_path: 
         with Steady(a.port, keys["steady-a"], leads) as on_a, Steady(b.port, keys["steady-b"], leads) as on_b:
             time.sleep(2)
             train_started = time.monotonic()
-            v2, _ = train_and_track(trainer, shared, seed=43)
-            promoted = time.monotonic()
-            pointer = champion_pointer(tracking_uri=shared["tracking_uri"], registered_model_name=NAME)
-            assert pointer is not None and pointer[0] == v2 != v1
+            with AliasWatch(shared["tracking_uri"], v1) as watch:
+                v2 = train_with_the_cli(trainer, shared, seed=43)
+                deadline = time.monotonic() + 30
+                while watch.moved is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            trained = time.monotonic()
+            assert watch.moved is not None and watch.version == v2 != v1
+            promoted = watch.moved  # when the champion alias named v2 on the tracking server
             deadline = promoted + 30
             while (on_a.first(v2) is None or on_b.first(v2) is None) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -210,8 +263,8 @@ def test_two_replicas_share_keys_budget_champion_and_survive_one_loss(tmp_path: 
             settled = time.monotonic()
             time.sleep(2)
             lags = {k: None if t is None else round(t - promoted, 2) for k, t in seen.items()}
-            print(f"retrain + promotion of v{v2} took {promoted - train_started:.1f} s; first v{v2} answer "
-                  f"after the promotion returned: {lags} s (poll every {POLL_SECONDS} s)")
+            print(f"retrain + promotion of v{v2} (`leadcast train --force`) took {trained - train_started:.1f} s; "
+                  f"first v{v2} answer after the alias moved: {lags} s (poll every {POLL_SECONDS} s)")
             before_kill = {"a": on_a.between(0), "b": on_b.between(0)}
             print(f"steady clients before the kill: {dict(before_kill['a'])} on a, {dict(before_kill['b'])} on b")
             for outcomes in before_kill.values():
