@@ -200,6 +200,10 @@ class RedisBuckets:
         host = parsed.netloc.rsplit("@", 1)[-1]
         return parsed._replace(netloc=host).geturl()
 
+    def close(self) -> None:
+        """Close this process's connections to Redis."""
+        self._client.close()
+
     def take(self, key: str, *, rate: float, burst: float, now: float) -> tuple[bool, float]:
         """Spend one token of `key` in Redis, or in this process's bucket while Redis is unreachable."""
         if time.monotonic() >= self._down_until:
