@@ -40,7 +40,7 @@ FAST = {"cv": 3, "max_iter": 30}
 BUDGET = 400  # rate_limit_burst: the budget B a key may spend at once
 PER_MINUTE = 120  # the pace it refills at: 2 a second
 POLL_SECONDS = 2
-STEADY_PER_SECOND = 5  # per steady client: 5/s for up to 80 s stays under B + 2/s x 80 s
+STEADY_PER_SECOND = 2  # per steady client: the refill pace, so however long training takes its key keeps B
 
 
 @dataclass
