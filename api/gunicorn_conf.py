@@ -62,6 +62,18 @@ def post_fork(server: object, worker: object) -> None:
         server.log.exception("worker %s: could not bring its model up to date", worker.pid)  # type: ignore[attr-defined]
 
 
+def post_worker_init(worker: object) -> None:
+    """Start this worker's poll of the champion alias (serving from MLflow): after gevent has patched the
+    worker, so the poll is a greenlet, and off the boot path, so a slow registry never fails the boot."""
+    try:
+        runtime = worker.app.wsgi().extensions["leadcast"]  # type: ignore[attr-defined]
+        models = runtime.services["models"]
+        models.after_fork()
+        models.start_polling(_settings.reload_poll_seconds)
+    except Exception:  # without the poll the worker still serves and follows the reload marker
+        worker.log.exception("worker %s: could not start the champion poll", worker.pid)  # type: ignore[attr-defined]
+
+
 def child_exit(server: object, worker: object) -> None:
     """Drop a dead worker's metric files so /metrics counts live workers only."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

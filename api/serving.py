@@ -2,14 +2,20 @@
 
 Loading never takes the service down: whatever a load raises is a failed load, logged, and the worker keeps
 the last good model it has (or answers 503 on scoring when it has none, with /healthz still 200).
+
+Two ways a worker learns of a new champion: the reload marker file (the workers of one host, after
+`POST /v1/models/reload`), and, serving from MLflow, a poll of the champion alias every `reload_poll_seconds`
+(any number of replicas on any hosts, with no marker and no reload call).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +33,8 @@ RELOAD_MARKER = ".reload"
 RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 UNKNOWN_REASON = "the champion could not be loaded (the service log says why)"
+# What a champion is known by where it is polled: its registry version and the run that trained it.
+Pointer = tuple[str, str | None]
 
 
 def model_source(settings: Settings) -> dict[str, Any]:
@@ -35,6 +43,17 @@ def model_source(settings: Settings) -> dict[str, Any]:
     return {"models_dir": settings.resolved_models_dir, "source": source,
             "registered_model_name": settings.registered_model_name,
             "tracking_uri": settings.resolved_tracking_uri if source == "mlflow" else None}
+
+
+def champion_poll(settings: Settings) -> Callable[[], Pointer | None] | None:
+    """Return what asks the source which champion it names now (MLflow only: models/ is one host's, and its
+    workers follow the reload marker), or None when there is nothing to poll."""
+    if not settings.serves_from_mlflow:
+        return None
+    from scoring.tracking import champion_pointer
+
+    uri, name = settings.resolved_tracking_uri, settings.registered_model_name
+    return lambda: champion_pointer(tracking_uri=uri, registered_model_name=name)
 
 
 # Card entries never shown to callers: where the model was tracked is the server's business (URIs carry
@@ -68,6 +87,14 @@ class Served:
         """Return what the reload marker records of this model: its version and artifact hash."""
         return f"{self.version} {self.sha256 or '-'}"
 
+    @property
+    def pointer(self) -> Pointer | None:
+        """Return (version, MLflow run id) as the champion alias names this model; None for the rules."""
+        if self.kind == "rules":
+            return None
+        run_id = self.card.get("mlflow_run_id")
+        return self.version, None if run_id is None else str(run_id)
+
 
 def _served(scorer: Scorer, *, name: str) -> Served:
     spec = scorer.spec
@@ -100,14 +127,24 @@ class ModelHolder:
     gunicorn workers follow a reload by their next request. A worker whose model is not the one the marker
     announces and that cannot load the champion serves nothing (503) rather than a stale model; a failed load
     is retried when the marker changes or after a back-off, never on every request.
+
+    With `poll` (what the source names champion now), `start_polling` runs `poll_once` every few seconds in the
+    background: a new champion is loaded off the request path and announced through the marker, so the
+    workers of this host agree; a champion that cannot be loaded, or a source that cannot be read, keeps the
+    last good model, retried with the same back-off.
     """
 
     def __init__(self, *, name: str, source: dict[str, Any],
-                 on_load: Callable[[Served], None] | None = None) -> None:
+                 on_load: Callable[[Served], None] | None = None,
+                 poll: Callable[[], Pointer | None] | None = None) -> None:
         self.name = name
         self.source = source
         self.models_dir: Path = source["models_dir"]
         self.on_load = on_load
+        self.poll = poll
+        self._polled: Pointer | None = None  # the last champion a poll tried to load
+        self._poll_failing = False
+        self._poller_pid: int | None = None
         self._current: Served | None = None
         self._lock = threading.Lock()
         self._marker_seen: int | None = None
@@ -138,25 +175,37 @@ class ModelHolder:
         Any exception is a failed load: logged with its cause, the current model kept, `ModelLoadFailed` raised.
         """
         with self._lock:
-            stamp = self._marker_stamp()
-            try:
-                served = _served(self._champion(), name=self.name)
-            except ModelError as exc:
-                self._failed(stamp, exc.reason)
-                log.error("model load failed, %s: %s", self._keeping(), exc)
-                raise ModelLoadFailed(exc.reason) from exc
-            except Exception as exc:  # a broken artifact can raise anything; it must not stop the service
-                self._failed(stamp, UNKNOWN_REASON)
-                log.exception("model load failed, %s", self._keeping())
-                raise ModelLoadFailed(UNKNOWN_REASON) from exc
-            self._current = served
-            self._marker_seen = stamp
-            self.last_error = None
-            self._retry_delay = RETRY_FIRST_SECONDS
-            if self.on_load is not None:
-                self.on_load(served)
-            log.info("serving model %s version %s (%s)", served.name, served.version, served.kind)
-            return served
+            return self._load_locked()
+
+    def _load_locked(self) -> Served:
+        stamp = self._marker_stamp()
+        try:
+            served = _served(self._champion(), name=self.name)
+        except ModelError as exc:
+            self._failed(stamp, exc.reason)
+            log.error("model load failed, %s: %s", self._keeping(), exc)
+            raise ModelLoadFailed(exc.reason) from exc
+        except Exception as exc:  # a broken artifact can raise anything; it must not stop the service
+            self._failed(stamp, UNKNOWN_REASON)
+            log.exception("model load failed, %s", self._keeping())
+            raise ModelLoadFailed(UNKNOWN_REASON) from exc
+        self._current = served
+        self._marker_seen = stamp
+        self.last_error = None
+        self._retry_delay = RETRY_FIRST_SECONDS
+        if self.on_load is not None:
+            self.on_load(served)
+        log.info("serving model %s version %s (%s)", served.name, served.version, served.kind)
+        return served
+
+    def after_fork(self) -> None:
+        """Give this process its own lock; call it in each worker once gevent (if used) has patched it.
+
+        The holder is built in the gunicorn master before gevent patches the worker, so its lock would be an OS
+        lock: a request waiting on it while the poll greenlet holds it across network I/O blocks the whole
+        worker, and the greenlet holding it can never run again (seen: a worker hung for good mid-load).
+        """
+        self._lock = threading.Lock()
 
     def _keeping(self) -> str:
         current = self._current
@@ -178,10 +227,16 @@ class ModelHolder:
     def refresh(self) -> Served | None:
         """Follow a reload another worker announced (or retry after a back-off when no model is loaded)."""
         changed = self._marker_seen is not None and self._marker_stamp() != self._marker_seen
-        if changed or (self._current is None and time.monotonic() >= self._retry_at):
-            # logged by load; the reload call and /readyz report it
-            with contextlib.suppress(ModelLoadFailed):
-                self.load()
+        due = changed or (self._current is None and time.monotonic() >= self._retry_at)
+        # A load under way in this process (the poll, a reload) is not waited for: this request is served with
+        # the current model, and that load announces what it loaded through the marker.
+        if due and self._lock.acquire(blocking=False):
+            try:
+                # logged by load; the reload call and /readyz report it
+                with contextlib.suppress(ModelLoadFailed):
+                    self._load_locked()
+            finally:
+                self._lock.release()
         return self._current
 
     def current(self) -> Served | None:
@@ -195,9 +250,68 @@ class ModelHolder:
     def reload(self) -> Served:
         """Load the champion now and tell the other workers to follow; raise `ModelLoadFailed` on failure."""
         served = self.load()
+        self._announce(served)
+        return served
+
+    def _announce(self, served: Served) -> None:
+        """Write the marker so this host's other workers follow to `served`."""
         self.models_dir.mkdir(parents=True, exist_ok=True)
         marker = self.models_dir / RELOAD_MARKER
         marker.write_text(served.stamp)
         with self._lock:
             self._marker_seen = self._marker_stamp()
-        return served
+
+    def poll_once(self) -> bool:
+        """Ask the source which champion it names and load it when it is not the one served; return whether
+        a new model was loaded. Nothing raises: a failure keeps the current model and is logged."""
+        if self.poll is None:
+            return False
+        try:
+            wanted = self.poll()
+        except Exception as exc:  # the registry is down or slow: keep serving, say so once
+            if not self._poll_failing:
+                log.error("cannot ask which model is champion (%s), still serving %s",
+                          getattr(exc, "reason", type(exc).__name__), self._serving())
+            self._poll_failing = True
+            return False
+        if self._poll_failing:
+            log.info("the model registry answers again")
+        self._poll_failing = False
+        current = self._current
+        if current is not None and current.pointer == wanted:
+            return False
+        if wanted == self._polled and time.monotonic() < self._retry_at:
+            return False  # this champion failed to load a moment ago: wait out the back-off
+        self._polled = wanted
+        log.info("the champion is now %s, serving %s: loading it",
+                 "none" if wanted is None else f"version {wanted[0]}", self._serving())
+        try:
+            served = self.load()
+        except ModelLoadFailed:  # logged by load; the last good model stays
+            return False
+        if self._announced() != served.stamp:
+            self._announce(served)
+        return True
+
+    def _serving(self) -> str:
+        current = self._current
+        return "no model" if current is None else f"version {current.version}"
+
+    def start_polling(self, every: float) -> None:
+        """Run `poll_once` now and then every `every` seconds in a daemon thread of this process (a greenlet
+        under gevent); call it in each worker, after the fork. Nothing to do without `poll` or with 0."""
+        if self.poll is None or every <= 0 or self._poller_pid == os.getpid():
+            return
+        self._poller_pid = os.getpid()
+        holder = weakref.ref(self)  # a dropped app (tests) ends its thread
+
+        def run() -> None:
+            while (me := holder()) is not None:
+                try:
+                    me.poll_once()
+                except Exception:  # poll_once raises nothing by design; a bug must not end the polling
+                    log.exception("the champion poll failed")
+                del me
+                time.sleep(every)
+
+        threading.Thread(target=run, name="leadcast-champion-poll", daemon=True).start()

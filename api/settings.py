@@ -55,9 +55,15 @@ class Settings(BaseSettings):
     worker_connections: int = Field(default=1000, ge=1, le=100_000,
                                     description="Most connections one gevent worker holds at once.")
     rate_limit_storage: str | None = Field(
-        default=None, pattern=r"^(memory://|file:///.+)$",
-        description="Where rate-limit buckets live: memory:// (this process) or file:///path (every worker of one "
-                    "host; `leadcast serve` uses a file in its instance folder). Default: memory, or serve's file.")
+        default=None, pattern=r"^(memory://|file:///.+|rediss?://.+)$",
+        description="Where rate-limit buckets live: memory:// (this process), file:///path (every worker of one "
+                    "host; `leadcast serve` uses a file in its instance folder) or redis://host:port/db (every "
+                    "replica of the service). Default: memory, or serve's file.")
+    # Replicas (issue 15): each instance follows the MLflow champion alias on its own, no marker file needed.
+    reload_poll_seconds: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="How often each worker of `leadcast serve` asks MLflow which version is champion and loads it "
+                    "when it changed (model_source mlflow); 0 turns the polling off.")
     # Measured here: 10.4k open deals x 20k simulations x 12 months = 2.5e9 cells took 6.5 s in process, but 2e9
     # cells over HTTP (a 100k-record body, load 4.5 on 2 cores) took 32 s: 5e8 keeps one request near 10 s.
     max_forecast_cells: int = Field(
@@ -91,10 +97,13 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
     @property
-    def resolved_artifact_root(self) -> str:
-        """Return the artifact root for new experiments, defaulting to home/mlartifacts."""
+    def resolved_artifact_root(self) -> str | None:
+        """Return the artifact root for new experiments: home/mlartifacts for a local store; for a tracking
+        server (http/https) None, so the server's own artifact root (`--artifacts-destination`) is used."""
         if self.mlflow_artifact_root:
             return self.mlflow_artifact_root
+        if self.resolved_tracking_uri.startswith(("http://", "https://")):
+            return None
         return (self.home / "mlartifacts").resolve().as_uri()
 
     @property

@@ -191,7 +191,7 @@ def track(
     result: TrainingResult,
     *,
     tracking_uri: str,
-    artifact_root: str,
+    artifact_root: str | None,
     experiment_name: str,
     registered_model_name: str,
     models_dir: Path,
@@ -204,13 +204,15 @@ def track(
 
     `decision` replaces the default promotion rule with one the caller reached (the retrain loop's gate); the
     registry records each version's promotion reason and the order in which versions became champion.
+    `artifact_root` None leaves a new experiment's artifacts where the tracking server keeps them (a server
+    started with `--artifacts-destination` proxies them, so every host reads the same files).
     """
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     private_sqlite(tracking_uri)
-    if artifact_root.startswith("file://"):
+    if artifact_root is not None and artifact_root.startswith("file://"):
         from urllib.parse import urlsplit
         from urllib.request import url2pathname
 
@@ -457,6 +459,27 @@ def fetch_model(ref: str | None, *, tracking_uri: str, registered_model_name: st
         return load_verified(local, sha256=sha256, version=version)
 
 
+def champion_pointer(*, tracking_uri: str, registered_model_name: str) -> tuple[str, str | None] | None:
+    """Return (version, run id) of the version the MLflow alias `champion` names, None when no version holds it.
+
+    One registry call: what each replica asks every `reload_poll_seconds` to learn whether to load.
+    """
+    with quiet_mlflow():
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            found = client.get_model_version_by_alias(registered_model_name, "champion")
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                return None
+            raise ModelError(f"cannot read the champion of {registered_model_name!r} from "
+                             f"{redact_uri(tracking_uri)}: {exc.message}",
+                             reason="the MLflow registry cannot be read") from exc
+        return str(found.version), found.run_id
+
+
 def _download(client: Any, *, run_id: str, name: str, into: Path, version: str) -> None:
     """Download a run's leadcast artifact into `into`, renamed in place so no reader sees half a file."""
     from mlflow.exceptions import MlflowException
@@ -516,5 +539,5 @@ def read_champion_version(models_dir: Path) -> str | None:
     return None if version is None else str(version)
 
 
-__all__ = ["Decision", "TrackedModel", "check_registries_agree", "decide", "fetch_model", "quiet_mlflow",
-           "redact_uri", "rollback", "set_alias", "track"]
+__all__ = ["Decision", "TrackedModel", "champion_pointer", "check_registries_agree", "decide", "fetch_model",
+           "quiet_mlflow", "redact_uri", "rollback", "set_alias", "track"]

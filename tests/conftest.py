@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    from tests.redis import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -82,3 +86,34 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     finally:
         drop_database(admin, url)
+
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """Return a fresh throwaway redis-server on a free loopback port (one per test), or skip saying why."""
+    from tests.redis import start_server
+
+    try:
+        server = start_server()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        pytest.skip(f"redis-server is installed but did not start: {exc}")
+    if server is None:
+        pytest.skip("no Redis server: install redis-server (.ci/run does, as root) or set LEADCAST_TEST_REDIS_URL")
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """Return the URL of a Redis server for a test: LEADCAST_TEST_REDIS_URL, else a fresh throwaway one."""
+    import os
+
+    from tests.redis import ENV_URL
+
+    if os.environ.get(ENV_URL):
+        return os.environ[ENV_URL]
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import ApiError
 from api.http import Runtime, requires, runtime
-from api.serving import ModelHolder, ModelLoadFailed, Served, model_source
+from api.serving import ModelHolder, ModelLoadFailed, Served, champion_poll, model_source
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -26,7 +26,8 @@ def init(app: Flask, rt: Runtime) -> None:
     """Load the champion (or the cold-start rules) when the app is created; a failed load never stops it."""
     settings = rt.settings
     holder = ModelHolder(name=settings.registered_model_name, source=model_source(settings),
-                         on_load=lambda s: rt.metrics.set_model(name=s.name, version=s.version, kind=s.kind))
+                         on_load=lambda s: rt.metrics.set_model(name=s.name, version=s.version, kind=s.kind),
+                         poll=champion_poll(settings))
     rt.services["models"] = holder
     # The holder logs why; the service starts anyway and answers 503 on scoring until a reload works.
     with contextlib.suppress(ModelLoadFailed):
