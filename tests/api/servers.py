@@ -14,7 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -74,6 +77,58 @@ class JsonClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class SteadyClient:
+    """A client scoring one lead after another on one keep-alive connection, recording every outcome.
+
+    `per_second` paces it (None: as fast as answers come); it stops at `max_requests` or when the block ends.
+    """
+
+    port: int
+    key: str
+    leads: list[dict[str, Any]]
+    per_second: float | None = None
+    max_requests: int = 100_000
+
+    def __post_init__(self) -> None:
+        self.outcomes: list[tuple[float, int | None, str]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with JsonClient(self.port, headers={"Authorization": f"Bearer {self.key}"}, timeout=10) as client:
+            for i in range(self.max_requests):
+                if self.stop.is_set():
+                    break
+                started = time.monotonic()
+                try:
+                    status, body = client.call("POST", "/v1/leads/score", {"lead": self.leads[i % len(self.leads)]})
+                    what = body["model"]["version"] if status == 200 else body["error"]["code"]
+                    self.outcomes.append((started, status, what))
+                except Exception as exc:  # a refused or reset connection is what this client counts
+                    self.outcomes.append((started, None, type(exc).__name__))
+                    client.close()  # the next request opens a new connection
+                    self.stop.wait(0.01)
+                if self.per_second:
+                    self.stop.wait(max(0.0, 1 / self.per_second - (time.monotonic() - started)))
+
+    def between(self, start: float, end: float = float("inf")) -> Counter[tuple[int | None, str]]:
+        """Return the outcomes of the requests started in [start, end), counted."""
+        return Counter((s, w) for t, s, w in list(self.outcomes) if start <= t < end)
+
+    def first(self, version: str) -> float | None:
+        """Return when the first request answered by `version` started."""
+        return next((t for t, s, w in list(self.outcomes) if s == 200 and w == version), None)
+
+    def __enter__(self) -> SteadyClient:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
 
 
 def get_status(port: int, path: str, *, timeout: float = 2.0) -> int | None:

@@ -8,11 +8,8 @@ import os
 import re
 import shlex
 import signal
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ from crmdata.synthetic import generate_leads
 from scoring.artifacts import TrainedModel, read_registry, save_trained
 from scoring.spec import load_spec
 from scoring.training import train
-from tests.api.servers import JsonClient, ServerProcess, free_port, get_status, leadcast_server
+from tests.api.servers import JsonClient, ServerProcess, SteadyClient, free_port, get_status, leadcast_server
 
 pytestmark = pytest.mark.slow
 
@@ -73,47 +70,6 @@ def workers_of(master: int) -> set[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == master:
                 found.add(int(entry.name))
     return found
-
-
-@dataclass
-class Steady:
-    """A client scoring one lead after another on one keep-alive connection, counting every outcome."""
-
-    port: int
-    key: str
-    leads: list[dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        self.outcomes: list[tuple[float, int | None, str]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with JsonClient(self.port, headers={"Authorization": f"Bearer {self.key}"}, timeout=10) as client:
-            i = 0
-            while not self.stop.is_set() and i < 100_000:
-                now = time.monotonic()
-                try:
-                    status, body = client.call("POST", "/v1/leads/score", {"lead": self.leads[i % len(self.leads)]})
-                    what = body["model"]["version"] if status == 200 else body["error"]["code"]
-                    self.outcomes.append((now, status, what))
-                except Exception as exc:  # a refused or reset connection is what this client counts
-                    self.outcomes.append((now, None, type(exc).__name__))
-                    client.close()  # the next request opens a new connection
-                    time.sleep(0.01)
-                i += 1
-
-    def since(self, t: float) -> Counter[tuple[int | None, str]]:
-        """Return the outcomes of the requests started at or after `t`, counted."""
-        return Counter((status, what) for started, status, what in self.outcomes if started >= t)
-
-    def __enter__(self) -> Steady:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture
@@ -166,7 +122,7 @@ def test_a_corrupt_champion_and_a_killed_worker_never_take_the_service_down(
     promote(model, models, "1")
     with start(tmp_path, service) as server:
         server.wait_ready("/readyz")
-        with Steady(server.port, service["crm"], leads) as steady:
+        with SteadyClient(server.port, service["crm"], leads) as steady:
             # `leadcast serve` runs gunicorn as its one child (it cleans the instance folder when gunicorn exits)
             [master] = workers_of(server.running.pid)
             v2 = promote(model, models, "2")
@@ -216,7 +172,7 @@ def test_a_corrupt_champion_and_a_killed_worker_never_take_the_service_down(
             log = server.output()
             assert log.count("model load failed") - failures_before == WORKERS, log[-3000:]
             assert server.running.poll() is None
-    outcomes = steady.since(0)
+    outcomes = steady.between(0)
     print(f"\nsteady client: {sum(outcomes.values())} requests, outcomes {dict(outcomes)}")
     # Only the request the killed worker was answering may be lost; nothing ever gets a 500 or the stale v1.
     refused = [o for o in steady.outcomes if o[1] is None]
@@ -224,8 +180,8 @@ def test_a_corrupt_champion_and_a_killed_worker_never_take_the_service_down(
     assert len(refused) <= 1 and all(t >= killed_at - 1.0 for t, _, _ in refused), (refused, killed_at)
     assert not [o for o in steady.outcomes if o[1] == 500]
     assert not [o for o in steady.outcomes if o[0] >= killed_at and o[2] == "1"]
-    assert set(steady.since(fixed_at)) == {(200, "3")}
-    assert set(steady.since(touched_at)) == {(200, "3")}
+    assert set(steady.between(fixed_at)) == {(200, "3")}
+    assert set(steady.between(touched_at)) == {(200, "3")}
 
 
 def test_serve_starts_with_a_broken_champion_says_so_and_recovers_on_reload(

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from crmdata.synthetic import generate_leads
 from scoring.spec import load_spec
 from scoring.tracking import champion_pointer, track
 from scoring.training import train
-from tests.api.servers import HOST, REPO, JsonClient, child_env, free_port, get_status, leadcast_server
+from tests.api.servers import HOST, REPO, JsonClient, SteadyClient, child_env, free_port, get_status, leadcast_server
 from tests.mlflow_server import mlflow_server, tracking_uri
 from tests.postgres import create_database, drop_database
 
@@ -41,52 +40,6 @@ BUDGET = 400  # rate_limit_burst: the budget B a key may spend at once
 PER_MINUTE = 120  # the pace it refills at: 2 a second
 POLL_SECONDS = 2
 STEADY_PER_SECOND = 2  # per steady client: the refill pace, so however long training takes its key keeps B
-
-
-@dataclass
-class Steady:
-    """A client scoring one lead after another against one instance at a fixed pace, recording outcomes."""
-
-    port: int
-    key: str
-    leads: list[dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        self.outcomes: list[tuple[float, int | None, str]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        client = JsonClient(self.port, headers={"Authorization": f"Bearer {self.key}"}, timeout=10)
-        for i in range(STEADY_PER_SECOND * 600):  # bounded: 10 minutes at most
-            if self.stop.is_set():
-                break
-            started = time.monotonic()
-            try:
-                status, body = client.call("POST", "/v1/leads/score", {"lead": self.leads[i % len(self.leads)]})
-                what = body["model"]["version"] if status == 200 else body["error"]["code"]
-                self.outcomes.append((started, status, what))
-            except Exception as exc:  # a refused or reset connection is what this client counts
-                self.outcomes.append((started, None, type(exc).__name__))
-                client.close()
-            self.stop.wait(max(0.0, 1 / STEADY_PER_SECOND - (time.monotonic() - started)))
-        client.close()
-
-    def between(self, start: float, end: float = float("inf")) -> Counter[tuple[int | None, str]]:
-        """Return the outcomes of the requests started in [start, end), counted."""
-        return Counter((s, w) for t, s, w in list(self.outcomes) if start <= t < end)
-
-    def first(self, version: str) -> float | None:
-        """Return when the first request answered by `version` started."""
-        return next((t for t, s, w in list(self.outcomes) if s == 200 and w == version), None)
-
-    def __enter__(self) -> Steady:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 class AliasWatch:
@@ -244,7 +197,8 @@ def test_two_replicas_share_keys_budget_champion_and_survive_one_loss(tmp_path: 
         # within 5% of B once the tokens refilled while the clients ran are counted (2/s x seconds)
         assert abs(statuses[200] - (BUDGET + refilled)) <= 0.05 * BUDGET, statuses
 
-        with Steady(a.port, keys["steady-a"], leads) as on_a, Steady(b.port, keys["steady-b"], leads) as on_b:
+        with SteadyClient(a.port, keys["steady-a"], leads, STEADY_PER_SECOND) as on_a, \
+                SteadyClient(b.port, keys["steady-b"], leads, STEADY_PER_SECOND) as on_b:
             time.sleep(2)
             train_started = time.monotonic()
             with AliasWatch(shared["tracking_uri"], v1) as watch:
