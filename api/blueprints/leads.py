@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from api.blueprints.models import current_model
 from api.errors import ApiError
+from api.history import annotate_scores
 from api.http import json_body, requires, runtime
 from api.predictions import log_scores
 from api.schemas import ScoreRequest
@@ -37,6 +38,7 @@ def score() -> Response:
     # round trip per lead.
     served = current_model()
     result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
+    annotate_scores(rt.services.get("score_history"), served, records, result)
     if "prediction_log" in rt.services:
         log_scores(rt.services["prediction_log"], served, records, result, as_of=as_of)
     for grade, count in Counter(item["grade"] for item in result["scores"]).items():
