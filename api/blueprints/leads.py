@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
+from werkzeug.routing import PathConverter
 
 from api.blueprints.models import current_model
 from api.errors import ApiError
 from api.history import annotate_scores
-from api.http import json_body, requires, runtime
+from api.http import Runtime, json_body, requires, runtime
 from api.predictions import log_scores
 from api.schemas import ScoreRequest
 from api.scoring_io import score_payload
@@ -19,6 +20,19 @@ from store.history import lead_scores
 from store.leads import erase_lead
 
 bp = Blueprint("leads", __name__, url_prefix="/v1/leads")
+
+
+class LeadIdConverter(PathConverter):
+    """A lead id in a path (slashes allowed, sent as %2F), never the names of the routes beside it."""
+
+    # Without the look-aheads, DELETE /v1/leads/{lead_id} would also claim /v1/leads/score, /outcomes and
+    # /{lead_id}/scores (so an id that is "score", "outcomes" or ends in "/scores" has no such route).
+    regex = r"(?!(?:score|outcomes)$)(?!.*/scores$)[^/].*?"
+
+
+def init(app: Flask, rt: Runtime) -> None:
+    """Teach the app's URL map the lead id converter (before this blueprint's routes are added)."""
+    app.url_map.converters["lead_id"] = LeadIdConverter
 
 
 @bp.post("/score")
@@ -53,7 +67,7 @@ def score() -> Response:
 MAX_PAGE = 500
 
 
-@bp.get("/<path:lead_id>/scores")
+@bp.get("/<lead_id:lead_id>/scores")
 @requires("score")
 def history(lead_id: str) -> Response:
     """Return a lead's logged scores, newest first, `limit` at a time (default 50), continued with `cursor`."""
@@ -75,7 +89,7 @@ def history(lead_id: str) -> Response:
     return jsonify({"lead_id": lead_id, "scores": scores, "next_cursor": cursor})
 
 
-@bp.delete("/<path:lead_id>")
+@bp.delete("/<lead_id:lead_id>")
 @requires("admin")
 def erase(lead_id: str) -> Response:
     """Erase a lead: its logged predictions (and their features) and its outcome; answer what was removed."""
