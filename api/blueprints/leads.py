@@ -67,7 +67,7 @@ def score() -> Response:
 MAX_PAGE = 500
 
 
-@bp.get("/<lead_id:lead_id>/scores")
+@bp.get("/<path:lead_id>/scores")
 @requires("score")
 def history(lead_id: str) -> Response:
     """Return a lead's logged scores, newest first, `limit` at a time (default 50), continued with `cursor`."""
