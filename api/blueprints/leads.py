@@ -71,6 +71,10 @@ MAX_PAGE = 500
 @requires("score")
 def history(lead_id: str) -> Response:
     """Return a lead's logged scores, newest first, `limit` at a time (default 50), continued with `cursor`."""
+    unknown = sorted(set(request.args) - {"limit", "cursor"})
+    if unknown:
+        raise ApiError(422, "invalid_input", "unknown query parameter(s); use limit and cursor",
+                       [{"loc": ["query", name[:40]], "msg": "unknown query parameter"} for name in unknown[:10]])
     text = request.args.get("limit", "50")
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
         raise ApiError(422, "invalid_input", f"limit must be a whole number from 1 to {MAX_PAGE}",
