@@ -8,6 +8,7 @@ import time
 from flask import Flask, Response, g, request
 
 from api.errors import error_response, register_error_handlers
+from api.history import ScoreContext
 from api.http import Runtime
 from api.jsonio import OrjsonProvider
 from api.metrics import Metrics
@@ -50,6 +51,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.prediction_log:
         rt.services["prediction_log"] = PredictionLog(store, capacity=settings.prediction_log_queue_rows,
                                                       on_drop=drop_counter(rt.metrics.registry))
+        rt.services["score_history"] = ScoreContext(store, band_points=settings.trend_band_points,
+                                                    window_days=settings.percentile_window_days,
+                                                    refresh_seconds=settings.percentile_refresh_seconds)
     for module in (health, docs, models, leads, outcomes, forecast, opportunities, forecasts):
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)

@@ -11,6 +11,7 @@ from api.schemas import (
     AccuracyQuery,
     DealFlowQuery,
     DealFlowResponse,
+    ErasureResponse,
     ErrorResponse,
     ForecastRequest,
     ForecastResponse,
@@ -18,7 +19,10 @@ from api.schemas import (
     MetricsRequest,
     MetricsResponse,
     OpportunitiesRequest,
+    OutcomesRequest,
+    OutcomesResponse,
     PageQuery,
+    ScoreHistoryResponse,
     ScoreRequest,
     ScoreResponse,
     SnapshotsResponse,
@@ -38,7 +42,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Malformed JSON", 401: "No or invalid API key", 403: "The key lacks the scope",
-            404: "No such model, saved forecast or resource", 413: "Body too large", 415: "Body is not JSON",
+            404: "No such model, saved forecast or route (a lead id that is `score`, `outcomes` or ends in "
+                 "`/scores`)", 413: "Body too large", 415: "Body is not JSON",
             422: "Invalid records (index and field named)", 429: "Rate limit exceeded (see Retry-After)",
             503: "No model loaded, or the store is unavailable"}
     return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref(ErrorResponse)}}} for s in statuses}
@@ -62,7 +67,8 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
         [(m, "validation") for m in (ScoreRequest, ScoreResponse, ForecastRequest, ForecastResponse, MetricsRequest,
                                           MetricsResponse, ErrorResponse, OpportunitiesRequest, SyncResponse,
                                           StoredForecastResponse, SnapshotsResponse, DealFlowResponse,
-                                          LiveAccuracyResponse)],
+                                          LiveAccuracyResponse, OutcomesRequest, OutcomesResponse,
+                                          ScoreHistoryResponse, ErasureResponse)],
         ref_template=REF,
     )
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -79,6 +85,42 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref(ScoreRequest)}}},
             "responses": {"200": {"description": "Scores in request order",
                                   "content": {JSON: {"schema": _ref(ScoreResponse)}}}, **_errors(*body_errors, 503)},
+        }},
+        "/v1/leads/outcomes": {"post": {
+            "summary": f"Record whether up to {max_batch:,} leads converted, and when (outcomes scope)",
+            "description": "An idempotent upsert: a lead new to the store is inserted, a different outcome "
+                           "replaces the stored one, the same outcome changes nothing. `converted_at` only for "
+                           "converted leads. Either every outcome is recorded or none is.",
+            "security": secured,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(OutcomesRequest)}}},
+            "responses": {"200": {"description": "What the upsert did",
+                                  "content": {JSON: {"schema": _ref(OutcomesResponse)}}},
+                          **_errors(*body_errors, 503)},
+        }},
+        "/v1/leads/{lead_id}/scores": {"get": {
+            "summary": "A lead's logged scores, newest first, a page at a time (score scope)",
+            "description": "Reads what the prediction log has stored: a score made within the last fraction of a "
+                           "second may still be queued. An unknown lead has an empty history.",
+            "security": secured,
+            "parameters": [
+                {"name": "lead_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "The `next_cursor` of the previous page."}],
+            "responses": {"200": {"description": "One page of the history",
+                                  "content": {JSON: {"schema": _ref(ScoreHistoryResponse)}}},
+                          **_errors(401, 403, 404, 422, 429, 503)},
+        }},
+        "/v1/leads/{lead_id}": {"delete": {
+            "summary": "Erase a lead: its predictions, their features and its outcome (admin scope)",
+            "description": "GDPR article 17. Every table keyed by the lead is cleared in one transaction; the "
+                           "answer counts the rows removed. Safe to repeat (then every count is 0).",
+            "security": secured,
+            "parameters": [{"name": "lead_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "What was removed",
+                                  "content": {JSON: {"schema": _ref(ErasureResponse)}}},
+                          **_errors(401, 403, 404, 429, 503)},
         }},
         "/v1/opportunities": {"put": {
             "summary": "Upsert opportunity records into the stored pipeline (each change kept as an event)",

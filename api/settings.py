@@ -83,6 +83,18 @@ class Settings(BaseSettings):
                                                  "counts as not converted (its outcome has matured).")
     retrain_every: str = Field(default="15d", pattern=r"^\s*\d+(\.\d+)?\s*[hdw]\s*$",
                                description="How often `leadcast retrain --if-due` runs the loop (15d, 12h, 2w).")
+    trend_band_points: int = Field(
+        default=3, ge=0, le=100, description="A score more than this many points above the lead's previous logged "
+                                             "score is improving, more below declining, else steady.")
+    percentile_window_days: int = Field(
+        default=30, gt=0, description="Percentiles rank a score among the leads the same model version scored in "
+                                      "this many days.")
+    percentile_refresh_seconds: float = Field(
+        default=300.0, ge=0, description="How old a worker's cached score distribution may get before it is "
+                                         "refreshed in the background (0: recomputed on every request).")
+    retention_days: int | None = Field(
+        default=None, gt=0, description="`leadcast db purge` removes predictions logged more than this many days "
+                                        "ago; default: kept until purged with --older-than-days.")
 
     @property
     def resolved_models_dir(self) -> Path:

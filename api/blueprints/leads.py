@@ -5,16 +5,34 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
+from werkzeug.routing import PathConverter
 
 from api.blueprints.models import current_model
 from api.errors import ApiError
-from api.http import json_body, requires, runtime
+from api.history import annotate_scores
+from api.http import Runtime, json_body, requires, runtime
 from api.predictions import log_scores
 from api.schemas import ScoreRequest
 from api.scoring_io import score_payload
+from store import StoreError, StoreUnavailable
+from store.history import lead_scores
+from store.leads import erase_lead
 
 bp = Blueprint("leads", __name__, url_prefix="/v1/leads")
+
+
+class LeadIdConverter(PathConverter):
+    """A lead id in a path (slashes allowed, sent as %2F), never the names of the routes beside it."""
+
+    # Without the look-aheads, DELETE /v1/leads/{lead_id} would also claim /v1/leads/score, /outcomes and
+    # /{lead_id}/scores (so an id that is "score", "outcomes" or ends in "/scores" has no such route).
+    regex = r"(?!(?:score|outcomes)$)(?!.*/scores$)[^/].*?"
+
+
+def init(app: Flask, rt: Runtime) -> None:
+    """Teach the app's URL map the lead id converter (before this blueprint's routes are added)."""
+    app.url_map.converters["lead_id"] = LeadIdConverter
 
 
 @bp.post("/score")
@@ -37,9 +55,49 @@ def score() -> Response:
     # round trip per lead.
     served = current_model()
     result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
+    annotate_scores(rt.services.get("score_history"), served, records, result)
     if "prediction_log" in rt.services:
         log_scores(rt.services["prediction_log"], served, records, result, as_of=as_of)
     for grade, count in Counter(item["grade"] for item in result["scores"]).items():
         rt.metrics.scores.labels(grade=grade, model_version=result["model"]["version"],
                                  model_kind=result["model"]["kind"]).inc(count)
     return jsonify(result)
+
+
+MAX_PAGE = 500
+
+
+@bp.get("/<path:lead_id>/scores")
+@requires("score")
+def history(lead_id: str) -> Response:
+    """Return a lead's logged scores, newest first, `limit` at a time (default 50), continued with `cursor`."""
+    unknown = sorted(set(request.args) - {"limit", "cursor"})
+    if unknown:
+        raise ApiError(422, "invalid_input", "unknown query parameter(s); use limit and cursor",
+                       [{"loc": ["query", name[:40]], "msg": "unknown query parameter"} for name in unknown[:10]])
+    text = request.args.get("limit", "50")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise ApiError(422, "invalid_input", f"limit must be a whole number from 1 to {MAX_PAGE}",
+                       [{"loc": ["query", "limit"], "msg": f"got {text[:40]!r}"}])
+    try:
+        page, cursor = lead_scores(runtime().store, lead_id=lead_id, limit=int(text),
+                                   cursor=request.args.get("cursor"))
+    except StoreError as exc:
+        if not isinstance(exc, StoreUnavailable):
+            raise ApiError(422, "invalid_input", str(exc), [{"loc": ["query", "cursor"], "msg": str(exc)}]) from exc
+        raise
+    scores = [{"scored_at": s.scored_at.isoformat(), "as_of": None if s.as_of is None else s.as_of.isoformat(),
+               "model": {"name": s.model_name, "version": s.model_version, "kind": s.model_kind},
+               "probability": s.probability, "score": s.score, "grade": s.grade, "reasons": s.reasons}
+              for s in page]
+    return jsonify({"lead_id": lead_id, "scores": scores, "next_cursor": cursor})
+
+
+@bp.delete("/<lead_id:lead_id>")
+@requires("admin")
+def erase(lead_id: str) -> Response:
+    """Erase a lead: its logged predictions (and their features) and its outcome; answer what was removed."""
+    rt = runtime()
+    if "prediction_log" in rt.services:  # this worker's queued rows of the lead are written, then deleted too
+        rt.services["prediction_log"].flush(timeout=5)
+    return jsonify({"lead_id": lead_id, "removed": erase_lead(rt.store, lead_id=lead_id)})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import click
 
 from api.commands import settings_of
 from api.stores import open_store
+from store.leads import purge_predictions
 
 
 @click.group()
@@ -33,6 +36,23 @@ def db_current(ctx: click.Context) -> None:
         current, head = store.current_revision(), store.head_revision()
     state = "up to date" if current == head else "behind: run `leadcast db upgrade`"
     click.echo(f"{store.shown_url}: revision {current or 'none (empty)'}, code {head} ({state})")
+
+
+@db.command("purge")
+@click.option("--older-than-days", "days", type=click.IntRange(min=1), default=None,
+              help="Remove predictions logged more than this many days ago; default the retention_days setting.")
+@click.pass_context
+def db_purge(ctx: click.Context, days: int | None) -> None:
+    """Remove old predictions from the prediction log (run it daily, from cron or a timer)."""
+    settings = settings_of(ctx)
+    days = days if days is not None else settings.retention_days
+    if days is None:
+        raise click.UsageError("set the retention_days setting or pass --older-than-days")
+    before = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)
+    with open_store(settings) as store:
+        removed = purge_predictions(store, before=before)
+    click.echo(f"removed {removed:,} predictions logged before {before:%Y-%m-%d %H:%M} UTC "
+               f"({days} days) from {store.shown_url}")
 
 
 def register(group: click.Group) -> None:

@@ -1,0 +1,155 @@
+"""Score history from the prediction log: one lead's scores page by page, each lead's latest score, and the
+distribution of a model version's recent scores (for percentiles).
+
+The log is written asynchronously (store/predictions.py), so these read what is already stored: a score
+still queued in some process is not seen until its batch is written (normally within a fraction of a second).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from store.core import Store, StoreError
+from store.outcomes import chunks
+from store.schema import predictions
+
+MAX_SCORE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedScore:
+    """One logged score of a lead (times naive UTC)."""
+
+    id: int
+    scored_at: datetime
+    as_of: datetime | None
+    model_name: str
+    model_version: str
+    model_kind: str
+    probability: float
+    score: int
+    grade: str
+    reasons: list[dict[str, Any]] | None
+
+
+def encode_cursor(scored_at: datetime, row_id: int) -> str:
+    """Return the opaque cursor that continues a history after the score (scored_at, row_id)."""
+    return base64.urlsafe_b64encode(f"{scored_at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """Return the (scored_at, id) a cursor stands for; raise StoreError when it is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, row_id = text.partition("|")
+        return datetime.fromisoformat(stamp), int(row_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise StoreError("cursor is not one this service returned") from exc
+
+
+def lead_scores(store: Store, *, lead_id: str, limit: int, cursor: str | None = None
+                ) -> tuple[list[LoggedScore], str | None]:
+    """Return up to `limit` logged scores of a lead, newest first, after `cursor`; and the next page's cursor.
+
+    Keyset pagination on (scored_at, id): a page stays right while new scores arrive, and each page is one
+    walk of the (lead_id, scored_at) index.
+    """
+    query = sa.select(predictions.c.id, predictions.c.scored_at, predictions.c.as_of, predictions.c.model_name,
+                      predictions.c.model_version, predictions.c.model_kind, predictions.c.probability,
+                      predictions.c.score, predictions.c.grade, predictions.c.reasons
+                      ).where(predictions.c.lead_id == lead_id)
+    if cursor is not None:
+        scored_at, row_id = decode_cursor(cursor)
+        query = query.where(sa.or_(predictions.c.scored_at < scored_at,
+                                   sa.and_(predictions.c.scored_at == scored_at, predictions.c.id < row_id)))
+    query = query.order_by(predictions.c.scored_at.desc(), predictions.c.id.desc()).limit(limit + 1)
+    with store.begin() as conn:
+        rows = conn.execute(query).all()
+    page = [LoggedScore(id=int(r.id), scored_at=r.scored_at, as_of=r.as_of, model_name=r.model_name,
+                        model_version=r.model_version, model_kind=r.model_kind, probability=float(r.probability),
+                        score=int(r.score), grade=r.grade, reasons=r.reasons) for r in rows[:limit]]
+    following = encode_cursor(page[-1].scored_at, page[-1].id) if len(rows) > limit and page else None
+    return page, following
+
+
+_LATEST_ONE = (sa.select(predictions.c.score).where(predictions.c.lead_id == sa.bindparam("lead_id"))
+               .order_by(predictions.c.scored_at.desc(), predictions.c.id.desc()).limit(1))
+
+
+def latest_scores(conn: Connection, *, lead_ids: Sequence[str]) -> dict[str, int]:
+    """Return the newest stored score (any model) of each of `lead_ids` that has one."""
+    ids = list(dict.fromkeys(lead_ids))
+    if len(ids) == 1:  # the single-lead hot path: one LIMIT 1 walk of the (lead_id, scored_at) index
+        found = conn.execute(_LATEST_ONE, {"lead_id": ids[0]}).scalar()
+        return {} if found is None else {ids[0]: int(found)}
+    out: dict[str, int] = {}
+    for part in chunks(ids):
+        rank = sa.func.row_number().over(partition_by=predictions.c.lead_id,
+                                         order_by=(predictions.c.scored_at.desc(), predictions.c.id.desc()))
+        ranked = (sa.select(predictions.c.lead_id, predictions.c.score, rank.label("rank"))
+                  .where(predictions.c.lead_id.in_(part)).subquery())
+        for lead_id, score in conn.execute(sa.select(ranked.c.lead_id, ranked.c.score).where(ranked.c.rank == 1)):
+            out[lead_id] = int(score)
+    return out
+
+
+def score_counts(conn: Connection, *, model_name: str, model_version: str, since: datetime) -> list[int]:
+    """Return how many leads hold each score 0-100 as their latest score by this model version since `since`.
+
+    Each lead counts once, with the newest score this version gave it in the window.
+    """
+    rank = sa.func.row_number().over(partition_by=predictions.c.lead_id,
+                                     order_by=(predictions.c.scored_at.desc(), predictions.c.id.desc()))
+    ranked = (sa.select(predictions.c.score, rank.label("rank"))
+              .where(predictions.c.model_name == model_name, predictions.c.model_version == model_version,
+                     predictions.c.scored_at >= since).subquery())
+    counts = [0] * (MAX_SCORE + 1)
+    query = sa.select(ranked.c.score, sa.func.count()).where(ranked.c.rank == 1).group_by(ranked.c.score)
+    for score, count in conn.execute(query):
+        counts[min(max(int(score), 0), MAX_SCORE)] += int(count)
+    return counts
+
+
+def trend(previous: int | None, current: int, *, band: int) -> str:
+    """Return new (no previous score), improving or declining (more than `band` points up or down) or steady."""
+    if previous is None:
+        return "new"
+    if current - previous > band:
+        return "improving"
+    if previous - current > band:
+        return "declining"
+    return "steady"
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """A score distribution ready for percentiles: `below[s]` leads scored under s, `counts[s]` scored s."""
+
+    counts: tuple[int, ...]
+    below: tuple[int, ...]
+    total: int
+
+    @classmethod
+    def of(cls, counts: Sequence[int]) -> Ranks:
+        """Build the cumulative counts of a 0-100 score histogram."""
+        below, running = [], 0
+        for c in counts:
+            below.append(running)
+            running += c
+        return cls(counts=tuple(counts), below=tuple(below), total=running)
+
+    def percentile(self, score: int) -> float | None:
+        """Return the share of leads scoring lower plus half of those scoring the same, in percent (one
+        decimal); None when the distribution is empty."""
+        if self.total == 0:
+            return None
+        s = min(max(score, 0), MAX_SCORE)
+        return round(100.0 * (self.below[s] + 0.5 * self.counts[s]) / self.total, 1)

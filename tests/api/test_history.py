@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from api.cli import cli
+from store import Store
+from store.schema import predictions
+from tests.api.conftest import Service, lead_records
+
+NAME = "leadcast-lead-scoring"
+
+
+@pytest.fixture
+def svc(make_service: Callable[..., Service], database_url: str) -> Iterator[Service]:
+    """Return a service on `database_url` whose percentiles are recomputed on every request."""
+    with Store(database_url) as store:
+        store.upgrade()
+    service = make_service(database_url=database_url, percentile_refresh_seconds=0)
+    yield service
+    rt = service.app.extensions["leadcast"]
+    rt.services["prediction_log"].close()
+    rt.store.dispose()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _seed(service: Service, lead_id: str, score: int, *, ago: timedelta = timedelta(0)) -> None:
+    with service.app.extensions["leadcast"].store.begin() as conn:
+        conn.execute(predictions.insert().values(
+            lead_id=lead_id, scored_at=_now() - ago, as_of=None, model_name=NAME, model_version="1",
+            model_kind="trained", probability=score / 100, score=score, grade="C", reasons=None,
+            features={"source": "web"}))
+
+
+def _score(service: Service, lead: dict[str, Any]) -> dict[str, Any]:
+    response = service.post("/v1/leads/score", {"lead": lead}, who="score")
+    assert response.status_code == 200, response.get_json()
+    assert service.app.extensions["leadcast"].services["prediction_log"].flush(timeout=10)
+    item: dict[str, Any] = response.get_json()["scores"][0]
+    return item
+
+
+def test_trend_and_percentile_against_what_is_stored(svc: Service, sample_leads: pd.DataFrame) -> None:
+    records = lead_records(sample_leads, 40)
+    lead = next({**r, "lead_id": "X"} for r in records if 30 <= _score(svc, {**r, "lead_id": "probe"})["score"] <= 60)
+    with svc.app.extensions["leadcast"].store.begin() as conn:
+        conn.execute(predictions.delete())
+    first = _score(svc, lead)
+    s = first["score"]
+    assert first["trend"] == "new" and first["percentile"] is None  # nothing was stored before it
+    _seed(svc, "P1", s - 20)
+    _seed(svc, "P2", s + 20)
+    _seed(svc, "P3", s - 25, ago=timedelta(days=31))  # outside the 30-day window
+    _seed(svc, "P4", s - 5, ago=timedelta(days=2))
+    _seed(svc, "P4", s + 30)  # P4 counts once, with its newest score
+    second = _score(svc, lead)
+    # the stored latest scores: X s, P1 s-20, P2 s+20, P4 s+30 -> 1 below, 1 tie (X's first score), 4 leads:
+    # (1 + 0.5) / 4 = 37.5%; X's previous score is s, the same -> steady
+    assert (second["score"], second["trend"], second["percentile"]) == (s, "steady", 37.5)
+    _seed(svc, "X", s - 4)  # 4 points below now (band 3) -> improving
+    assert _score(svc, lead)["trend"] == "improving"
+    _seed(svc, "X", s + 3)  # 3 points above: within the band
+    assert _score(svc, lead)["trend"] == "steady"
+    _seed(svc, "X", s + 10)
+    assert _score(svc, lead)["trend"] == "declining"
+
+
+def test_history_pages_newest_first_and_survives_a_restart(svc: Service, sample_leads: pd.DataFrame,
+                                                           make_service: Callable[..., Service],
+                                                           database_url: str) -> None:
+    lead = {**lead_records(sample_leads, 1)[0], "lead_id": "H/1"}  # a slash in an id: sent encoded
+    scores = [_score(svc, {**lead, "web_visits": visits})["score"] for visits in (1, 5, 9)]
+    page = svc.get("/v1/leads/H%2F1/scores?limit=2").get_json()
+    assert page["lead_id"] == "H/1" and [s["score"] for s in page["scores"]] == scores[::-1][:2]
+    assert page["scores"][0]["model"] == {"name": NAME, "version": "1", "kind": "trained"}
+    rest = svc.get(f"/v1/leads/H%2F1/scores?limit=2&cursor={page['next_cursor']}").get_json()
+    assert [s["score"] for s in rest["scores"]] == scores[:1] and rest["next_cursor"] is None
+    restarted = make_service(database_url=database_url)  # a new app on the same store: the history is kept
+    again = restarted.get("/v1/leads/H%2F1/scores").get_json()
+    assert [s["score"] for s in again["scores"]] == scores[::-1]
+    restarted.app.extensions["leadcast"].services["prediction_log"].close()
+    restarted.app.extensions["leadcast"].store.dispose()
+    for query, loc in (("limit=0", "limit"), ("limit=x", "limit"), ("cursor=zzz", "cursor")):
+        bad = svc.get(f"/v1/leads/H%2F1/scores?{query}")
+        assert bad.status_code == 422 and bad.get_json()["error"]["details"][0]["loc"] == ["query", loc]
+
+
+def test_delete_erases_every_row_holding_the_lead(svc: Service, sample_leads: pd.DataFrame) -> None:
+    lead = {**lead_records(sample_leads, 1)[0], "lead_id": "ERASE-ME-42"}
+    other = {**lead, "lead_id": "KEEP-ME"}
+    for _ in range(2):
+        _score(svc, lead)
+    _score(svc, other)
+    outcomes = {"outcomes": [{"lead_id": "ERASE-ME-42", "converted": True}, {"lead_id": "KEEP-ME",
+                                                                             "converted": False}]}
+    assert svc.post("/v1/leads/outcomes", outcomes, who="outcomes").status_code == 200
+    assert svc.client.delete("/v1/leads/ERASE-ME-42", headers=svc.headers("score")).status_code == 403
+    response = svc.client.delete("/v1/leads/ERASE-ME-42", headers=svc.headers("all"))
+    assert response.status_code == 200
+    assert response.get_json() == {"lead_id": "ERASE-ME-42",
+                                   "removed": {"features": 2, "predictions": 2, "outcomes": 1}}
+    store = svc.app.extensions["leadcast"].store
+    with store.begin() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
+                assert "ERASE-ME-42" not in str(tuple(row)), table
+        assert conn.execute(sa.text("SELECT count(*) FROM predictions WHERE lead_id = 'KEEP-ME'")).scalar() == 1
+    again = svc.client.delete("/v1/leads/ERASE-ME-42", headers=svc.headers("all")).get_json()
+    assert again["removed"] == {"features": 0, "predictions": 0, "outcomes": 0}
+
+
+def test_db_purge_removes_predictions_older_than_the_retention(svc: Service) -> None:
+    for lead_id, days in (("old", 40), ("older", 400), ("new", 5)):
+        _seed(svc, lead_id, 50, ago=timedelta(days=days))
+    env = {"LEADCAST_DATABASE_URL": str(svc.settings.resolved_database_url), "LEADCAST_RETENTION_DAYS": "30"}
+    runner = CliRunner()
+    result = runner.invoke(cli, ["db", "purge"], env=env)
+    assert result.exit_code == 0 and "removed 2 predictions" in result.output, result.output
+    with svc.app.extensions["leadcast"].store.begin() as conn:
+        assert conn.execute(sa.select(predictions.c.lead_id)).scalars().all() == ["new"]
+    assert "removed 1 predictions" in runner.invoke(cli, ["db", "purge", "--older-than-days", "1"],
+                                                    env=env).output
+    unset = runner.invoke(cli, ["db", "purge"], env={"LEADCAST_DATABASE_URL": env["LEADCAST_DATABASE_URL"]})
+    assert unset.exit_code == 2 and "retention_days" in unset.output

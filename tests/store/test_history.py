@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+
+from store import Store, StoreError
+from store.history import Ranks, decode_cursor, latest_scores, lead_scores, score_counts, trend
+from store.schema import predictions
+
+T0 = datetime(2026, 11, 1)
+
+
+def _row(lead_id: str, minute: int, score: int, version: str = "v1") -> dict[str, object]:
+    return {"lead_id": lead_id, "scored_at": T0 + timedelta(minutes=minute), "as_of": None, "model_name": "m",
+            "model_version": version, "model_kind": "trained", "probability": score / 100, "score": score,
+            "grade": "B", "reasons": None, "features": {}}
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """Return a fresh, upgraded store."""
+    store = Store(database_url)
+    store.upgrade()
+    yield store
+    store.dispose()
+
+
+def test_trend_uses_a_band_of_points() -> None:
+    # band 3: 50 -> 54 is +4 (improving), 50 -> 53 is +3 (steady), 50 -> 46 is -4 (declining)
+    assert [trend(None, 50, band=3), trend(50, 54, band=3), trend(50, 53, band=3), trend(50, 47, band=3),
+            trend(50, 46, band=3)] == ["new", "improving", "steady", "steady", "declining"]
+
+
+def test_percentile_is_the_share_below_plus_half_the_ties() -> None:
+    counts = [0] * 101
+    counts[10], counts[50], counts[90] = 2, 1, 1  # four leads: 10, 10, 50, 90
+    ranks = Ranks.of(counts)
+    # 50: 2 below + 0.5 x 1 tie = 2.5 of 4 = 62.5%; 10: 0 + 0.5 x 2 = 1 of 4 = 25%; 95: 4 of 4 = 100%; 0: 0%
+    assert [ranks.percentile(50), ranks.percentile(10), ranks.percentile(95), ranks.percentile(0)] == \
+        [62.5, 25.0, 100.0, 0.0]
+    assert Ranks.of([0] * 101).percentile(40) is None
+
+
+def test_history_pages_newest_first_and_latest_scores_per_lead(store: Store) -> None:
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("A", m, 10 + m) for m in range(5)] + [_row("B", 0, 70),
+                                                                                   _row("B", 1, 40, "v2")])
+    page, cursor = lead_scores(store, lead_id="A", limit=2)
+    assert [s.score for s in page] == [14, 13] and cursor is not None
+    page, cursor = lead_scores(store, lead_id="A", limit=2, cursor=cursor)
+    assert [s.score for s in page] == [12, 11] and cursor is not None
+    page, cursor = lead_scores(store, lead_id="A", limit=2, cursor=cursor)
+    assert [s.score for s in page] == [10] and cursor is None
+    assert lead_scores(store, lead_id="nobody", limit=5) == ([], None)
+    with pytest.raises(StoreError, match="cursor"):
+        decode_cursor("not-a-cursor")
+    with store.begin() as conn:
+        assert latest_scores(conn, lead_ids=["A"]) == {"A": 14}
+        assert latest_scores(conn, lead_ids=["A", "B", "C"]) == {"A": 14, "B": 40}  # B's newest is v2's 40
+        # v1's leads since minute 0, each once with its newest v1 score: A 14, B 70
+        counts = score_counts(conn, model_name="m", model_version="v1", since=T0)
+        assert sum(counts) == 2 and counts[14] == 1 and counts[70] == 1
+        later = score_counts(conn, model_name="m", model_version="v1", since=T0 + timedelta(minutes=3))
+        assert sum(later) == 1 and later[14] == 1  # only A's minutes 3 and 4; its newest is 14
