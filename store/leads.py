@@ -13,18 +13,27 @@ PURGE_ROWS = 10_000  # predictions deleted per transaction, so a purge never hol
 
 
 def erase_lead(store: Store, *, lead_id: str) -> dict[str, int]:
-    """Delete every row of every table keyed by `lead_id` in one transaction; return the rows removed per kind.
+    """Remove the lead from every table with a lead_id column in one transaction; return the rows per kind.
 
-    `features` counts the logged feature sets among the removed predictions (they live in those rows). Any
-    table with a lead_id column is covered, including ones added by later migrations.
+    A table whose lead_id is required belongs to the lead (predictions, outcomes): its rows are deleted. A
+    table whose lead_id is an optional link (an opportunity the lead became) keeps its rows, which are the
+    account's deal and the pipeline's history, and loses the link: counted as `<table>_unlinked`. `features`
+    counts the logged feature sets among the removed predictions (they live in those rows). Tables added by
+    later migrations are covered by the same rule.
     """
     removed: dict[str, int] = {}
     with store.begin() as conn:
         features = conn.execute(sa.select(predictions.c.features).where(predictions.c.lead_id == lead_id)).scalars()
         removed["features"] = sum(1 for f in features if f)
         for table in reversed(metadata.sorted_tables):  # children before parents
-            if "lead_id" in table.c:
-                removed[table.name] = int(conn.execute(table.delete().where(table.c.lead_id == lead_id)).rowcount)
+            if "lead_id" not in table.c:
+                continue
+            rows = table.c.lead_id == lead_id
+            if table.c.lead_id.nullable:
+                unlinked = conn.execute(table.update().where(rows).values(lead_id=None)).rowcount
+                removed[f"{table.name}_unlinked"] = int(unlinked)
+            else:
+                removed[table.name] = int(conn.execute(table.delete().where(rows)).rowcount)
     return removed
 
 

@@ -10,9 +10,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from api.cli import cli
+from crmdata.synthetic import generate_opportunities
 from store import Store
 from store.schema import predictions
 from tests.api.conftest import Service, lead_records
+from tests.api.test_pipeline_api import records_of
 
 NAME = "leadcast-lead-scoring"
 
@@ -103,19 +105,25 @@ def test_delete_erases_every_row_holding_the_lead(svc: Service, sample_leads: pd
     outcomes = {"outcomes": [{"lead_id": "ERASE-ME-42", "converted": True}, {"lead_id": "KEEP-ME",
                                                                              "converted": False}]}
     assert svc.post("/v1/leads/outcomes", outcomes, who="outcomes").status_code == 200
+    # The lead became a deal: the deal stays in the pipeline, without the link to the erased lead.
+    deal = {**records_of(generate_opportunities(n=1, seed=3).opportunities)[0], "lead_id": "ERASE-ME-42"}
+    assert svc.client.put("/v1/opportunities", json={"opportunities": [deal]},
+                          headers=svc.headers("all")).status_code == 200
     assert svc.client.delete("/v1/leads/ERASE-ME-42", headers=svc.headers("score")).status_code == 403
     response = svc.client.delete("/v1/leads/ERASE-ME-42", headers=svc.headers("all"))
     assert response.status_code == 200
     assert response.get_json() == {"lead_id": "ERASE-ME-42",
-                                   "removed": {"features": 2, "predictions": 2, "outcomes": 1}}
+                                   "removed": {"features": 2, "predictions": 2, "outcomes": 1,
+                                               "opportunities_unlinked": 1}}
     store = svc.app.extensions["leadcast"].store
     with store.begin() as conn:
         for table in sa.inspect(conn).get_table_names():
             for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
                 assert "ERASE-ME-42" not in str(tuple(row)), table
         assert conn.execute(sa.text("SELECT count(*) FROM predictions WHERE lead_id = 'KEEP-ME'")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM opportunities")).scalar() == 1
     again = svc.client.delete("/v1/leads/ERASE-ME-42", headers=svc.headers("all")).get_json()
-    assert again["removed"] == {"features": 0, "predictions": 0, "outcomes": 0}
+    assert again["removed"] == {"features": 0, "predictions": 0, "outcomes": 0, "opportunities_unlinked": 0}
 
 
 def test_db_purge_removes_predictions_older_than_the_retention(svc: Service) -> None:

@@ -97,10 +97,11 @@ def every_worker_answers(server: ServerProcess, service: dict[str, Any], leads: 
                          tag: str) -> set[tuple[int, str]]:
     """Score from fresh connections until the access log shows each worker answering; return what they said."""
     seen: set[tuple[int, str]] = set()
-    for attempt in range(20):
+    for attempt in range(60):  # bounded; on a loaded machine one gevent worker may accept most connections
         for _ in range(6):
             with JsonClient(server.port, headers={"Authorization": f"Bearer {service['crm']}"}) as client:
-                status, body = client.call("POST", f"/v1/leads/score?probe={tag}", {"lead": leads[attempt]})
+                lead = leads[attempt % len(leads)]
+                status, body = client.call("POST", f"/v1/leads/score?probe={tag}", {"lead": lead})
                 seen.add((status, body["model"]["version"] if status == 200 else body["error"]["code"]))
         pids = set(re.findall(rf"^(<\d+>) /v1/leads/score probe={tag} \d+$", service["access"].read_text(), re.M))
         if len(pids) >= WORKERS:
