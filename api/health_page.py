@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crmdata.loaders import atomic_write
+from crmdata.files import atomic_write
 
 
 def write_health_page(report: dict[str, Any], out: Path) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
@@ -16,6 +13,7 @@ import pyarrow.compute as pc
 
 from crmdata.contracts import LEAD, OPPORTUNITY, STAGE_HISTORY, Column, Contract
 from crmdata.errors import DataValidationError, Problem
+from crmdata.files import atomic_write
 from crmdata.mapping import ColumnMapping, Join
 from crmdata.stages import DEFAULT_STAGES, StageConfig
 from crmdata.values import FALSE_VALUES, MAX_PROBLEMS, TRUE_VALUES, Rule, parse_series
@@ -80,20 +78,6 @@ def read_raw(path: Path, *, missing_values: tuple[str, ...] = (), delimiter: str
         [Problem(source, "-", "unsupported file type; use .csv, .tsv or .parquet", code="unsupported")],
         source=source,
     )
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write` on a temporary file beside `path` and rename it over `path` once complete, so a failure
-    never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

@@ -5,28 +5,15 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from crmdata.files import json_safe
 from crmdata.stages import StageConfig
 from forecasting import metrics as m
 from forecasting.errors import ForecastInputError
 from forecasting.periods import as_day
 from forecasting.snapshot import last_known_date, snapshot
 from forecasting.stage_model import stage_statistics
-
-
-def _clean(value: Any) -> Any:
-    """Return `value` with NaN and infinities as None, numpy scalars as Python numbers."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _overall(value: float | pd.Series) -> float:
@@ -118,5 +105,5 @@ def pipeline_metrics(
         }).sort_values("won_revenue", ascending=False)
         out["by"] = by
         out["groups"] = [{by: str(k), **{c: float(v) for c, v in row.items()}} for k, row in table.iterrows()]
-    cleaned: dict[str, Any] = _clean(out)
+    cleaned: dict[str, Any] = json_safe(out)
     return cleaned

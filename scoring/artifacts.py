@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from crmdata.errors import LeadcastError
-from crmdata.loaders import atomic_write
+from crmdata.files import json_text, write_json
 from scoring.spec import ModelSpec
 
 REGISTRY_FILE = "registry.json"
@@ -98,11 +98,6 @@ def private_dir(path: Path) -> Path:
         path.mkdir(parents=True, mode=0o700, exist_ok=True)
         path.chmod(0o700)  # mkdir's mode is masked by the umask
     return path
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (the file is private to this user, as mkstemp creates it)."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
 def read_registry(models_dir: Path) -> dict[str, Any]:
@@ -192,7 +187,7 @@ def save_trained(trained: TrainedModel, *, models_dir: Path, name: str, aliases:
     digest = sha256_bytes(data)
     stem = f"{name}-v{trained.version}-{digest[:HASH_PREFIX]}"
     path = models_dir / f"{stem}.joblib"
-    card_bytes = (json.dumps(trained.card, indent=2, default=str) + "\n").encode()
+    card_bytes = json_text(trained.card).encode()
     entry = {"file": path.name, "sha256": digest, "card": f"{stem}.json", "card_sha256": sha256_bytes(card_bytes),
              "run_id": run_id, "metrics": trained.card.get("metrics", {}).get("selected", {})}
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from crmdata.errors import DataValidationError, Problem
-from crmdata.loaders import atomic_write, csv_separator
+from crmdata.files import atomic_write
+from crmdata.loaders import csv_separator
 from scoring.scorer import Scorer
 from scoring.spec import prepare
 

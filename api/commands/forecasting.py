@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -13,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from api.commands import FILE, settings_of
-from crmdata.loaders import Pipeline, atomic_write, load_pipeline
+from crmdata.files import write_json, write_text
+from crmdata.loaders import Pipeline, load_pipeline
 from forecasting.backtest import METHOD_LABELS, BacktestResult, as_of_dates, backtest
 from forecasting.errors import ForecastInputError
 from forecasting.forecast import ForecastResult, forecast
@@ -34,16 +34,6 @@ def _pct_points(x: float | None, *, sign: bool = False) -> str:
 
 def _pct(x: float | None) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{x:.1%}"
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (no NaN: it is not JSON)."""
-    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _load(opportunities: Path, mapping: Path | None, history: Path | None) -> Pipeline:

@@ -29,7 +29,7 @@ from crmdata.loaders import read_raw
 def monitor(ctx: click.Context, data: Path | None, model: str | None, since: str | None, json_out: Path | None,
             html_out: Path | None, seed: int) -> None:
     """Say whether a model still fits its leads: drift of each field and of the scores, and calibration."""
-    from scoring.artifacts import write_json
+    from crmdata.files import write_json
 
     settings = settings_of(ctx)
     if data is not None:

@@ -49,7 +49,8 @@ def _matured_from_store(settings: Settings, *, spec: Any, since: datetime | None
 def retrain(ctx: click.Context, data: Path | None, spec_path: Path | None, mode: str, if_due: bool,
             every: str | None, since: str | None, seed: int, json_out: Path | None) -> None:
     """Retrain or recalibrate the champion on matured leads; promote only through the gate on the newest 20%."""
-    from scoring.artifacts import read_registry, resolve_trained, update_registry, write_json
+    from crmdata.files import write_json
+    from scoring.artifacts import read_registry, resolve_trained, update_registry
     from scoring.monitoring import health
     from scoring.retraining import GateError, choose_mode, is_due, parse_every, recalibrate
     from scoring.retraining import retrain as retrain_model

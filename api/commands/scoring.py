@@ -87,7 +87,7 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
     click.echo(f"{'FORCED: ' if tracked.decision.forced else ''}{tracked.decision.reason}")
     click.echo(f"wrote {tracked.artifact} and {tracked.card}; MLflow run {tracked.run_id}")
     if json_out is not None:
-        from scoring.artifacts import write_json
+        from crmdata.files import write_json
 
         write_json(json_out, {"version": tracked.version, "run_id": tracked.run_id, "aliases": tracked.aliases,
                               "promoted": tracked.decision.promoted, "forced": tracked.decision.forced,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crmdata.files import atomic_write_all
 from crmdata.loaders import Pipeline
 from forecasting import metrics as fm
 from forecasting.backtest import METHOD_LABELS, backtest
@@ -441,18 +440,8 @@ def _content(f: dict[str, Any], *, result: ForecastResult, target: float | None,
 
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
     """Write report.html and report.xlsx into `out_dir`; both are complete before either replaces a file."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = (out_dir / "report.html", out_dir / "report.xlsx")
-    temps: list[Path] = []
-    try:
-        for path, payload in zip(targets, (report.html.encode("utf-8"), report.xlsx), strict=True):
-            fd, name = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append(Path(name))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-        for tmp, path in zip(temps, targets, strict=True):
-            tmp.replace(path)
-    finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+    html, xlsx = out_dir / "report.html", out_dir / "report.xlsx"
+    atomic_write_all([(html, lambda tmp: tmp.write_text(report.html, encoding="utf-8")),
+                      (xlsx, lambda tmp: tmp.write_bytes(report.xlsx))])
+    targets = (html, xlsx)
     return targets
