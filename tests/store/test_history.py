@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -16,15 +15,6 @@ def _row(lead_id: str, minute: int, score: int, version: str = "v1") -> dict[str
     return {"lead_id": lead_id, "scored_at": T0 + timedelta(minutes=minute), "as_of": None, "model_name": "m",
             "model_version": version, "model_kind": "trained", "probability": score / 100, "score": score,
             "grade": "B", "reasons": None, "features": {}}
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    """Return a fresh, upgraded store."""
-    store = Store(database_url)
-    store.upgrade()
-    yield store
-    store.dispose()
 
 
 def test_trend_uses_a_band_of_points() -> None:

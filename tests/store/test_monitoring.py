@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-
-import pytest
 
 from store import Store
 from store.monitoring import logged_scores
@@ -18,14 +15,6 @@ def _row(lead_id: str, minute: int, probability: float) -> dict[str, object]:
     return {"lead_id": lead_id, "scored_at": T0 + timedelta(minutes=minute), "as_of": None, "model_name": "m",
             "model_version": "1", "model_kind": "trained", "probability": probability,
             "score": round(probability * 100), "grade": "B", "reasons": None, "features": {"web_visits": minute}}
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    store.upgrade()
-    yield store
-    store.dispose()
 
 
 def test_logged_scores_read_every_id_and_probability_exactly(store: Store) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -17,15 +16,6 @@ def _prediction(lead_id: str, day: int, probability: float, version: str = "v1")
     return {"lead_id": lead_id, "scored_at": DAY + timedelta(days=day), "as_of": None, "model_name": "m",
             "model_version": version, "model_kind": "trained", "probability": probability,
             "score": round(probability * 100), "grade": "B", "reasons": None, "features": {}}
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    """Return a fresh, upgraded store."""
-    store = Store(database_url)
-    store.upgrade()
-    yield store
-    store.dispose()
 
 
 def test_an_upsert_is_idempotent_and_counts_what_it_changed(store: Store) -> None:

@@ -4,7 +4,6 @@ store equals the forecast of the same data from files, snapshots and the pipelin
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -40,15 +39,6 @@ HISTORY = pd.DataFrame({
     "stage": ["Prospecting", "Engaging", "Engaging", "Won", "Engaging", "Lost"],
     "entered_at": ["2018-01-01", "2018-01-04", "2016-11-03", "2018-01-05", "2016-11-10", "2018-01-06"],
 })
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    """Return a fresh store at the newest schema."""
-    s = Store(database_url)
-    s.upgrade()
-    yield s
-    s.dispose()
 
 
 @pytest.fixture

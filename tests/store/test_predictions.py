@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,6 @@ def _row(lead_id: str, probability: float = 0.5) -> dict[str, Any]:
 def _count(store: Store) -> int:
     with store.begin() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one())
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    """Return a fresh, upgraded store."""
-    store = Store(database_url)
-    store.upgrade()
-    yield store
-    store.dispose()
 
 
 def test_rows_are_written_in_batches_and_read_back_as_sent(store: Store) -> None:
