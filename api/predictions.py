@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from store import naive_utc
 from store.predictions import PredictionLog
 
 if TYPE_CHECKING:  # the serving module loads the scoring stack; the app imports this one at start
@@ -16,14 +17,10 @@ if TYPE_CHECKING:  # the serving module loads the scoring stack; the app imports
     from scoring.spec import ModelSpec
 
 
-def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-
-
 def _as_of(value: Any, default: datetime | None) -> datetime | None:
     if isinstance(value, str):
         try:
-            return _naive_utc(datetime.fromisoformat(value))
+            return naive_utc(datetime.fromisoformat(value))
         except ValueError:
             return default
     return default
@@ -39,7 +36,7 @@ def log_scores(log: PredictionLog, served: Served, records: list[dict[str, Any]]
     spec = served.scorer.spec
     id_column, columns = spec.id_column, spec.feature_columns
     scored_at = datetime.now(UTC).replace(tzinfo=None)
-    request_as_of = _naive_utc(as_of)
+    request_as_of = naive_utc(as_of)
     model = body["model"]
     scores = body["scores"]
 

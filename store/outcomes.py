@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from store.core import Store, StoreError
+from store.core import Store, StoreError, naive_utc
 from store.schema import outcomes, predictions
 
 Source = Literal["api", "import"]
@@ -61,12 +61,6 @@ class MaturedOutcome:
     outcome_recorded_at: datetime
 
 
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
-
-
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -82,7 +76,7 @@ def _check(outcome: Outcome, index: int) -> Outcome:
         raise StoreError(f"outcome {index}: lead_id must be 1-256 characters")
     if outcome.converted_at is not None and not outcome.converted:
         raise StoreError(f"outcome {index} (lead {outcome.lead_id!r}): converted_at is given but converted is false")
-    return Outcome(outcome.lead_id, bool(outcome.converted), _naive_utc(outcome.converted_at))
+    return Outcome(outcome.lead_id, bool(outcome.converted), naive_utc(outcome.converted_at))
 
 
 def _upsert_statement(store: Store, *, source: str, now: datetime) -> Any:
@@ -110,7 +104,7 @@ def upsert_outcomes(store: Store, items: Sequence[Outcome], *, source: Source, n
     for i, item in enumerate(items):
         checked = _check(item, i)
         latest[checked.lead_id] = checked
-    when = _naive_utc(now) or _now()
+    when = naive_utc(now) or _now()
     inserted = updated = unchanged = 0
     with store.begin() as conn:
         ids = list(latest)
@@ -161,9 +155,9 @@ def matured_query(*, model_name: str | None = None, model_version: str | None = 
     if model_version is not None:
         conditions.append(predictions.c.model_version == model_version)
     if scored_from is not None:
-        conditions.append(predictions.c.scored_at >= _naive_utc(scored_from))
+        conditions.append(predictions.c.scored_at >= naive_utc(scored_from))
     if scored_to is not None:
-        conditions.append(predictions.c.scored_at < _naive_utc(scored_to))
+        conditions.append(predictions.c.scored_at < naive_utc(scored_to))
     columns = [predictions.c.id.label("prediction_id"), predictions.c.lead_id, predictions.c.scored_at,
                predictions.c.model_name, predictions.c.model_version, predictions.c.model_kind,
                predictions.c.probability, predictions.c.score, predictions.c.grade, outcomes.c.converted,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import Blueprint, Response, jsonify
 
 from api.blueprints.forecast import stages_of
@@ -12,6 +10,7 @@ from api.live import sync
 from api.schemas import OpportunitiesRequest, SyncResponse
 from crmdata.contracts import OPPORTUNITY
 from crmdata.loaders import frame_from_records
+from store import naive_utc
 
 bp = Blueprint("opportunities", __name__, url_prefix="/v1")
 
@@ -23,12 +22,6 @@ def upsert() -> Response:
     body = OpportunitiesRequest.model_validate(json_body())
     stages = stages_of(body.stages)
     deals = frame_from_records(body.opportunities, contract=OPPORTUNITY, stages=stages, source="opportunities")
-    observed = None if body.observed_at is None else _naive_utc(body.observed_at)
+    observed = None if body.observed_at is None else naive_utc(body.observed_at)
     result = sync(runtime().store, deals, stages=stages, source="api", observed_at=observed)
     return jsonify(SyncResponse.model_validate(result.to_dict()).model_dump(mode="json"))
-
-
-def _naive_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
