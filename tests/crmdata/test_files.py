@@ -31,10 +31,8 @@ def test_json_text_writes_only_json() -> None:
         json_text({"x": object()})
 
 
-def test_a_registry_or_card_with_a_nan_metric_is_still_json(tmp_path: Path) -> None:
-    # Before one writer served every file, the registry was written with json.dumps(default=str), whose NaN
-    # is not JSON: strict readers (jq, JavaScript, PostgreSQL's json) refuse the file.
-    path = tmp_path / "registry.json"
+def test_write_json_writes_nan_as_null(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
     write_json(path, {"metrics": {"auc": float("nan"), "brier": 0.125}})
     assert _strict(path.read_text()) == {"metrics": {"auc": None, "brier": 0.125}}
 

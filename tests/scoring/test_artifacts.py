@@ -176,3 +176,17 @@ def test_leadcast_score_in_a_fresh_home_serves_the_mlflow_champion(
     assert len(scores) == 50 and set(scores["model_version"].astype(str)) == {first.version}
     assert not list((home / "models").glob("*.joblib"))  # only the verified cache copy
     assert json.loads((trainer / "models" / "registry.json").read_text())["aliases"]["champion"] == first.version
+
+
+def test_a_registry_with_a_nan_metric_is_still_json(tmp_path: Path) -> None:
+    # The registry was written with json.dumps(default=str), whose NaN is not JSON: strict readers (jq,
+    # JavaScript, PostgreSQL's json) refused the file. It now goes through the one JSON writer: NaN is null.
+    from scoring.artifacts import REGISTRY_FILE, update_registry
+
+    update_registry(tmp_path, lambda registry: registry.update(metrics={"auc": float("nan"), "brier": 0.125}))
+
+    def refuse(token: str) -> object:
+        raise ValueError(f"{token} is not JSON")
+
+    written = json.loads((tmp_path / REGISTRY_FILE).read_text(), parse_constant=refuse)
+    assert written["metrics"] == {"auc": None, "brier": 0.125}
