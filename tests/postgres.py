@@ -11,6 +11,7 @@ import glob
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -35,12 +36,26 @@ def find_bin_dir() -> Path | None:
     return None
 
 
+def _traversable_by_others(folder: Path) -> bool:
+    """Return whether every folder from `folder` up to / lets other users pass through (o+x)."""
+    return all(part.stat().st_mode & stat.S_IXOTH for part in (folder, *folder.parents))
+
+
+def _root_parent(*, as_other_user: bool) -> str | None:
+    """Return where to create the cluster folder: TMPDIR, or /tmp when the `postgres` user could not reach TMPDIR."""
+    base = Path(tempfile.gettempdir()).resolve()
+    # A private TMPDIR (mktemp -d makes it 0700) would make initdb, run as `postgres`, fail with "Permission denied".
+    if as_other_user and not _traversable_by_others(base):
+        return "/tmp"
+    return None
+
+
 class PostgresServer:
     """One PostgreSQL cluster in a temp folder, started on a free loopback port, trusting local connections."""
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
-        self.root = Path(tempfile.mkdtemp(prefix="leadcast-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="leadcast-pg-", dir=_root_parent(as_other_user=os.geteuid() == 0)))
         self.data = self.root / "data"
         self.port = free_port()
         self.user: str | None = None
@@ -54,7 +69,11 @@ class PostgresServer:
         command = [str(self.bin_dir / args[0]), *args[1:]]
         if self.user is not None:
             command = ["runuser", "-u", self.user, "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=timeout, cwd=self.root)
+        done = subprocess.run(command, capture_output=True, timeout=timeout, cwd=self.root)
+        if done.returncode != 0:
+            # Say what PostgreSQL said: a bare CalledProcessError hides the cause (a folder it cannot reach, say).
+            raise RuntimeError(f"{args[0]} exited with {done.returncode}: "
+                               f"{done.stderr.decode(errors='replace').strip()[-2000:]}")
 
     def initdb(self) -> None:
         """Create the cluster (superuser `postgres`, trust on loopback only)."""
@@ -78,7 +97,7 @@ class PostgresServer:
 
     def remove(self) -> None:
         """Stop the server when it runs and delete its folder."""
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
