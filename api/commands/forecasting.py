@@ -16,7 +16,7 @@ from crmdata.files import write_json, write_text
 from crmdata.loaders import Pipeline, load_pipeline
 from forecasting.backtest import BacktestResult, as_of_dates, backtest
 from forecasting.errors import ForecastInputError
-from forecasting.forecast import ForecastResult, forecast, method_label
+from forecasting.forecast import ForecastResult, forecast, forecast_methods, method_label
 from forecasting.periods import as_day, parse_horizon
 from forecasting.snapshot import last_known_date, require_history, snapshot
 from forecasting.stage_model import fit_stage_model
@@ -272,8 +272,8 @@ def backtest_command(opportunities: Path, mapping: Path | None, history: Path | 
     pipeline = _load(opportunities, mapping, history)
     dates = as_of_dates(start=start, end=end, every=every)
     bt = _run_backtest(pipeline, dates=dates, horizon=horizon, sims=sims, seed=seed)
-    methods = ["monte_carlo_p50", "velocity", "stage_weighted", "last_period", "trailing_3_mean",
-               "pipeline_x_win_rate"]
+    # Every declared method but the Monte Carlo mean, which the P10/P90 columns beside its P50 already frame.
+    methods = [m.name for m in forecast_methods() if m.name != "monte_carlo_mean"]
     rows = [[r.label, _money(r.actual), _money(r.p10), _money(r.p90), "yes" if r.inside else "no",
              *[_money(r.forecasts[k]) for k in methods]] for r in bt.rows]
     click.echo(_table(["period", "actual", "MC P10", "MC P90", "inside", *[method_label(k) for k in methods]], rows))
