@@ -49,11 +49,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["leadcast"] = rt
     if settings.prediction_log:
-        rt.services["prediction_log"] = PredictionLog(store, capacity=settings.prediction_log_queue_rows,
-                                                      on_drop=drop_counter(rt.metrics.registry))
-        rt.services["score_history"] = ScoreContext(store, band_points=settings.trend_band_points,
-                                                    window_days=settings.percentile_window_days,
-                                                    refresh_seconds=settings.percentile_refresh_seconds)
+        rt.prediction_log = PredictionLog(store, capacity=settings.prediction_log_queue_rows,
+                                           on_drop=drop_counter(rt.metrics.registry))
+        rt.score_history = ScoreContext(store, band_points=settings.trend_band_points,
+                                        window_days=settings.percentile_window_days,
+                                        refresh_seconds=settings.percentile_refresh_seconds)
     for module in (health, docs, models, leads, outcomes, forecast, opportunities, forecasts):
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)

@@ -3,10 +3,14 @@
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from prometheus_client import multiprocess
 
 from api.settings import load_settings
+
+if TYPE_CHECKING:
+    from api.http import Runtime
 
 # The same settings object the app reads (the serve command passes every setting as LEADCAST_* variables).
 _settings = load_settings()
@@ -54,8 +58,8 @@ def post_fork(server: object, worker: object) -> None:
     """
     try:
         app = server.app.wsgi()  # type: ignore[attr-defined]  # the app the master preloaded
-        runtime = app.extensions["leadcast"]
-        served = runtime.services["models"].refresh()
+        runtime: Runtime = app.extensions["leadcast"]
+        served = runtime.models.refresh() if runtime.models is not None else None
         if served is not None:
             runtime.metrics.set_model(name=served.name, version=served.version, kind=served.kind)
     except Exception:  # the worker still boots: it answers 503 on scoring and /healthz 200
@@ -66,8 +70,10 @@ def post_worker_init(worker: object) -> None:
     """Start this worker's poll of the champion alias (serving from MLflow): after gevent has patched the
     worker, so the poll is a greenlet, and off the boot path, so a slow registry never fails the boot."""
     try:
-        runtime = worker.app.wsgi().extensions["leadcast"]  # type: ignore[attr-defined]
-        models = runtime.services["models"]
+        runtime: Runtime = worker.app.wsgi().extensions["leadcast"]  # type: ignore[attr-defined]
+        models = runtime.models
+        if models is None:
+            return  # an app without the models blueprint has no champion to poll
         models.after_fork()
         models.start_polling(_settings.reload_poll_seconds)
     except Exception:  # without the poll the worker still serves and follows the reload marker

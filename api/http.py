@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import current_app, g, request
 
@@ -18,19 +18,32 @@ from api.ratelimit import RateLimiter
 from api.settings import Settings
 from store import Store
 
+if TYPE_CHECKING:  # the services' modules import scoring and the store's log; the request helpers need neither
+    from api.history import ScoreContext
+    from api.serving import ModelHolder
+    from store.predictions import PredictionLog
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
 class Runtime:
-    """The long-lived objects of one app: settings, store, keys, rate limiter, metrics, per-resource services."""
+    """The long-lived objects of one app: settings, store, keys, rate limiter, metrics, per-resource services.
+
+    Each service is a typed field declared here once and filled by the one place that builds it: `models` by
+    the models blueprint's init, `openapi` by the docs blueprint's, `prediction_log` and `score_history` by
+    `create_app` when the prediction log is on (None when it is off).
+    """
 
     settings: Settings
     store: Store
     keys: KeyStore
     limiter: RateLimiter
     metrics: Metrics
-    services: dict[str, Any] = field(default_factory=dict)
+    models: ModelHolder | None = None
+    prediction_log: PredictionLog | None = None
+    score_history: ScoreContext | None = None
+    openapi: dict[str, Any] = field(default_factory=dict)
 
 
 def runtime() -> Runtime:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
 
 from crmdata.values import ValueProblem, datetime_ns
+from forecasting.forecast import forecast_methods
 
 LEAD_SHAPES = ("lead", "leads", "dataframe_records", "dataframe_split")
 
@@ -262,19 +263,26 @@ class ErrorResponse(BaseModel):
 Money = float | None  # $; null when it cannot be computed (no deals to average over, say)
 
 
-class PeriodOut(BaseModel):
+class _PeriodOut(BaseModel):
     """Forecast won revenue ($) in one period [start, end): simulated P10/P50/P90 and mean, and the velocity view."""
 
-    label: str
-    start: date
-    end: date
-    p10: Money
-    p50: Money
-    p90: Money
-    mean: Money
-    velocity: Money
-    from_open_deals: Money
-    from_new_deals: Money
+    # The fields are added by `period_out`, one per method that forecasts per period: velocity today.
+
+
+def period_out() -> type[_PeriodOut]:
+    """Return the period's schema: its fixed fields and one per method of `forecasting.forecast.METHODS` that
+    forecasts per period, in the order `PeriodForecast.to_dict` writes them."""
+    fields: dict[str, Any] = {"label": (str, ...), "start": (date, ...), "end": (date, ...),
+                              **{k: (Money, ...) for k in ("p10", "p50", "p90", "mean")},
+                              **{m.name: (Money, ...) for m in forecast_methods() if m.per_period is not None},
+                              **{k: (Money, ...) for k in ("from_open_deals", "from_new_deals")}}
+    return create_model("PeriodOut", __base__=_PeriodOut, __module__=__name__, __doc__=_PeriodOut.__doc__, **fields)
+
+
+if TYPE_CHECKING:
+    PeriodOut = _PeriodOut
+else:
+    PeriodOut = period_out()
 
 
 class DriverOut(BaseModel):

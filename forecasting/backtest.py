@@ -12,20 +12,17 @@ import pandas as pd
 from crmdata.stages import StageConfig
 from forecasting import metrics
 from forecasting.errors import ForecastInputError
-from forecasting.forecast import finite_or_none, monte_carlo, plan, stage_weighted, velocity_forecast
+from forecasting.forecast import (
+    BASELINES,
+    QUANTILES,
+    MethodInputs,
+    finite_or_none,
+    forecast_methods,
+    method_label,
+    monte_carlo,
+    plan,
+)
 from forecasting.periods import Horizon, as_day, parse_horizon, periods
-
-METHODS = ("monte_carlo_p50", "monte_carlo_mean", "velocity", "stage_weighted", "last_period", "trailing_3_mean",
-           "pipeline_x_win_rate")
-METHOD_LABELS = {
-    "monte_carlo_p50": "Monte Carlo P50",
-    "monte_carlo_mean": "Monte Carlo mean",
-    "velocity": "Stage-weighted velocity",
-    "stage_weighted": "Stage-weighted pipeline",
-    "last_period": "Last period",
-    "trailing_3_mean": "Mean of last 3 periods",
-    "pipeline_x_win_rate": "Open pipeline x win rate",
-}
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ class MethodAccuracy:
 
     def to_dict(self) -> dict[str, object]:
         """Return JSON-ready values."""
-        return {"method": self.method, "label": METHOD_LABELS.get(self.method, self.method),
+        return {"method": self.method, "label": method_label(self.method),
                 "mape": finite_or_none(self.mape), "bias": finite_or_none(self.bias),
                 "coverage": finite_or_none(self.coverage), "n": self.n}
 
@@ -95,17 +92,18 @@ class BacktestResult:
     def to_markdown(self) -> str:
         """Return the backtest table (one row per date) and the accuracy table, in Markdown."""
         head = ["period", "as of", "actual", "MC P10", "MC P50", "MC P90", "in P10-P90"]
-        head += [METHOD_LABELS[m] for m in METHODS if m != "monte_carlo_p50"]
+        others = [m for m in forecast_methods() if m.name != "monte_carlo_p50"]
+        head += [m.label for m in others]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             cells = [r.label, r.as_of.date().isoformat(), f"{r.actual:,.0f}", f"{r.p10:,.0f}",
                      f"{r.forecasts['monte_carlo_p50']:,.0f}", f"{r.p90:,.0f}", "yes" if r.inside else "no"]
-            cells += [f"{r.forecasts[m]:,.0f}" for m in METHODS if m != "monte_carlo_p50"]
+            cells += [f"{r.forecasts[m.name]:,.0f}" for m in others]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "| method | MAPE | bias | actual inside P10-P90 |", "|---|---|---|---|"]
         for a in self.accuracy:
             cov = f"{a.coverage * a.n:.0f} of {a.n}" if a.coverage is not None else "-"
-            lines.append(f"| {METHOD_LABELS[a.method]} | {a.mape:.1f}% | {a.bias:+.1f}% | {cov} |")
+            lines.append(f"| {method_label(a.method)} | {a.mape:.1f}% | {a.bias:+.1f}% | {cov} |")
         return "\n".join(lines) + "\n"
 
 
@@ -125,44 +123,26 @@ def as_of_dates(*, start: object, end: object, every: Horizon | str) -> list[pd.
     return out
 
 
-def _window_before(t: pd.Timestamp, horizon: Horizon, back: int) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Return the window of the horizon's length that ends `back - 1` such windows before t."""
-    if horizon.unit in ("M", "Q"):
-        months = horizon.count * (3 if horizon.unit == "Q" else 1)
-        return as_day(t - pd.DateOffset(months=months * back)), as_day(t - pd.DateOffset(months=months * (back - 1)))
-    days = horizon.count * (7 if horizon.unit == "W" else 1)
-    return t - pd.Timedelta(days=days * back), t - pd.Timedelta(days=days * (back - 1))
-
-
 def baselines(opportunities: pd.DataFrame, *, as_of: pd.Timestamp, horizon: Horizon, snap: pd.DataFrame) -> dict[
         str, float]:
-    """Return the naive forecasts for the horizon after as_of.
+    """Return the naive forecasts for the horizon after as_of, computed on the snapshot `snap`.
 
     last_period: won revenue of the preceding window of the same length; trailing_3_mean: mean of the three
     preceding windows (a window with no wins counts as 0); pipeline_x_win_rate: open amount at as_of x (won /
-    closed deals before as_of), with no timing.
+    closed deals before as_of), with no timing (see `forecasting.forecast.BASELINES`).
     """
-    def won_in(window: tuple[pd.Timestamp, pd.Timestamp]) -> float:
-        return float(metrics.won_revenue(snap, start=window[0], end=window[1]))  # type: ignore[arg-type]
-
-    wr = float(metrics.win_rate(snap))  # type: ignore[arg-type]
-    pipe = float(metrics.open_pipeline(snap))  # type: ignore[arg-type]
-    return {
-        "last_period": won_in(_window_before(as_of, horizon, 1)),
-        "trailing_3_mean": float(np.mean([won_in(_window_before(as_of, horizon, b)) for b in (1, 2, 3)])),
-        "pipeline_x_win_rate": pipe * (wr if np.isfinite(wr) else 0.0),
-    }
+    return {f.__name__: f(snap, as_of=as_of, horizon=horizon) for f in BASELINES}
 
 
 def _accuracy(rows: list[BacktestRow]) -> tuple[MethodAccuracy, ...]:
     actual = np.array([r.actual for r in rows])
     use = actual > 0
     out = []
-    for m in METHODS:
-        f = np.array([r.forecasts[m] for r in rows])
+    for m in forecast_methods():
+        f = np.array([r.forecasts[m.name] for r in rows])
         err = (f[use] - actual[use]) / actual[use] * 100.0
-        cov = float(np.mean([r.inside for r in rows])) if m == "monte_carlo_p50" else None
-        out.append(MethodAccuracy(method=m, mape=float(np.mean(np.abs(err))) if use.any() else float("nan"),
+        cov = float(np.mean([r.inside for r in rows])) if m.coverage else None
+        out.append(MethodAccuracy(method=m.name, mape=float(np.mean(np.abs(err))) if use.any() else float("nan"),
                                   bias=float(np.mean(err)) if use.any() else float("nan"), coverage=cov,
                                   n=int(use.sum())))
     return tuple(out)
@@ -184,8 +164,8 @@ def backtest(
     """Forecast the won revenue of the horizon after each date with only what was known then, and score it.
 
     The actual is the won revenue ($) closed in [date, end of horizon) in the full data, including deals created
-    after the date. Methods: Monte Carlo P50 and mean (P10-P90 coverage), velocity, stage-weighted pipeline and
-    the baselines (see `baselines`).
+    after the date. Every method of `forecasting.forecast.METHODS` is scored (P10-P90 coverage for the one
+    marked `coverage`, Monte Carlo P50).
     """
     if not dates:
         raise ForecastInputError("backtest needs at least one as-of date")
@@ -199,14 +179,10 @@ def backtest(
                  creation_window_days=creation_window_days, model_options=model_options)
         sim = monte_carlo(p, n_sims=n_sims, rng=rng)
         total = sim.revenue.sum(axis=1)
-        q10, q50, q90 = np.percentile(total, [10, 50, 90])
-        forecasts = {
-            "monte_carlo_p50": float(q50),
-            "monte_carlo_mean": float(total.mean()),
-            "velocity": float(velocity_forecast(p).sum()),
-            "stage_weighted": stage_weighted(p),
-            **baselines(opportunities, as_of=t, horizon=hz, snap=p.snap),
-        }
+        quantiles = np.percentile(total, QUANTILES)
+        q10, q90 = quantiles[0], quantiles[2]
+        inputs = MethodInputs(plan=p, opportunities=opportunities, horizon=hz, draws=total, quantiles=quantiles)
+        forecasts = {m.name: m.total(inputs) for m in forecast_methods()}
         actual = float(metrics.won_revenue(opportunities, start=t, end=end))  # type: ignore[arg-type]
         label = spans[0].label if len(spans) == 1 else f"{spans[0].start:%Y-%m-%d}..{end:%Y-%m-%d}"
         rows.append(BacktestRow(as_of=t, label=label, actual=actual, forecasts=forecasts, p10=float(q10),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -31,7 +32,8 @@ def finite_or_none(x: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class PeriodForecast:
-    """Forecast won revenue ($) of one period: Monte Carlo P10/P50/P90 and mean, and the velocity forecast."""
+    """Forecast won revenue ($) of one period: Monte Carlo P10/P50/P90 and mean, and each method of `METHODS`
+    that forecasts per period (`methods`, by name: today the velocity forecast)."""
 
     label: str
     start: pd.Timestamp
@@ -40,14 +42,17 @@ class PeriodForecast:
     p50: float
     p90: float
     mean: float
-    velocity: float
+    methods: Mapping[str, float]
     from_open_deals: float
     from_new_deals: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Return JSON-ready values (ISO dates; `end` is excluded)."""
-        d = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
-        d["start"], d["end"] = self.start.date().isoformat(), self.end.date().isoformat()
+        """Return JSON-ready values (ISO dates; `end` is excluded); each per-period method is a key of its own."""
+        d: dict[str, Any] = {"label": self.label, "start": self.start.date().isoformat(),
+                             "end": self.end.date().isoformat()}
+        d |= {k: finite_or_none(getattr(self, k)) for k in ("p10", "p50", "p90", "mean")}
+        d |= {k: finite_or_none(v) for k, v in self.methods.items()}
+        d |= {k: finite_or_none(getattr(self, k)) for k in ("from_open_deals", "from_new_deals")}
         return d
 
 
@@ -377,11 +382,11 @@ def _key_metrics(p: Plan, *, target: float | None) -> dict[str, float]:
     return out
 
 
-def _summary(label: str, start: pd.Timestamp, end: pd.Timestamp, draws: np.ndarray, velocity: float,
+def _summary(label: str, start: pd.Timestamp, end: pd.Timestamp, draws: np.ndarray, methods: dict[str, float],
              from_open: float, from_new: float) -> PeriodForecast:
     q = np.percentile(draws, QUANTILES)
     return PeriodForecast(label=label, start=start, end=end, p10=float(q[0]), p50=float(q[1]), p90=float(q[2]),
-                          mean=float(draws.mean()), velocity=float(velocity), from_open_deals=from_open,
+                          mean=float(draws.mean()), methods=methods, from_open_deals=from_open,
                           from_new_deals=from_new)
 
 
@@ -445,16 +450,17 @@ def forecast(
     p = plan(opportunities, stages=stages, as_of=as_of, horizon=horizon, history=history,
              creation_window_days=creation_window_days)
     sim = monte_carlo(p, n_sims=n_sims, rng=rng)
-    vel = velocity_forecast(p)
+    by_period = {m.name: m.per_period(p) for m in METHODS if m.per_period is not None}
     open_mean = p.values @ p.probs
     new_mean = new_deal_means(p)
     per = tuple(
-        _summary(span.label, span.start, span.end, sim.revenue[:, k], vel[k], float(open_mean[k]),
-                 float(new_mean[k]))
+        _summary(span.label, span.start, span.end, sim.revenue[:, k], {n: float(v[k]) for n, v in by_period.items()},
+                 float(open_mean[k]), float(new_mean[k]))
         for k, span in enumerate(p.periods)
     )
     total = _summary(str(horizon), p.periods[0].start, p.periods[-1].end, sim.revenue.sum(axis=1),
-                     float(vel.sum()), float(open_mean.sum()), float(new_mean.sum()))
+                     {n: float(v.sum()) for n, v in by_period.items()}, float(open_mean.sum()),
+                     float(new_mean.sum()))
     prob_target = float((sim.revenue.sum(axis=1) >= target).mean()) if target is not None else None
     thresholds = stuck_thresholds(p.model, percentile=stuck_percentile, overrides=stuck_overrides)
     stuck = find_stuck(p.snap, model=p.model, thresholds=thresholds)
@@ -478,3 +484,94 @@ def forecast(
         stuck_thresholds=thresholds, metrics=_key_metrics(p, target=target), model=model, by=by, groups=groups,
         warnings=tuple(warnings),
     )
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a forecast method may read at one as-of date: the plan, the export, and the simulated horizon totals."""
+
+    plan: Plan
+    opportunities: pd.DataFrame
+    horizon: Horizon
+    draws: np.ndarray  # Monte Carlo won revenue ($) of the whole horizon, one per simulation
+    quantiles: np.ndarray  # np.percentile(draws, QUANTILES), computed once
+
+
+@dataclass(frozen=True)
+class ForecastMethod:
+    """A forecast method, declared once: its name, its label, and the pure function of its horizon total ($).
+
+    `per_period`, when set, also forecasts each period: every forecast then shows it per period under `name`
+    (the API schema and the report's period table follow), titled `period_label`. `coverage` marks the method
+    whose backtest also scores P10-P90 coverage. The forecast, the backtest, the API schema and the report all
+    read `METHODS`, so adding a method is one entry there.
+    """
+
+    name: str
+    label: str
+    total: Callable[[MethodInputs], float]
+    per_period: Callable[[Plan], np.ndarray] | None = None
+    period_label: str = ""
+    coverage: bool = False
+
+
+def _window_before(t: pd.Timestamp, horizon: Horizon, back: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Return the window of the horizon's length that ends `back - 1` such windows before t."""
+    if horizon.unit in ("M", "Q"):
+        months = horizon.count * (3 if horizon.unit == "Q" else 1)
+        return as_day(t - pd.DateOffset(months=months * back)), as_day(t - pd.DateOffset(months=months * (back - 1)))
+    days = horizon.count * (7 if horizon.unit == "W" else 1)
+    return t - pd.Timedelta(days=days * back), t - pd.Timedelta(days=days * (back - 1))
+
+
+def _won_before(snap: pd.DataFrame, *, as_of: pd.Timestamp, horizon: Horizon, back: int) -> float:
+    start, end = _window_before(as_of, horizon, back)
+    return float(metrics.won_revenue(snap, start=start, end=end))  # type: ignore[arg-type]
+
+
+def last_period(snap: pd.DataFrame, *, as_of: pd.Timestamp, horizon: Horizon) -> float:
+    """Return the won revenue ($) of the window of the horizon's length just before the as-of date."""
+    return _won_before(snap, as_of=as_of, horizon=horizon, back=1)
+
+
+def trailing_3_mean(snap: pd.DataFrame, *, as_of: pd.Timestamp, horizon: Horizon) -> float:
+    """Return the mean won revenue ($) of the three preceding windows (a window with no wins counts as 0)."""
+    return float(np.mean([_won_before(snap, as_of=as_of, horizon=horizon, back=b) for b in (1, 2, 3)]))
+
+
+def pipeline_x_win_rate(snap: pd.DataFrame, *, as_of: pd.Timestamp, horizon: Horizon) -> float:
+    """Return the open amount at the as-of date x (won / closed deals before it), with no timing."""
+    wr = float(metrics.win_rate(snap))  # type: ignore[arg-type]
+    pipe = float(metrics.open_pipeline(snap))  # type: ignore[arg-type]
+    return pipe * (wr if np.isfinite(wr) else 0.0)
+
+
+Baseline = Callable[..., float]
+BASELINES: tuple[Baseline, ...] = (last_period, trailing_3_mean, pipeline_x_win_rate)
+
+
+def _baseline(f: Baseline) -> Callable[[MethodInputs], float]:
+    return lambda m: f(m.plan.snap, as_of=m.plan.as_of, horizon=m.horizon)
+
+
+# Every forecast method, in the order tables show them. Adding a method = one entry here.
+METHODS: tuple[ForecastMethod, ...] = (
+    ForecastMethod("monte_carlo_p50", "Monte Carlo P50", lambda m: float(m.quantiles[1]), coverage=True),
+    ForecastMethod("monte_carlo_mean", "Monte Carlo mean", lambda m: float(m.draws.mean())),
+    ForecastMethod("velocity", "Stage-weighted velocity", lambda m: float(velocity_forecast(m.plan).sum()),
+                   per_period=velocity_forecast, period_label="velocity forecast"),
+    ForecastMethod("stage_weighted", "Stage-weighted pipeline", lambda m: stage_weighted(m.plan)),
+    ForecastMethod("last_period", "Last period", _baseline(last_period)),
+    ForecastMethod("trailing_3_mean", "Mean of last 3 periods", _baseline(trailing_3_mean)),
+    ForecastMethod("pipeline_x_win_rate", "Open pipeline x win rate", _baseline(pipeline_x_win_rate)),
+)
+
+
+def forecast_methods() -> tuple[ForecastMethod, ...]:
+    """Return the declared forecast methods (read at call time, so every consumer sees the same list)."""
+    return METHODS
+
+
+def method_label(name: str) -> str:
+    """Return a method's label, or its name for a method no longer declared (an old saved backtest)."""
+    return next((m.label for m in METHODS if m.name == name), name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from scoring.spec import FeatureSpec, ModelSpec
+from scoring.spec import ModelSpec
 
 DAY_NS = 86_400 * 10**9
 
@@ -208,56 +208,6 @@ class ActivityIndex(TransformerMixin, BaseEstimator):
         return _allow_nan_tags(super().__sklearn_tags__())
 
 
-class Completeness(TransformerMixin, BaseEstimator):
-    """Score how complete a qualification is (BANT): the share of columns that are known and positive.
-
-    completeness = (1/m) * sum_j [x_j > 0] (missing counts as not known); in [0, 1].
-    """
-
-    def fit(self, X: Any, y: Any = None) -> Completeness:
-        """Record the number of columns."""
-        validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        """Return the completeness, one column."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
-        return np.asarray((np.nan_to_num(X, nan=0.0) > 0).mean(axis=1, keepdims=True), dtype=np.float64)
-
-    def __sklearn_tags__(self) -> Any:
-        return _allow_nan_tags(super().__sklearn_tags__())
-
-
-class Ratios(TransformerMixin, BaseEstimator):
-    """Divide column pairs: out_k = X[:, num_k] / X[:, den_k]; NaN where the denominator is <= 0 or missing."""
-
-    def __init__(self, pairs: tuple[tuple[int, int], ...] = ((0, 1),)) -> None:
-        self.pairs = pairs
-
-    def fit(self, X: Any, y: Any = None) -> Ratios:
-        """Check that every pair names existing columns."""
-        X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
-        for num, den in self.pairs:
-            if max(num, den) >= X.shape[1]:
-                raise ValueError(f"pair ({num}, {den}) is outside X, which has {X.shape[1]} feature(s)")
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        """Return one ratio column per pair."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
-        out = np.full((X.shape[0], len(self.pairs)), np.nan)
-        for k, (num, den) in enumerate(self.pairs):
-            d = X[:, den]
-            ok = d > 0
-            out[ok, k] = X[ok, num] / d[ok]
-        return out
-
-    def __sklearn_tags__(self) -> Any:
-        return _allow_nan_tags(super().__sklearn_tags__())
-
-
 class LinearBasis(TransformerMixin, BaseEstimator):
     """Expand a feature matrix for a linear model: piecewise-linear splines, missing indicators, one-hot.
 
@@ -374,22 +324,82 @@ class LinearBasis(TransformerMixin, BaseEstimator):
         return _allow_nan_tags(super().__sklearn_tags__())
 
 
-def feature_layout(spec: ModelSpec) -> list[tuple[str, bool]]:
-    """Return the featuriser's output columns as (name, is_categorical), fixed by the spec alone."""
-    out: list[tuple[str, bool]] = []
-    for kind in ("numeric", "boolean", "categorical"):
-        out += [(f.column, kind == "categorical") for f in spec.features if f.kind == kind]
-    stamps = [f.column for f in spec.features if f.kind == "timestamp"]
-    out += [(f"{c} (days ago)", False) for c in stamps]
-    out += [(f"{c} (decayed interest)", False) for c in stamps]
-    for group, _ in _index_groups(spec):
-        out.append((f"{group} index", False))
-        if _group_stamp(spec, group) is not None:
-            out.append((f"{group} index, decayed", False))
-    if _bant(spec):
-        out.append(("BANT completeness", False))
-    out += [(r.name, False) for r in spec.ratios]
-    return out
+Base = dict[str, np.ndarray]
+_LARGEST = np.finfo(np.float64).max
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the model matrix: its name, the input fields it is computed from, and what else it needs."""
+
+    name: str
+    reads: tuple[str, ...]
+    categorical: bool = False
+    option: tuple[str, ...] = ()  # what the computation needs beyond the fields: a group, kinds, an operator
+
+
+class Inputs:
+    """One batch's encoded fields and fitted values, with the arrays several derived columns share made once."""
+
+    __slots__ = ("_memo", "base", "fitted", "half_life")
+
+    def __init__(self, base: Base, *, half_life: float, fitted: Mapping[str, np.ndarray]) -> None:
+        self.base = base
+        self.half_life = half_life
+        self.fitted = fitted
+        self._memo: dict[tuple[str, ...], np.ndarray] = {}
+
+    def halving(self, stamp: str) -> np.ndarray:
+        """Return 0.5 ** (days ago / half-life) of a timestamp field (NaN where never seen)."""
+        key = ("halving", stamp)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = 0.5 ** (self.base[stamp] / self.half_life)
+        return found
+
+    def index(self, group: str, members: tuple[str, ...]) -> np.ndarray:
+        """Return a group's activity index: mean over its fields of log1p(count) / the field's fit mean."""
+        key = ("index", group)
+        found = self._memo.get(key)
+        if found is None:
+            counts = _columns([self.base[c] for c in members])
+            # log1p(clip(nan_to_num(counts), 0, None)): missing -> 0, +inf -> the largest float, below 0 -> 0.
+            counts = np.minimum(np.maximum(np.where(np.isnan(counts), 0.0, counts), 0.0), _LARGEST)
+            found = self._memo[key] = (np.log1p(counts) / self.fitted[group]).mean(axis=1)
+        return found
+
+
+@dataclass(frozen=True)
+class DerivedFeature:
+    """A kind of model-matrix column, declared once: the columns a spec gives it and how each is computed.
+
+    `columns(spec)` names the output columns and the fields each reads; `compute(column, inputs)` returns one
+    float per lead; `learn(column, base)`, when set, returns values fitted on the training leads, by key, that
+    `compute` finds in `inputs.fitted`. The layout, `derive`, the reasons (through the fields a column reads)
+    and the model card all read `DERIVED`.
+    """
+
+    name: str
+    description: str
+    columns: Callable[[ModelSpec], list[Column]]
+    compute: Callable[[Column, Inputs], np.ndarray]
+    learn: Callable[[Column, Base], Mapping[str, np.ndarray]] | None = None
+
+
+def _field_columns(spec: ModelSpec) -> list[Column]:
+    return [Column(f.column, (f.column,), categorical=kind == "categorical")
+            for kind in ("numeric", "boolean", "categorical") for f in spec.features if f.kind == kind]
+
+
+def _stamp_columns(suffix: str) -> Callable[[ModelSpec], list[Column]]:
+    def columns(spec: ModelSpec) -> list[Column]:
+        return [Column(f"{f.column} ({suffix})", (f.column,)) for f in spec.features if f.kind == "timestamp"]
+    return columns
+
+
+def _decay(column: Column, inputs: Inputs) -> np.ndarray:
+    stamp = column.reads[0]
+    return np.where(np.isnan(inputs.base[stamp]), 0.0, inputs.halving(stamp))
 
 
 def _index_groups(spec: ModelSpec) -> list[tuple[str, list[str]]]:
@@ -401,40 +411,103 @@ def _index_groups(spec: ModelSpec) -> list[tuple[str, list[str]]]:
     return groups
 
 
-def _group_stamp(spec: ModelSpec, group: str) -> str | None:
-    stamps = [f.column for f in spec.features if f.group == group and f.kind == "timestamp"]
-    return stamps[0] if stamps else None
+def _index_columns(spec: ModelSpec) -> list[Column]:
+    out = []
+    for group, members in _index_groups(spec):
+        out.append(Column(f"{group} index", tuple(members), option=(group,)))
+        stamps = [f.column for f in spec.features if f.group == group and f.kind == "timestamp"]
+        if stamps:
+            out.append(Column(f"{group} index, decayed", (*members, stamps[0]), option=(group, stamps[0])))
+    return out
 
 
-def _bant(spec: ModelSpec) -> list[FeatureSpec]:
+def _index(column: Column, inputs: Inputs) -> np.ndarray:
+    group = column.option[0]
+    if len(column.option) == 1:
+        return inputs.index(group, column.reads)
+    stamp = column.option[1]
+    index = inputs.index(group, column.reads[:-1])
+    return np.asarray(index * np.where(np.isnan(inputs.base[stamp]), 1.0, inputs.halving(stamp)))
+
+
+def _learn_index(column: Column, base: Base) -> Mapping[str, np.ndarray]:
+    if len(column.option) > 1:
+        return {}  # the decayed index reuses its group's scale
+    return {column.option[0]: ActivityIndex().fit(np.column_stack([base[c] for c in column.reads])).scale_}
+
+
+def _bant_columns(spec: ModelSpec) -> list[Column]:
     fields = [f for f in spec.features if f.group == "bant"]
-    return fields if len(fields) >= 2 else []
+    if len(fields) < 2:
+        return []
+    return [Column("BANT completeness", tuple(f.column for f in fields), option=tuple(f.kind for f in fields))]
 
 
-Base = dict[str, np.ndarray]
-_LARGEST = np.finfo(np.float64).max
+def _bant(column: Column, inputs: Inputs) -> np.ndarray:
+    base = inputs.base
+    known = [np.where(np.isnan(base[c]), 0.0, base[c] > 0 if kind in ("numeric", "boolean") else 1.0)
+             for c, kind in zip(column.reads, column.option, strict=True)]
+    return np.asarray(np.mean(known, axis=0))
+
+
+def _spec_derived_columns(spec: ModelSpec) -> list[Column]:
+    return [Column(r.name, (r.numerator, r.denominator), option=(getattr(r, "op", "ratio"),)) for r in spec.ratios]
+
+
+def _spec_derived(column: Column, inputs: Inputs) -> np.ndarray:
+    num, den = inputs.base[column.reads[0]], inputs.base[column.reads[1]]
+    if column.option[0] == "difference":
+        return np.asarray(num - den)  # missing when either side is
+    ratio = np.full(num.shape, np.nan)
+    ok = den > 0
+    ratio[ok] = num[ok] / den[ok]
+    return ratio
+
+
+# The model matrix, column kind by column kind, in this order. Adding a derived feature = one entry here.
+DERIVED: tuple[DerivedFeature, ...] = (
+    DerivedFeature("field", "each numeric, boolean (0/1) and categorical (code) field as it is",
+                   _field_columns, lambda column, inputs: inputs.base[column.reads[0]]),
+    DerivedFeature("days ago", "days from each timestamp to the reference time (missing if never)",
+                   _stamp_columns("days ago"), lambda column, inputs: inputs.base[column.reads[0]]),
+    DerivedFeature("recency decay", "0.5 ** (days ago / half-life) of each timestamp; never seen = 0",
+                   _stamp_columns("decayed interest"), _decay),
+    DerivedFeature("activity index", "per engagement/behavioural group of 2+ counts: mean of log(1 + count) / "
+                   "its training mean, and again times the decay of the group's first timestamp",
+                   _index_columns, _index, learn=_learn_index),
+    DerivedFeature("BANT completeness", "the share of the 2+ BANT fields known and positive",
+                   _bant_columns, _bant),
+    DerivedFeature("spec-derived", "each `[[derived]]` field of the spec: numerator / denominator (missing when "
+                   "the denominator is 0 or missing) or their difference", _spec_derived_columns, _spec_derived),
+)
+
+
+def matrix_columns(spec: ModelSpec) -> list[tuple[DerivedFeature, Column]]:
+    """Return the featuriser's output columns, each with the declaration that computes it, fixed by the spec."""
+    return [(d, column) for d in DERIVED for column in d.columns(spec)]
+
+
+def feature_layout(spec: ModelSpec) -> list[tuple[str, bool]]:
+    """Return the featuriser's output columns as (name, is_categorical), fixed by the spec alone."""
+    return [(column.name, column.categorical) for _, column in matrix_columns(spec)]
+
+
+def describe_columns(spec: ModelSpec) -> list[dict[str, Any]]:
+    """Return the model matrix's columns as the model card lists them: name, derived feature, fields read."""
+    return [{"name": column.name, "feature": d.name, "reads": list(column.reads)}
+            for d, column in matrix_columns(spec)]
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """What `LeadFeatures.derive` computes, worked out once from the spec (see `feature_layout`)."""
+    """What `LeadFeatures.derive` computes, worked out once from the spec (see `matrix_columns`)."""
 
     spec: ModelSpec
-    direct: tuple[str, ...]  # numeric, boolean and categorical fields, as they are
-    stamps: tuple[str, ...]
-    groups: tuple[tuple[str, tuple[str, ...], str | None], ...]  # (group, members, its timestamp field)
-    bant: tuple[tuple[str, bool], ...]  # (field, known means > 0)
-    ratios: tuple[tuple[str, str, str], ...]  # (left, right, "ratio" or "difference")
+    plan: tuple[tuple[Callable[[Column, Inputs], np.ndarray], Column], ...]
 
     @classmethod
     def of(cls, spec: ModelSpec) -> _Layout:
-        direct = [f.column for kind in ("numeric", "boolean", "categorical") for f in spec.features if f.kind == kind]
-        return cls(
-            spec, tuple(direct), tuple(f.column for f in spec.features if f.kind == "timestamp"),
-            tuple((group, tuple(members), _group_stamp(spec, group)) for group, members in _index_groups(spec)),
-            tuple((f.column, f.kind in ("numeric", "boolean")) for f in _bant(spec)),
-            tuple((r.numerator, r.denominator, getattr(r, "op", "ratio")) for r in spec.ratios),
-        )
+        return cls(spec, tuple((d.compute, column) for d, column in matrix_columns(spec)))
 
 
 _LAYOUTS: weakref.WeakKeyDictionary[Any, _Layout] = weakref.WeakKeyDictionary()
@@ -464,8 +537,10 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
     """Turn a spec-typed lead frame into the model matrix (layout: `feature_layout(spec)`).
 
     Each input field is first encoded to one float per lead (numbers; booleans 0/1; categories as codes
-    from a RareCategoryGrouper; timestamps as days before the reference time), then derived features
-    are computed from those: recency decay, engagement and behaviour indexes, BANT completeness, ratios.
+    from a RareCategoryGrouper; timestamps as days before the reference time), then the columns declared
+    in `DERIVED` are computed from those: recency decay, engagement and behaviour indexes, BANT
+    completeness, the spec's derived fields. `index_scales_` holds what those declarations learned in fit
+    (today only the activity indexes' scales, hence the name, kept so models pickled before still load).
     Missing optional columns are all-missing; extra columns are ignored. `neutral_` holds each field's
     typical encoded value (median, or most frequent category), the baseline that reasons compare to.
     Fields entirely empty in fit (`absent_fields_`) are read as empty afterwards as well.
@@ -502,8 +577,9 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
         base = self.encode(cols)
         # A field never filled in during fit is ignored later too, so derived features mean the same thing.
         self.absent_fields_ = tuple(f.column for f in spec.features if np.isnan(base[f.column]).all())
-        for group, members in _index_groups(spec):
-            self.index_scales_[group] = ActivityIndex().fit(np.column_stack([base[c] for c in members])).scale_
+        for d, column in matrix_columns(spec):
+            if d.learn is not None:
+                self.index_scales_.update(d.learn(column, base))
         self.neutral_: dict[str, float] = {}
         for f in spec.features:
             values = base[f.column]
@@ -544,34 +620,9 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
         return out
 
     def derive(self, base: Base) -> np.ndarray:
-        """Build the model matrix from encoded fields."""
-        layout = _layout_of(self)
-        half_life = self._half_life()
-        parts: list[np.ndarray] = [base[c] for c in layout.direct]
-        parts += [base[c] for c in layout.stamps]
-        missing = {c: np.isnan(base[c]) for c in layout.stamps}
-        halving = {c: 0.5 ** (base[c] / half_life) for c in layout.stamps}
-        parts += [np.where(missing[c], 0.0, halving[c]) for c in layout.stamps]
-        for group, members, stamp in layout.groups:
-            counts = _columns([base[c] for c in members])
-            # log1p(clip(nan_to_num(counts), 0, None)): missing -> 0, +inf -> the largest float, below 0 -> 0.
-            counts = np.minimum(np.maximum(np.where(np.isnan(counts), 0.0, counts), 0.0), _LARGEST)
-            index = (np.log1p(counts) / self.index_scales_[group]).mean(axis=1)
-            parts.append(index)
-            if stamp is not None:
-                parts.append(index * np.where(missing[stamp], 1.0, halving[stamp]))
-        if layout.bant:
-            known = [np.where(np.isnan(base[c]), 0.0, base[c] > 0 if numeric else 1.0) for c, numeric in layout.bant]
-            parts.append(np.mean(known, axis=0))
-        for numerator, denominator, op in layout.ratios:
-            num, den = base[numerator], base[denominator]
-            if op == "difference":
-                parts.append(num - den)  # missing when either side is
-                continue
-            ratio = np.full(num.shape, np.nan)
-            ok = den > 0
-            ratio[ok] = num[ok] / den[ok]
-            parts.append(ratio)
+        """Build the model matrix from encoded fields, one column per declared column (see `DERIVED`)."""
+        inputs = Inputs(base, half_life=self._half_life(), fitted=self.index_scales_)
+        parts = [compute(column, inputs) for compute, column in _layout_of(self).plan]
         n = len(next(iter(base.values()))) if base else 0
         return _columns(parts) if parts else np.empty((n, 0))
 
@@ -586,22 +637,7 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
 
     def column_fields(self) -> list[frozenset[str]]:
         """Return, per output column, the input fields it is computed from (same order as the layout)."""
-        spec = self.spec
-        out: list[frozenset[str]] = []
-        for kind in ("numeric", "boolean", "categorical"):
-            out += [frozenset({f.column}) for f in spec.features if f.kind == kind]
-        stamps = [f.column for f in spec.features if f.kind == "timestamp"]
-        out += [frozenset({c}) for c in stamps] * 2
-        for group, members in _index_groups(spec):
-            out.append(frozenset(members))
-            stamp = _group_stamp(spec, group)
-            if stamp is not None:
-                out.append(frozenset({*members, stamp}))
-        bant = _bant(spec)
-        if bant:
-            out.append(frozenset(f.column for f in bant))
-        out += [frozenset({r.numerator, r.denominator}) for r in spec.ratios]
-        return out
+        return [frozenset(column.reads) for _, column in matrix_columns(self.spec)]
 
 
 def _get(cols: Mapping[str, Any], name: str, n: int, dtype: Any) -> np.ndarray:

@@ -19,7 +19,7 @@ from crmdata.errors import LeadcastError
 from scoring.artifacts import TrainedModel, hash_ids
 from scoring.compiled import CompiledModel
 from scoring.evaluation import best_f1_threshold, evaluate, leakage_warnings, single_field_auc
-from scoring.features import LeadFeatures, feature_layout
+from scoring.features import LeadFeatures, describe_columns, feature_layout
 from scoring.model import CANDIDATES, LeadScoringModel
 from scoring.monitoring import reference_profile
 from scoring.rules import DEFAULT_RULES
@@ -266,6 +266,7 @@ def train(
     card: dict[str, Any] = {
         "spec_name": spec.name,
         "spec": _spec_dict(spec),
+        "columns": describe_columns(spec),  # the model matrix, as the derived-feature declarations build it
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_fingerprint": data_fingerprint or fingerprint_frame(raw),
         "evaluation_fingerprint": eval_digest.hexdigest(),

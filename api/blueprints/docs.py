@@ -19,18 +19,18 @@ def init(app: Flask, rt: Runtime) -> None:
         package_version = version("leadcast")
     except PackageNotFoundError:  # running from a checkout that was not installed
         package_version = "0.0.0"
-    rt.services["openapi"] = build_openapi(max_batch=rt.settings.max_batch, version=package_version)
+    rt.openapi = build_openapi(max_batch=rt.settings.max_batch, version=package_version)
 
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """Return the OpenAPI 3.1 document."""
-    return jsonify(runtime().services["openapi"])
+    return jsonify(runtime().openapi)
 
 
 @bp.get("/docs")
 def docs() -> Response:
     """Return a page that renders the OpenAPI document with no external scripts or fonts."""
-    doc = runtime().services["openapi"]
+    doc = runtime().openapi
     return Response(render_template("docs.html", title=doc["info"]["title"], version=doc["info"]["version"]),
                     mimetype="text/html")

@@ -19,7 +19,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """Say whether a model is loaded and scoring can be served."""
-    models = runtime().services.get("models")
+    models = runtime().models
     current = models.current() if models is not None else None
     if current is None:
         reason = models.unavailable_reason() if models is not None else "no model is loaded yet"

@@ -55,9 +55,9 @@ def score() -> Response:
     # round trip per lead.
     served = current_model()
     result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
-    annotate_scores(rt.services.get("score_history"), served, records, result)
-    if "prediction_log" in rt.services:
-        log_scores(rt.services["prediction_log"], served, records, result, as_of=as_of)
+    annotate_scores(rt.score_history, served, records, result)
+    if rt.prediction_log is not None:
+        log_scores(rt.prediction_log, served, records, result, as_of=as_of)
     for grade, count in Counter(item["grade"] for item in result["scores"]).items():
         rt.metrics.scores.labels(grade=grade, model_version=result["model"]["version"],
                                  model_kind=result["model"]["kind"]).inc(count)
@@ -98,6 +98,6 @@ def history(lead_id: str) -> Response:
 def erase(lead_id: str) -> Response:
     """Erase a lead: its logged predictions (and their features) and its outcome; answer what was removed."""
     rt = runtime()
-    if "prediction_log" in rt.services:  # this worker's queued rows of the lead are written, then deleted too
-        rt.services["prediction_log"].flush(timeout=5)
+    if rt.prediction_log is not None:  # this worker's queued rows of the lead are written, then deleted too
+        rt.prediction_log.flush(timeout=5)
     return jsonify({"lead_id": lead_id, "removed": erase_lead(rt.store, lead_id=lead_id)})

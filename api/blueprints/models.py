@@ -28,7 +28,7 @@ def init(app: Flask, rt: Runtime) -> None:
     holder = ModelHolder(name=settings.registered_model_name, source=model_source(settings),
                          on_load=lambda s: rt.metrics.set_model(name=s.name, version=s.version, kind=s.kind),
                          poll=champion_poll(settings))
-    rt.services["models"] = holder
+    rt.models = holder
     # The holder logs why; the service starts anyway and answers 503 on scoring until a reload works.
     with contextlib.suppress(ModelLoadFailed):
         holder.load()
@@ -36,7 +36,9 @@ def init(app: Flask, rt: Runtime) -> None:
 
 def holder() -> ModelHolder:
     """Return this app's model holder."""
-    found: ModelHolder = runtime().services["models"]
+    found = runtime().models
+    if found is None:
+        raise RuntimeError("the models blueprint's init has not run on this app")
     return found
 
 

@@ -14,9 +14,9 @@ import pandas as pd
 from api.commands import FILE, settings_of
 from crmdata.files import write_json, write_text
 from crmdata.loaders import Pipeline, load_pipeline
-from forecasting.backtest import METHOD_LABELS, BacktestResult, as_of_dates, backtest
+from forecasting.backtest import BacktestResult, as_of_dates, backtest
 from forecasting.errors import ForecastInputError
-from forecasting.forecast import ForecastResult, forecast
+from forecasting.forecast import ForecastResult, forecast, forecast_methods, method_label
 from forecasting.periods import as_day, parse_horizon
 from forecasting.snapshot import last_known_date, require_history, snapshot
 from forecasting.stage_model import fit_stage_model
@@ -158,7 +158,7 @@ def print_forecast(result: ForecastResult) -> None:
     """Print a forecast as readable tables."""
     click.echo(f"Forecast of won revenue as of {result.as_of:%Y-%m-%d}, horizon {result.horizon} "
                f"({result.model.simulations:,} simulations; {result.model.open_deals:,} open deals)")
-    rows = [[p.label, _money(p.p10), _money(p.p50), _money(p.p90), _money(p.mean), _money(p.velocity)]
+    rows = [[p.label, _money(p.p10), _money(p.p50), _money(p.p90), _money(p.mean), _money(p.methods["velocity"])]
             for p in (*result.periods, result.total)]
     rows[-1][0] = f"total {result.horizon}"
     click.echo(_table(["period", "P10", "P50", "P90", "mean", "velocity"], rows))
@@ -272,14 +272,14 @@ def backtest_command(opportunities: Path, mapping: Path | None, history: Path | 
     pipeline = _load(opportunities, mapping, history)
     dates = as_of_dates(start=start, end=end, every=every)
     bt = _run_backtest(pipeline, dates=dates, horizon=horizon, sims=sims, seed=seed)
-    methods = ["monte_carlo_p50", "velocity", "stage_weighted", "last_period", "trailing_3_mean",
-               "pipeline_x_win_rate"]
+    # Every declared method but the Monte Carlo mean, which the P10/P90 columns beside its P50 already frame.
+    methods = [m.name for m in forecast_methods() if m.name != "monte_carlo_mean"]
     rows = [[r.label, _money(r.actual), _money(r.p10), _money(r.p90), "yes" if r.inside else "no",
              *[_money(r.forecasts[k]) for k in methods]] for r in bt.rows]
-    click.echo(_table(["period", "actual", "MC P10", "MC P90", "inside", *[METHOD_LABELS[k] for k in methods]], rows))
+    click.echo(_table(["period", "actual", "MC P10", "MC P90", "inside", *[method_label(k) for k in methods]], rows))
     click.echo("")
     click.echo(_table(["method", "MAPE", "bias", "inside P10-P90"],
-                      [[METHOD_LABELS[a.method], f"{a.mape:.1f}%", f"{a.bias:+.1f}%",
+                      [[method_label(a.method), f"{a.mape:.1f}%", f"{a.bias:+.1f}%",
                         "-" if a.coverage is None else f"{round(a.coverage * a.n)} of {a.n}"] for a in bt.accuracy]))
     if json_path is not None:
         write_json(json_path, bt.to_dict())

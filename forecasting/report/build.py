@@ -13,9 +13,9 @@ import pandas as pd
 from crmdata.files import atomic_write_all
 from crmdata.loaders import Pipeline
 from forecasting import metrics as fm
-from forecasting.backtest import METHOD_LABELS, backtest
+from forecasting.backtest import backtest
 from forecasting.errors import ForecastInputError
-from forecasting.forecast import ForecastResult, forecast
+from forecasting.forecast import ForecastResult, forecast, forecast_methods
 from forecasting.periods import as_day, parse_horizon
 from forecasting.report import charts, data, narrative
 from forecasting.report import format as fmt
@@ -137,12 +137,12 @@ def _backtest_tables(bt: dict[str, Any] | None) -> tuple[Table, ...]:
         "error_pct": (r["forecasts"]["monte_carlo_p50"] - r["actual"]) / r["actual"] * 100 if r["actual"] else None,
         **{f"f_{k}": v for k, v in r["forecasts"].items() if k != "monte_carlo_p50"},
     } for r in bt["rows"]])
-    others = [k for k in METHOD_LABELS if k != "monte_carlo_p50" and f"f_{k}" in rows.columns]
+    others = [m for m in forecast_methods() if m.name != "monte_carlo_p50" and f"f_{m.name}" in rows.columns]
     replay = Table("Backtest", "Replayed forecasts", (
         Column("as_of", "as of", "date"), Column("label", "period"), Column("actual", "actual", "money"),
         Column("p10", "P10", "money"), Column("p50", "P50", "money"), Column("p90", "P90", "money"),
         Column("inside", "inside P10-P90", "bool"), Column("error_pct", "P50 error", "signed_percent"),
-        *[Column(f"f_{k}", METHOD_LABELS[k], "money") for k in others],
+        *[Column(f"f_{m.name}", m.label, "money") for m in others],
     ), rows)
     acc = pd.DataFrame(bt["accuracy"])
     accuracy = Table("Backtest accuracy", "Accuracy by method on the same replays", (
@@ -296,7 +296,7 @@ def _content(f: dict[str, Any], *, result: ForecastResult, target: float | None,
         Column("p10", "P10", "money"), Column("p50", "P50", "money"), Column("p90", "P90", "money"),
         Column("mean", "mean", "money"), Column("from_open_deals", "expected from open deals", "money"),
         Column("from_new_deals", "expected from new deals", "money"),
-        Column("velocity", "velocity forecast", "money"),
+        *[Column(m.name, m.period_label or m.label, "money") for m in forecast_methods() if m.per_period],
     ), periods)
     drivers = pd.DataFrame(f["drivers"], columns=["opportunity_id", "owner", "product", "stage", "amount",
                                                   "win_probability", "expected", "spread_share"])

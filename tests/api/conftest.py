@@ -134,6 +134,6 @@ def store_service(make_service: Callable[..., Service], database_url: str) -> It
     service = make_service(database_url=database_url)
     yield service
     rt = service.app.extensions["leadcast"]
-    if "prediction_log" in rt.services:
-        rt.services["prediction_log"].close()
+    if rt.prediction_log is not None:
+        rt.prediction_log.close()
     rt.store.dispose()  # before the database is dropped: no connection left open

@@ -27,7 +27,7 @@ def svc(make_service: Callable[..., Service], database_url: str) -> Iterator[Ser
     service = make_service(database_url=database_url, percentile_refresh_seconds=0)
     yield service
     rt = service.app.extensions["leadcast"]
-    rt.services["prediction_log"].close()
+    rt.prediction_log.close()
     rt.store.dispose()
 
 
@@ -46,7 +46,7 @@ def _seed(service: Service, lead_id: str, score: int, *, ago: timedelta = timede
 def _score(service: Service, lead: dict[str, Any]) -> dict[str, Any]:
     response = service.post("/v1/leads/score", {"lead": lead}, who="score")
     assert response.status_code == 200, response.get_json()
-    assert service.app.extensions["leadcast"].services["prediction_log"].flush(timeout=10)
+    assert service.app.extensions["leadcast"].prediction_log.flush(timeout=10)
     item: dict[str, Any] = response.get_json()["scores"][0]
     return item
 
@@ -89,7 +89,7 @@ def test_history_pages_newest_first_and_survives_a_restart(svc: Service, sample_
     restarted = make_service(database_url=database_url)  # a new app on the same store: the history is kept
     again = restarted.get("/v1/leads/H%2F1/scores").get_json()
     assert [s["score"] for s in again["scores"]] == scores[::-1]
-    restarted.app.extensions["leadcast"].services["prediction_log"].close()
+    restarted.app.extensions["leadcast"].prediction_log.close()
     restarted.app.extensions["leadcast"].store.dispose()
     for query, loc in (("limit=0", "limit"), ("limit=x", "limit"), ("cursor=zzz", "cursor")):
         bad = svc.get(f"/v1/leads/H%2F1/scores?{query}")

@@ -211,10 +211,10 @@ def test_a_postgresql_server_that_stops_answers_503_and_recovers_when_it_returns
         assert client.post("/v1/leads/score", json=SCORE_BODY,
                            headers={"Authorization": f"Bearer {other}"}).status_code == 200
         rt = app.extensions["leadcast"]
-        assert rt.services["prediction_log"].flush(timeout=30)  # the rows scored during the outage were retried
+        assert rt.prediction_log.flush(timeout=30)  # the rows scored during the outage were retried
         with rt.store.begin() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM predictions WHERE lead_id = 'L1'")).scalar() == 3
-        rt.services["prediction_log"].close()
+        rt.prediction_log.close()
         rt.store.dispose()
     finally:
         server.remove()

@@ -182,7 +182,7 @@ def test_a_worker_that_cannot_follow_a_reload_serves_503_not_its_older_model_and
     promote_copy(models, "2")
     assert first.post("/v1/models/reload", None).json["model"]["version"] == "2"
     flip_byte(champion_file(models))  # the file breaks before the second worker followed
-    holder: ModelHolder = second.app.extensions["leadcast"].services["models"]
+    holder: ModelHolder = second.app.extensions["leadcast"].models
     holder._retry_delay = 600.0  # no back-off retry within this test: only a marker change may retry
     calls = []
     resolve = holder._champion
@@ -204,7 +204,7 @@ def test_a_worker_that_cannot_follow_a_reload_serves_503_not_its_older_model_and
 
 def promote_copy_of(service: Service, version: str) -> None:
     """Promote a new copy of the model a service serves (its champion file may be broken)."""
-    holder: ModelHolder = service.app.extensions["leadcast"].services["models"]
+    holder: ModelHolder = service.app.extensions["leadcast"].models
     served = holder.current()
     assert served is not None
     trained = served.scorer.trained  # type: ignore[attr-defined]
@@ -240,7 +240,7 @@ def test_the_card_and_every_answer_hide_paths_and_the_tracking_uri(make_service:
     service = make_service(mlflow_tracking_uri="https://ci:s3cret@mlflow.example.com", model_source="files")
     models = service.settings.resolved_models_dir
     # An artifact written by an older leadcast kept the tracking URI (with credentials) in its card.
-    holder: ModelHolder = service.app.extensions["leadcast"].services["models"]
+    holder: ModelHolder = service.app.extensions["leadcast"].models
     served = holder.current()
     assert served is not None
     trained = served.scorer.trained  # type: ignore[attr-defined]

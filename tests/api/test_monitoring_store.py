@@ -37,12 +37,12 @@ def drifted_service(make_service, database_url: str, sample_leads: pd.DataFrame)
                                 who="score")
         assert response.status_code == 200, response.get_json()
     rt = service.app.extensions["leadcast"]
-    assert rt.services["prediction_log"].flush(30)
+    assert rt.prediction_log.flush(30)
     converted = leads.loc[leads["converted"].astype(bool), "lead_id"].astype(str)
     upsert_outcomes(rt.store, [Outcome(i, True) for i in converted], source="api")
     time.sleep(1.2)  # the unconverted leads pass the one-second maturity window: they count as not converted
     yield service, leads
-    rt.services["prediction_log"].close()
+    rt.prediction_log.close()
     rt.store.dispose()
 
 

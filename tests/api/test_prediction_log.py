@@ -26,7 +26,7 @@ def test_the_api_logs_each_score_with_only_the_spec_features(service: Service, s
     assert response.status_code == 200, response.get_json()
     scored = response.get_json()["scores"][0]
     rt = service.app.extensions["leadcast"]
-    assert rt.services["prediction_log"].flush(timeout=10)
+    assert rt.prediction_log.flush(timeout=10)
     with rt.store.begin() as conn:
         row = conn.execute(sa.select(predictions)).one()
     assert (row.lead_id, row.probability, row.score, row.grade) == (
@@ -35,14 +35,14 @@ def test_the_api_logs_each_score_with_only_the_spec_features(service: Service, s
     assert row.as_of == datetime(2026, 11, 30) and row.reasons == scored["reasons"]
     assert set(row.features) == set(spec.feature_columns) & set(lead)
     assert "gender" not in row.features and "favourite_colour" not in row.features and "lead_id" not in row.features
-    rt.services["prediction_log"].close()
+    rt.prediction_log.close()
 
 
 def test_a_refused_request_logs_nothing_and_the_log_can_be_switched_off(
     make_service: Callable[..., Service], sample_leads: pd.DataFrame
 ) -> None:
     service = make_service(prediction_log=False)
-    assert "prediction_log" not in service.app.extensions["leadcast"].services
+    assert service.app.extensions["leadcast"].prediction_log is None
     lead = lead_records(sample_leads, 1)[0]
     assert service.post("/v1/leads/score", {"lead": lead}, who="score").status_code == 200
     with service.app.extensions["leadcast"].store.begin() as conn:

@@ -86,7 +86,7 @@ def test_bench_prediction_log_hot_path(tmp_path: Path, backend: str, postgres_ad
     for i in range(BATCH_REQUESTS):
         for name, app, headers in pair if i % 2 else pair[::-1]:
             batches[name].append(_time(app, headers, batch))
-    log = on.extensions["leadcast"].services["prediction_log"]
+    log = on.extensions["leadcast"].prediction_log
     assert log.flush(timeout=120)
     with on.extensions["leadcast"].store.begin() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar()

@@ -7,11 +7,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from scoring.features import (
     ActivityIndex,
-    Completeness,
     LeadFeatures,
     LinearBasis,
     RareCategoryGrouper,
-    Ratios,
     RecencyDecay,
     feature_layout,
     to_days,
@@ -19,8 +17,8 @@ from scoring.features import (
 from scoring.spec import ModelSpec
 
 
-@parametrize_with_checks([RecencyDecay(), RareCategoryGrouper(min_count=1), ActivityIndex(), Completeness(),
-                          Ratios(pairs=((0, 1),)), LinearBasis(categorical=(0,), n_knots=2)])
+@parametrize_with_checks([RecencyDecay(), RareCategoryGrouper(min_count=1), ActivityIndex(),
+                          LinearBasis(categorical=(0,), n_knots=2)])
 def test_sklearn_compatible(estimator: object, check: object) -> None:
     check(estimator)  # type: ignore[operator]
 
@@ -53,18 +51,13 @@ def test_rare_categories_share_one_code_and_unseen_maps_there() -> None:
     assert out[:4].tolist() == [0.0, 1.0, 2.0, 2.0] and np.isnan(out[4])
 
 
-def test_activity_index_completeness_and_ratios_by_hand() -> None:
+def test_activity_index_by_hand() -> None:
     X = np.array([[0.0, np.e - 1], [np.e - 1, np.nan]])
     index = ActivityIndex().fit(X)
     # log1p: column 0 [0, 1] mean 0.5; column 1 [1, 0 (missing)] mean 0.5
     assert np.allclose(index.scale_, [0.5, 0.5])
     # row 0: (0/0.5 + 1/0.5) / 2 = 1; row 1: (1/0.5 + 0) / 2 = 1
     assert np.allclose(index.transform(X)[:, 0], [1.0, 1.0])
-    bant = np.array([[1.0, 0.0, np.nan, 5.0], [np.nan, np.nan, np.nan, np.nan]])
-    assert Completeness().fit(bant).transform(bant)[:, 0].tolist() == [0.5, 0.0]  # 2 of 4 known and positive
-    ratios = Ratios(pairs=((0, 1),)).fit(np.array([[6.0, 3.0], [1.0, 0.0]]))
-    got = ratios.transform(np.array([[6.0, 3.0], [1.0, 0.0]]))[:, 0]
-    assert got[0] == 2.0 and np.isnan(got[1])
 
 
 def test_linear_basis_standardises_and_flags_missing() -> None:
@@ -191,3 +184,39 @@ def test_derive_gives_the_defined_matrix_bit_for_bit(n: int) -> None:
     assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
     assert np.array_equal(again.view(np.uint64), expected.view(np.uint64))
     assert b"_Layout" not in pickle.dumps(features)  # the derive layout is kept beside the estimator, not in it
+
+
+def test_a_derived_feature_declared_once_reaches_layout_matrix_fields_and_card(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from scoring import features as features_module
+
+    def columns(spec: ModelSpec) -> list[features_module.Column]:
+        return [features_module.Column("visits per click", ("visits", "clicks"))]
+
+    def compute(column: features_module.Column, inputs: features_module.Inputs) -> np.ndarray:
+        return np.asarray(inputs.base[column.reads[0]] / (1.0 + inputs.base[column.reads[1]]))
+
+    toy = features_module.DerivedFeature("toy", "visits / (1 + clicks)", columns, compute)
+    monkeypatch.setattr(features_module, "DERIVED", (*features_module.DERIVED, toy))
+    spec = tiny_spec()
+    features = LeadFeatures(spec).fit(tiny_frame())
+    names = [n for n, _ in feature_layout(spec)]
+    assert names[-1] == "visits per click"
+    X = features.transform(tiny_frame())
+    # visits [1, 2, 3, 4] / (1 + clicks [1, 0, 2, 4]) = [0.5, 2, 1, 0.8]
+    assert X[:, -1].tolist() == [0.5, 2.0, 1.0, 0.8]
+    assert features.get_feature_names_out()[-1] == "visits per click"
+    assert features.column_fields()[-1] == {"visits", "clicks"}  # the reasons credit it to both fields
+    assert features_module.describe_columns(spec)[-1] == {"name": "visits per click", "feature": "toy",
+                                                          "reads": ["visits", "clicks"]}
+
+
+def test_declarations_give_the_layout_of_the_tiny_spec() -> None:
+    from scoring.features import describe_columns
+
+    got = [(c["feature"], c["name"]) for c in describe_columns(tiny_spec())]
+    assert got == [("field", "visits"), ("field", "pricing"), ("field", "clicks"), ("field", "opens"),
+                   ("field", "budget"), ("field", "timeframe"), ("days ago", "engaged (days ago)"),
+                   ("recency decay", "engaged (decayed interest)"), ("activity index", "engagement index"),
+                   ("activity index", "engagement index, decayed"), ("activity index", "behavioural index"),
+                   ("BANT completeness", "BANT completeness"), ("spec-derived", "click rate")]
