@@ -58,10 +58,12 @@ def test_default_rules_load_and_bad_rules_are_reported() -> None:
     with pytest.raises(DataValidationError) as exc:
         RulesModel.from_dict({"fit": [{"column": "a"}, {"column": "b", "reason": "x", "points": 1, "colour": 2}],
                               "interest": [{"column": "c", "reason": "x", "points": 1, "timestamp": "t"}]})
-    messages = " | ".join(str(p) for p in exc.value.problems)
-    assert "needs `column` and `reason`" in messages
-    assert "unknown keys: colour" in messages
-    assert "needs half_life_days" in messages
+    messages = [str(p) for p in exc.value.problems]
+    assert messages == [
+        "rules, field 'fit[0].reason': is required",
+        "rules, field 'fit[1].colour': unknown key; known: column, equals, half_life_days, in, max, max_points, min, "
+        "missing, older_than_days, per_unit, points, reason, timestamp (value '2')",
+        "rules, field 'interest[0]': an interest rule with a timestamp needs half_life_days"]
 
 
 def foreign_spec(*columns: str) -> ModelSpec:
@@ -94,4 +96,4 @@ def test_no_reason_names_a_field_the_export_lacks() -> None:
     # only the web_visits rule is left: 6 visits x 1 point = 6, faded to half since the spec has no
     # last_activity_at to date them: 3; plus the base 5 => 8
     assert lead.score == 8
-    assert [(r.field, r.points) for r in (*lead.positive, *lead.negative)] == [("web_visits", 3)]
+    assert [(r.feature, r.contribution) for r in (*lead.positive, *lead.negative)] == [("web_visits", 3)]
