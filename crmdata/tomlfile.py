@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from crmdata.errors import DataValidationError, Problem
 
@@ -128,8 +128,6 @@ def _table(annotation: Any) -> type[BaseModel] | None:
 
 def json_schema(model: Any, *, title: str, description: str) -> dict[str, Any]:
     """Return the JSON Schema (draft 2020-12) of a TOML format, as editors read it (keys by their TOML names)."""
-    from pydantic import TypeAdapter
-
     schema = TypeAdapter(model).json_schema(by_alias=True, mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title,
             "description": description, **{k: v for k, v in schema.items() if k not in ("title", "description")}}
