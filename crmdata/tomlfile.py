@@ -8,6 +8,7 @@ The JSON Schema of each format (`json_schema`) is generated from the same model 
 
 from __future__ import annotations
 
+import re
 import tomllib
 import types
 import typing
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from crmdata.errors import DataValidationError, Problem
 
+_STEP = re.compile(r"^[a-z][a-z-]*\[")  # how pydantic names a union branch or validator step in a location
 Check = tuple[str, str, object]  # (key path, problem, offending value or None)
 M = TypeVar("M", bound="TomlModel")
 
@@ -82,7 +84,13 @@ def problems_of(exc: ValidationError, *, model: type[BaseModel], source: str, co
             known = _keys_at(model, loc[:-1])
             message = "unknown key" + (f"; known: {', '.join(known)}" if known else "")
         elif kind == "literal_error":
-            message = "must be one of " + str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+            choices = str(ctx.get("expected", "")).replace(" or ", ", ").split(", ")
+            words = all(c.strip("'").replace("_", "").isalnum() for c in choices)
+            message = "must be one of " + ", ".join(c.strip("'") if words else c for c in choices)
+        elif kind == "too_short":
+            message = f"must have at least {ctx.get('min_length', 1)} item(s)"
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            message = "must be a table (a [section], an [[entry]] or { key = value })"
         elif kind in ("value_error", "assertion_error"):
             message = str(ctx.get("error", error["msg"]))
         else:
@@ -95,7 +103,7 @@ def problems_of(exc: ValidationError, *, model: type[BaseModel], source: str, co
 
 def _is_branch(part: int | str) -> bool:
     """Tell pydantic's union-branch and validator steps (`function-after[...]`, `list[str]`) from TOML keys."""
-    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
+    return isinstance(part, str) and (_STEP.match(part) is not None or part in ("str", "int", "float", "bool"))
 
 
 def _keys_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:

@@ -93,3 +93,13 @@ def test_a_bad_file_is_one_message_with_file_key_path_and_problem(tmp_path: Path
         f"{spec}, field 'features[1].colour': unknown key; known: column, group, kind, label, max, min, optional, "
         "reason, reason_false, reason_missing, reason_true (value '1')")
     assert StageConfig.from_mapping({"open": ["a"], "won": ["b"], "lost": ["c"]}).all == ("a", "b", "c")
+
+
+def test_pydantic_errors_read_in_leadcast_words() -> None:
+    with pytest.raises(DataValidationError) as exc:
+        ModelSpec.from_dict({"name": "t", "target": "won", "features": [], "decimal": ";", "grades": {"a": 0.5}})
+    assert [str(p) for p in exc.value.problems] == [
+        "spec, field 'target': must be a table (a [section], an [[entry]] or { key = value }) (value 'won')",
+        "spec, field 'features': must have at least 1 item(s)",
+        "spec, field 'grades.a': unknown key; known: A, B, C, method (value '0.5')",
+        "spec, field 'decimal': must be one of '.', ',' (value ';')"]
