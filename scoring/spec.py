@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, BeforeValidator, Field, PositiveFloat, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PositiveFloat, WithJsonSchema, model_validator
 
 from crmdata.contracts import LEAD
 from crmdata.errors import DataValidationError, Problem
@@ -221,8 +221,9 @@ def _strings(values: object) -> tuple[str, ...]:
 
 
 # A list of values (or one): numbers and true/false are read as the text they match in a table.
-Values = Annotated[tuple[str, ...], BeforeValidator(
-    _strings, json_schema_input_type=list[str | int | float | bool] | str | int | float | bool)]
+_VALUE = {"type": ["string", "number", "boolean"]}
+Values = Annotated[tuple[str, ...], BeforeValidator(_strings),
+                   WithJsonSchema({"anyOf": [{"type": "array", "items": _VALUE}, _VALUE]})]
 
 
 class FeatureTable(TomlModel):
