@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -97,3 +99,16 @@ def test_no_reason_names_a_field_the_export_lacks() -> None:
     # last_activity_at to date them: 3; plus the base 5 => 8
     assert lead.score == 8
     assert [(r.feature, r.contribution) for r in (*lead.positive, *lead.negative)] == [("web_visits", 3)]
+
+
+def test_rules_with_text_for_numbers_are_refused_by_key(tmp_path: Path) -> None:
+    # Before the pydantic reader, `caps = { fit = "lots" }` escaped as a bare ValueError (a traceback in the CLI)
+    # and `min = "3"` was kept as text, to fail at scoring time.
+    path = tmp_path / "rules.toml"
+    path.write_text('base_points = 5\n[caps]\nfit = "lots"\n'
+                    '[[fit]]\ncolumn = "employees"\nmin = "3"\npoints = 4\nreason = "Big"\n')
+    with pytest.raises(DataValidationError) as exc:
+        RulesModel.from_file(path)
+    assert [str(p) for p in exc.value.problems] == [
+        f"{path}, field 'caps.fit': must be a valid number (value 'lots')",
+        f"{path}, field 'fit[0].min': must be a valid number (value '3')"]
