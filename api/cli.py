@@ -15,6 +15,7 @@ from api.commands import outcomes as outcomes_commands
 from api.commands import pipeline as pipeline_commands
 from api.commands import report as report_commands
 from api.commands import retraining as retraining_commands
+from api.commands import schemas as schemas_commands
 from api.commands import scoring as scoring_commands
 from api.commands import service as service_commands
 from api.commands import settings_of as settings_of
@@ -53,6 +54,7 @@ service_commands.register(cli)
 db_commands.register(cli)
 pipeline_commands.register(cli)
 outcomes_commands.register(cli)
+schemas_commands.register(cli)
 
 
 def main() -> None:

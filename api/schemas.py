@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, c
 
 from crmdata.values import ValueProblem, datetime_ns
 from forecasting.forecast import forecast_methods
+from scoring.scorer import LeadScore  # the library's result type is the response item: one definition
 
 LEAD_SHAPES = ("lead", "leads", "dataframe_records", "dataframe_split")
 
@@ -86,40 +87,6 @@ class ScoreRequest(BaseModel):
     def shape(self) -> str:
         """Return which of the accepted shapes the leads came in."""
         return next(name for name in LEAD_SHAPES if getattr(self, name) is not None)
-
-
-class Reason(BaseModel):
-    """One reason behind a score, in plain words, with its signed contribution in score points."""
-
-    feature: str
-    text: str
-    contribution: float
-
-
-Trend = Literal["new", "improving", "steady", "declining"]
-
-
-class LeadScore(BaseModel):
-    """The score of one lead."""
-
-    id: str | None
-    probability: float = Field(ge=0, le=1, description="Calibrated probability of converting.")
-    score: int = Field(ge=0, le=100, description="The probability x 100, rounded.")
-    grade: str
-    reasons: list[Reason] | None = None
-    warnings: list[str] | None = Field(
-        default=None, description="Present when something about this lead was not as in training, e.g. a "
-                                  "category training never saw (scored as 'other').")
-    trend: Trend | None = Field(
-        default=None,
-        description="Against the lead's previous score already in the prediction log: improving (more than "
-                    "trend_band_points higher, default 3), declining (more than that lower), steady (within), new "
-                    "(no score stored yet). Null for leads without an id or when the log is off or unreachable.")
-    percentile: float | None = Field(
-        default=None, ge=0, le=100,
-        description="Rank among the leads the same model version scored in the last 30 days (each lead's latest "
-                    "score): the share scoring lower plus half of those scoring the same, in percent, one "
-                    "decimal. Null when that model version has scored no lead in the window yet.")
 
 
 class ModelRef(BaseModel):

@@ -38,15 +38,7 @@ def score_payload(served: Served, records: list[dict[str, Any]], *, reasons: boo
     except DataValidationError as exc:
         raise ApiError(422, "invalid_input", f"{len(exc.problems)} problem(s) in the leads; nothing was scored",
                        problems_to_details(exc, root=shape, indexed=shape != "lead")) from exc
-    scores = []
-    for s in scored:
-        item: dict[str, Any] = {"id": s.lead_id, "probability": s.probability, "score": s.score, "grade": s.grade}
-        if reasons:
-            item["reasons"] = [{"feature": r.field, "text": r.text, "contribution": r.points}
-                               for r in (*s.positive, *s.negative)]
-        if s.warnings:
-            item["warnings"] = s.warnings
-        scores.append(item)
+    scores = [s.as_json() for s in scored]
     body: dict[str, Any] = {"model": served.describe(), "scores": scores,
                             "warnings": [f"ignored unknown field '{name}'" for name in unknown]}
     if shape in ("dataframe_records", "dataframe_split"):

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from crmdata.contracts import Contract
-from crmdata.errors import DataValidationError, Problem
-from crmdata.stages import StageConfig
-from crmdata.tomlfile import read_toml
+from crmdata.errors import Problem
+from crmdata.stages import StageConfig, StagesTable
+from crmdata.tomlfile import TomlModel, read_toml, validated
 
 Normalize = Literal["exact", "casefold", "alnum"]
 
@@ -50,53 +52,17 @@ class ColumnMapping:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base: Path | None = None, source: str = "mapping") -> ColumnMapping:
         """Build a mapping from parsed TOML, reporting every malformed entry."""
-        problems: list[Problem] = []
-        known = {"columns", "stages", "joins", "date_format", "dayfirst", "missing_values", "true_values",
-                 "false_values", "description"}
-        for key in sorted(set(data) - known):
-            problems.append(Problem(source, key, "unknown key in mapping", code="bad_mapping"))
-        columns = data.get("columns", {})
-        if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
-            problems.append(Problem(source, "columns", "must be a table of contract column = source column",
-                                    code="bad_mapping"))
-            columns = {}
-        stages = None
-        if "stages" in data:
-            try:
-                stages = StageConfig.from_mapping(data["stages"])
-            except (ValueError, TypeError) as exc:
-                problems.append(Problem(source, "stages", str(exc), code="bad_mapping"))
-        joins: list[Join] = []
-        for i, raw in enumerate(data.get("joins", [])):
-            where = f"joins[{i}]"
-            missing = [k for k in ("file", "on", "key", "columns") if k not in raw]
-            if missing:
-                problems.append(Problem(source, where, f"missing keys: {', '.join(missing)}", code="bad_mapping"))
-                continue
-            normalize = raw.get("normalize", "exact")
-            fill = raw.get("fill", "missing")
-            if normalize not in ("exact", "casefold", "alnum"):
-                problems.append(Problem(source, f"{where}.normalize", "must be exact, casefold or alnum",
-                                        value=str(normalize), code="bad_mapping"))
-                continue
-            if fill not in ("missing", "overwrite"):
-                problems.append(Problem(source, f"{where}.fill", "must be missing or overwrite",
-                                        value=str(fill), code="bad_mapping"))
-                continue
-            file = Path(raw["file"])
-            joins.append(Join(file=file, on=raw["on"], key=raw["key"], columns=dict(raw["columns"]),
-                              normalize=normalize, fill=fill))
-        if problems:
-            raise DataValidationError(problems, source=source)
+        parsed = validated(MappingFile, data, source=source, code="bad_mapping")
         return cls(
-            columns=dict(columns),
-            stages=stages,
-            joins=tuple(joins),
-            date_format=data.get("date_format"),
-            dayfirst=bool(data.get("dayfirst", False)),
-            missing_values=tuple(data.get("missing_values", ())),
-            true_values=tuple(data.get("true_values", ())),
-            false_values=tuple(data.get("false_values", ())),
+            columns=dict(parsed.columns),
+            stages=None if parsed.stages is None else parsed.stages.config(),
+            joins=tuple(Join(file=Path(j.file), on=j.on, key=j.key, columns=dict(j.columns), normalize=j.normalize,
+                             fill=j.fill) for j in parsed.joins),
+            date_format=parsed.date_format,
+            dayfirst=parsed.dayfirst,
+            missing_values=tuple(parsed.missing_values),
+            true_values=tuple(parsed.true_values),
+            false_values=tuple(parsed.false_values),
             source=source,
         )
 
@@ -116,3 +82,30 @@ class ColumnMapping:
                 if target not in contract.names
             ]
         return problems
+
+
+class JoinTable(TomlModel):
+    """One `[[joins]]` entry: enrich the export from another file, matching `on` to that file's `key`."""
+
+    file: str = Field(description="The lookup file (CSV), relative to the export's folder.")
+    on: str = Field(description="The contract column of the export to match.")
+    key: str = Field(description="The lookup file's column holding the same values.")
+    columns: dict[str, str] = Field(description="Contract column = lookup file's column, for each value taken.")
+    normalize: Normalize = Field(default="exact", description="How values are compared: exactly, ignoring case "
+                                                               "(casefold), or letters and digits only (alnum).")
+    fill: Literal["missing", "overwrite"] = Field(default="missing", description="Fill only missing values, or "
+                                                                                  "overwrite the export's.")
+
+
+class MappingFile(TomlModel):
+    """A column mapping: how a CRM export's columns and files become the leadcast contract."""
+
+    description: str = ""
+    columns: dict[str, str] = Field(default_factory=dict, description="Contract column = the export's column.")
+    stages: StagesTable | None = Field(default=None, description="The export's stage names.")
+    joins: list[JoinTable] = Field(default_factory=list, description="Lookup files joined to the export.")
+    date_format: str | None = Field(default=None, description="strftime format of the export's dates.")
+    dayfirst: bool = Field(default=False, description="Read 01/02/2024 as 1 February.")
+    missing_values: list[str] = Field(default_factory=list, description="Values that mean missing.")
+    true_values: list[str] = Field(default_factory=list, description="Extra spellings of true.")
+    false_values: list[str] = Field(default_factory=list, description="Extra spellings of false.")

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from crmdata.tomlfile import read_toml
+from pydantic import Field, ValidationError, model_validator
+
+from crmdata.tomlfile import TomlModel, problems_of, read_toml, validated
 
 Outcome = Literal["open", "won", "lost"]
 
@@ -24,13 +26,13 @@ class StageConfig:
     def __post_init__(self) -> None:
         names = [*self.open, *self.won, *self.lost]
         if not self.open or not self.won or not self.lost:
-            raise ValueError("stages: need at least one open, one won and one lost stage")
+            raise ValueError("need at least one open, one won and one lost stage")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"stages: names appear more than once: {', '.join(dupes)}")
+            raise ValueError(f"names appear more than once: {', '.join(dupes)}")
         unknown = sorted(set(self.lead_stages) - set(names))
         if unknown:
-            raise ValueError(f"stages: lead_stages not among the stages: {', '.join(unknown)}")
+            raise ValueError(f"lead_stages not among the stages: {', '.join(unknown)}")
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -55,28 +57,57 @@ class StageConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> StageConfig:
-        """Build a config from a `[stages]` table (keys open, won, lost, lead_stages)."""
-        unknown = set(data) - {"open", "won", "lost", "lead_stages"}
-        if unknown:
-            raise ValueError(f"stages: unknown keys {', '.join(sorted(unknown))}")
-        kwargs: dict[str, tuple[str, ...]] = {}
-        for key in ("open", "won", "lost", "lead_stages"):
-            if key in data:
-                value = data[key]
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ValueError(f"stages.{key}: must be a list of stage names")
-                kwargs[key] = tuple(value)
-        if "lead_stages" not in kwargs:
-            defaults = cls()
-            opens = kwargs.get("open", defaults.open)
-            kwargs["lead_stages"] = tuple(s for s in defaults.lead_stages if s in opens) or opens[:1]
-        return cls(**kwargs)
+        """Build a config from a `[stages]` table (keys open, won, lost, lead_stages); raise ValueError naming
+        each key that is wrong (`stages.open: ...`)."""
+        try:
+            return StagesTable.model_validate(data).config()
+        except ValidationError as exc:
+            lines = [f"stages{'' if p.field == '-' else '.' + p.field}: {p.message}"
+                     for p in problems_of(exc, model=StagesTable, source="stages", code="bad_stages")]
+            raise ValueError("; ".join(lines)) from exc
 
     @classmethod
     def from_file(cls, path: Path) -> StageConfig:
-        """Read a TOML file with a `[stages]` table."""
+        """Read a TOML file with a `[stages]` table (or the table's keys at the top)."""
         data = read_toml(path, what="stages", code="bad_stages")
-        return cls.from_mapping(data.get("stages", data))
+        model: type[StagesFile | StagesTable] = StagesFile if "stages" in data else StagesTable
+        parsed = validated(model, data, source=str(path), code="bad_stages")
+        return (parsed.stages if isinstance(parsed, StagesFile) else parsed).config()
+
+
+Names = list[str]
+
+
+class StagesTable(TomlModel):
+    """The `[stages]` table: open stages in pipeline order, then the stages that mean won and lost."""
+
+    open: Names | None = Field(default=None, description="Open stages in pipeline order (default: "
+                                                         "lead_generation, qualification, contact, proposal, closing).")
+    won: Names | None = Field(default=None, description="Stages that end a deal as won (default: won, retention).")
+    lost: Names | None = Field(default=None, description="Stages that end a deal as lost (default: lost).")
+    lead_stages: Names | None = Field(
+        default=None, description="Open stages a lead is in before it becomes a deal (default: the default lead "
+                                  "stages among `open`, else the first open stage).")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> StagesTable:
+        self.config()  # StageConfig's own rules (one of each kind, no name twice), reported at this table
+        return self
+
+    def config(self) -> StageConfig:
+        """Return the stage config, defaults filled in."""
+        defaults = DEFAULT_STAGES
+        opens = tuple(self.open) if self.open is not None else defaults.open
+        lead = (tuple(self.lead_stages) if self.lead_stages is not None
+                else tuple(s for s in defaults.lead_stages if s in opens) or opens[:1])
+        return StageConfig(open=opens, won=tuple(self.won) if self.won is not None else defaults.won,
+                           lost=tuple(self.lost) if self.lost is not None else defaults.lost, lead_stages=lead)
+
+
+class StagesFile(TomlModel):
+    """A stages file: one `[stages]` table."""
+
+    stages: StagesTable
 
 
 DEFAULT_STAGES = StageConfig()

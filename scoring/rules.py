@@ -9,16 +9,17 @@ guide, not a calibrated probability; outputs say `model_kind = "rules"`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, PositiveFloat, model_validator
 
-from crmdata.errors import DataValidationError, LeadcastError, Problem
-from crmdata.tomlfile import read_toml
+from crmdata.errors import LeadcastError
+from crmdata.tomlfile import Check, TomlModel, read_toml, validated
 from scoring.features import to_days
 
 RULES_DIR = Path(__file__).resolve().parent / "rules"
@@ -69,47 +70,14 @@ class RulesModel:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "rules") -> RulesModel:
         """Build rules from parsed TOML, reporting every malformed rule."""
-        problems: list[Problem] = []
-        rules: list[Rule] = []
-        allowed = {"column", "reason", "points", "equals", "in", "min", "max", "per_unit", "max_points", "missing",
-                   "older_than_days", "timestamp", "half_life_days"}
-        for group in ("fit", "interest"):
-            for i, raw in enumerate(data.get(group, [])):
-                where = f"{group}[{i}]"
-                unknown = set(raw) - allowed
-                if unknown:
-                    problems.append(Problem(source, where, f"unknown keys: {', '.join(sorted(unknown))}",
-                                            code="bad_rules"))
-                    continue
-                if "column" not in raw or "reason" not in raw:
-                    problems.append(Problem(source, where, "needs `column` and `reason`", code="bad_rules"))
-                    continue
-                if "points" not in raw and "per_unit" not in raw:
-                    problems.append(Problem(source, where, "needs `points` or `per_unit`", code="bad_rules"))
-                    continue
-                half_life = raw.get("half_life_days")
-                if half_life is not None and half_life <= 0:
-                    problems.append(Problem(source, where, "half_life_days must be positive", code="bad_rules"))
-                    continue
-                if group == "interest" and "timestamp" in raw and half_life is None:
-                    problems.append(Problem(source, where, "an interest rule with a timestamp needs half_life_days",
-                                            code="bad_rules"))
-                    continue
-                rules.append(Rule(
-                    group=group, column=str(raw["column"]), reason=str(raw["reason"]),
-                    points=float(raw.get("points", 0.0)), equals=raw.get("equals"),
-                    within=tuple(str(v) for v in raw.get("in", ())), min=raw.get("min"), max=raw.get("max"),
-                    per_unit=raw.get("per_unit"), max_points=raw.get("max_points"), missing=raw.get("missing"),
-                    older_than_days=raw.get("older_than_days"), timestamp=raw.get("timestamp"),
-                    half_life_days=half_life,
-                ))
-        if not rules and not problems:
-            problems.append(Problem(source, "-", "no rules found ([[fit]] or [[interest]] tables)", code="bad_rules"))
-        if problems:
-            raise DataValidationError(problems, source=source)
-        caps = {str(k): float(v) for k, v in data.get("caps", {}).items()}
-        return cls(name=str(data.get("name", "rules")), rules=tuple(rules), caps=caps,
-                   base_points=float(data.get("base_points", 0.0)), source=source)
+        parsed = validated(RulesFile, data, source=source, code="bad_rules")
+        rules = tuple(Rule(group=group, column=r.column, reason=r.reason, points=r.points or 0.0, equals=r.equals,
+                           within=tuple(str(v) for v in r.within), min=r.min, max=r.max, per_unit=r.per_unit,
+                           max_points=r.max_points, missing=r.missing, older_than_days=r.older_than_days,
+                           timestamp=r.timestamp, half_life_days=r.half_life_days)
+                      for group, table in (("fit", parsed.fit), ("interest", parsed.interest)) for r in table)
+        return cls(name=parsed.name, rules=rules, caps=dict(parsed.caps), base_points=parsed.base_points,
+                   source=source)
 
     def for_columns(self, columns: Iterable[str]) -> RulesModel:
         """Return the rules whose condition reads one of `columns`, so no rule scores or explains a field the
@@ -197,3 +165,58 @@ def _rule_points(rule: Rule, frame: pd.DataFrame, ref: np.ndarray) -> np.ndarray
         decay = np.where(np.isnan(age), 0.5, 0.5 ** (age / rule.half_life_days))
         pts = pts * decay
     return np.asarray(pts, dtype=np.float64)
+
+
+Number = float  # the file models are strict: an int or a float, never text or true/false
+
+
+class RuleTable(TomlModel):
+    """One `[[fit]]` or `[[interest]]` rule: a condition on a column, the points it gives, and the words."""
+
+    column: str = Field(description="The lead field the condition reads.")
+    reason: str = Field(description="The words shown when the rule gives points; {value} is the lead's value.")
+    points: Number | None = Field(default=None, description="Points given when the condition holds.")
+    per_unit: Number | None = Field(default=None, description="Points per unit of the value (instead of points).")
+    max_points: Number | None = Field(default=None, description="At most this many points from `per_unit`.")
+    equals: str | Number | bool | None = Field(default=None, description="The condition: the value equals this.")
+    within: list[str] = Field(default_factory=list, alias="in",
+                              description="The condition: the value is one of these (case ignored).")
+    min: Number | None = Field(default=None, description="The condition: the value is at least this.")
+    max: Number | None = Field(default=None, description="The condition: the value is at most this.")
+    missing: bool | None = Field(default=None, description="The condition: the value is missing (true) or given.")
+    older_than_days: Number | None = Field(default=None, description="The condition: the time is older than this "
+                                                                     "(or unknown).")
+    timestamp: str | None = Field(default=None, description="Interest rules: the field whose time fades the points.")
+    half_life_days: PositiveFloat | None = Field(default=None, description="Days for the points to fade by half.")
+
+    @model_validator(mode="after")
+    def _gives_points(self) -> RuleTable:
+        if self.points is None and self.per_unit is None:
+            raise ValueError("needs `points` or `per_unit`")
+        return self
+
+
+class InterestTable(RuleTable):
+    """One `[[interest]]` rule: what the lead did; with a timestamp, its points fade with a half-life."""
+
+    @model_validator(mode="after")
+    def _fades(self) -> InterestTable:
+        if self.timestamp is not None and self.half_life_days is None:
+            raise ValueError("an interest rule with a timestamp needs half_life_days")
+        return self
+
+
+class RulesFile(TomlModel):
+    """A cold-start rules file: score = clip(base_points + fit + interest, 0, 100)."""
+
+    name: str = "rules"
+    base_points: Number = Field(default=0.0, description="Points every lead starts with.")
+    caps: dict[str, Number] = Field(default_factory=dict, description="At most this many positive points per group "
+                                                                     "(fit, interest).")
+    fit: list[RuleTable] = Field(default_factory=list, description="Who the lead is.")
+    interest: list[InterestTable] = Field(default_factory=list, description="What the lead did.")
+
+    def checks(self) -> Iterator[Check]:
+        """Yield a problem when the file has no rule at all."""
+        if not self.fit and not self.interest:
+            yield "-", "no rules found ([[fit]] or [[interest]] tables)", None

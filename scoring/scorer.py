@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from crmdata.errors import DataValidationError, Problem
 from crmdata.values import shown
@@ -34,48 +35,69 @@ REASON_CACHE = 20_000  # reasons (field, words, points) seen often, shared as im
 CACHEABLE_CHARS = 256
 
 
+Trend = Literal["new", "improving", "steady", "declining"]
+
+
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """One reason: the field, its group, the words, and its signed contribution in score points."""
+    """One reason behind a score, in plain words, with its signed contribution in score points."""
 
-    field: str
-    group: str
+    feature: str
     text: str
-    points: int
+    contribution: float  # whole score points (an int), at least 1 away from 0
 
     def __str__(self) -> str:
-        return f"{self.text}: {self.points:+d}"
+        return f"{self.text}: {round(self.contribution):+d}"
 
 
-@dataclass(frozen=True)
+# The one result type of scoring one lead: the library returns it and the API answers it (its OpenAPI schema is
+# generated from these annotations). A plain dataclass, not a pydantic model, so the hot path pays no validation.
+@dataclass(slots=True)
 class LeadScore:
-    """The score of one lead, as the API returns it."""
+    """The score of one lead."""
 
-    lead_id: str
-    probability: float
-    score: int
+    id: str | None
+    probability: Annotated[float, Field(ge=0, le=1, description="Calibrated probability of converting.")]
+    score: Annotated[int, Field(ge=0, le=100, description="The probability x 100, rounded.")]
     grade: str
-    model_kind: str
-    model_version: str
-    positive: list[Reason] = field(default_factory=list)
-    negative: list[Reason] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    reasons: list[Reason] | None = None  # positive ones first, each side best first; None when not asked for
+    warnings: Annotated[list[str] | None, Field(
+        description="Present when something about this lead was not as in training, e.g. a category training "
+                    "never saw (scored as 'other').")] = None
+    trend: Annotated[Trend | None, Field(
+        description="Against the lead's previous score already in the prediction log: improving (more than "
+                    "trend_band_points higher, default 3), declining (more than that lower), steady (within), new "
+                    "(no score stored yet). Null for leads without an id or when the log is off or unreachable."
+    )] = None
+    percentile: Annotated[float | None, Field(
+        ge=0, le=100,
+        description="Rank among the leads the same model version scored in the last 30 days (each lead's latest "
+                    "score): the share scoring lower plus half of those scoring the same, in percent, one "
+                    "decimal. Null when that model version has scored no lead in the window yet.")] = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        out = {
-            "lead_id": self.lead_id, "probability": self.probability, "score": self.score, "grade": self.grade,
-            "model_kind": self.model_kind, "model_version": self.model_version,
-            "reasons": {"positive": [_reason_dict(r) for r in self.positive],
-                        "negative": [_reason_dict(r) for r in self.negative]},
-        }
+    @property
+    def positive(self) -> list[Reason]:
+        """Return the reasons that raise the score, best first."""
+        return [r for r in self.reasons or () if r.contribution > 0]
+
+    @property
+    def negative(self) -> list[Reason]:
+        """Return the reasons that lower the score, worst first."""
+        return [r for r in self.reasons or () if r.contribution < 0]
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the score as the API answers it: reasons only when asked for, warnings only when any;
+        trend and percentile always (null unless the caller keeps a score history, as the service does)."""
+        out: dict[str, Any] = {"id": self.id, "probability": self.probability, "score": self.score,
+                               "grade": self.grade}
+        if self.reasons is not None:
+            out["reasons"] = [{"feature": r.feature, "text": r.text, "contribution": r.contribution}
+                              for r in self.reasons]
         if self.warnings:
-            out["warnings"] = list(self.warnings)
+            out["warnings"] = self.warnings
+        out["trend"] = self.trend
+        out["percentile"] = self.percentile
         return out
-
-
-def _reason_dict(r: Reason) -> dict[str, Any]:
-    return {"field": r.field, "group": r.group, "text": r.text, "points": r.points}
 
 
 def format_number(value: float) -> str:
@@ -202,11 +224,11 @@ def _top_reasons_few(contrib: np.ndarray, texts: np.ndarray | Words, fields: lis
 def _make_reasons(jj: list[int], words: list[Any], pts: list[int], fields: list[FeatureSpec],
                   cache: dict[tuple[int, Any, int], Reason] | None) -> list[Reason]:
     if cache is None:
-        return [Reason(fields[j].column, fields[j].group, str(w), p) for j, w, p in zip(jj, words, pts, strict=True)]
+        return [Reason(fields[j].column, str(w), p) for j, w, p in zip(jj, words, pts, strict=True)]
 
     def new(key: tuple[int, Any, int]) -> Reason:
         j, w, p = key
-        reason = Reason(fields[j].column, fields[j].group, str(w), p)
+        reason = Reason(fields[j].column, str(w), p)
         if len(cache) < REASON_CACHE and len(reason.text) <= CACHEABLE_CHARS:
             cache[key] = reason
         return reason
@@ -364,7 +386,7 @@ class ModelScorer:
             p, contrib = self._score_base(base, reasons)
             pos, neg = (_top_reasons(contrib, self._words(base, prepared.features), self.fields, top,
                                      self._reason_cache) if contrib is not None else (None, None))
-            scored = _lead_scores(prepared.ids.tolist(), p, pos, neg, self.spec, self.kind, self.version)
+            scored = _lead_scores(prepared.ids.tolist(), p, pos, neg, self.spec)
             return self._warn_unseen(scored, base, prepared.features)
         columns, ids = prepare_records(rows, spec=self.spec)
         base = self.compiled.features.encode(columns)
@@ -374,7 +396,7 @@ class ModelScorer:
         else:
             p, contrib = self.compiled.proba_and_contributions(base)
             pos, neg = _top_reasons(contrib, self._record_words(base, columns), self.fields, top, self._reason_cache)
-        return self._warn_unseen(_lead_scores(ids, p, pos, neg, self.spec, self.kind, self.version), base, columns)
+        return self._warn_unseen(_lead_scores(ids, p, pos, neg, self.spec), base, columns)
 
     def _score_base(self, base: dict[str, np.ndarray], reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if not reasons:
@@ -389,7 +411,7 @@ class ModelScorer:
             values = columns[column]
             for i in rows.tolist():
                 value = values.iloc[i] if isinstance(values, pd.Series) else values[i]
-                scored[i].warnings.append(unseen_warning(label, value))
+                scored[i].warnings = [*(scored[i].warnings or ()), unseen_warning(label, value)]
         return scored
 
     def unseen_counts(self, features: pd.DataFrame) -> dict[str, int]:
@@ -428,14 +450,16 @@ class ModelScorer:
 
 
 def _lead_scores(ids: pd.Series | list[str], p: np.ndarray, pos: list[list[Reason]] | None,
-                 neg: list[list[Reason]] | None, spec: ModelSpec, kind: str, version: str) -> list[LeadScore]:
+                 neg: list[list[Reason]] | None, spec: ModelSpec) -> list[LeadScore]:
     id_list = ids.tolist() if isinstance(ids, pd.Series) else ids
     scores = np.clip(np.rint(p * 100), 0, 100).astype(np.int64).tolist()
     grades = spec.grades.grade(p).tolist()
     probabilities = np.asarray(p, dtype=np.float64).tolist()
-    return [LeadScore(lead_id=str(id_list[i]), probability=probabilities[i], score=scores[i], grade=grades[i],
-                      model_kind=kind, model_version=version, positive=pos[i] if pos else [],
-                      negative=neg[i] if neg else []) for i in range(len(probabilities))]
+    if pos is None or neg is None:
+        return [LeadScore(id=str(id_list[i]), probability=probabilities[i], score=scores[i], grade=grades[i])
+                for i in range(len(probabilities))]
+    return [LeadScore(id=str(id_list[i]), probability=probabilities[i], score=scores[i], grade=grades[i],
+                      reasons=pos[i] + neg[i]) for i in range(len(probabilities))]
 
 
 class RulesScorer:
@@ -499,7 +523,7 @@ class RulesScorer:
         if each is not None:
             texts = np.column_stack([words(k, np.arange(len(p))) for k in range(len(self.rules.rules))])
             pos, neg = _top_reasons(each, texts, self._fields(), top)
-        return _lead_scores(ids, p, pos, neg, self.spec, self.kind, self.version)
+        return _lead_scores(ids, p, pos, neg, self.spec)
 
 
 def _rule_text(template: str, value: Any) -> str:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import codecs
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
+from pydantic import AfterValidator, BeforeValidator, Field, PositiveFloat, WithJsonSchema, model_validator
 
 from crmdata.contracts import LEAD
 from crmdata.errors import DataValidationError, Problem
-from crmdata.tomlfile import read_toml
+from crmdata.tomlfile import Check, TomlModel, read_toml, validated
 from crmdata.values import (
     FALSE_VALUES,
     MAX_PROBLEMS,
@@ -208,231 +209,234 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "spec") -> ModelSpec:
         """Build a spec from parsed TOML, checking that it is coherent (no leaks, no protected features)."""
-        problems: list[Problem] = []
-
-        def bad(where: str, message: str, value: object = None) -> None:
-            problems.append(Problem(source, where, message, value=None if value is None else str(value),
-                                    code="bad_spec"))
-
-        known = {"name", "description", "target", "id_column", "created_at_column", "as_of_column", "features",
-                 "exclude", "protected", "missing_values", "true_values", "false_values", "ratios",
-                 "recency_half_life_days", "rare_min_count", "grades", "model", "order_column",
-                 "rows_in_time_order", "delimiter", "encoding", "decimal", "date_format", "dayfirst", "derived"}
-        for key in sorted(set(data) - known):
-            bad(key, "unknown key in spec")
-        for key in ("name", "target", "features"):
-            if key not in data:
-                bad(key, "is required")
-        target_raw = data.get("target", {})
-        target = TargetSpec("", (), ())
-        if isinstance(target_raw, dict):
-            if "column" not in target_raw or "positive" not in target_raw:
-                bad("target", "needs `column` and `positive` (and usually `negative`)")
-            else:
-                target = TargetSpec(str(target_raw["column"]), _strings(target_raw["positive"]),
-                                    _strings(target_raw.get("negative", ())))
-                if set(map(str.casefold, target.positive)) & set(map(str.casefold, target.negative)):
-                    bad("target", "a value is both positive and negative")
-        elif "target" in data:
-            bad("target", "must be a table with `column`, `positive` and `negative`")
-        exclude = _strings(data.get("exclude", ()))
-        protected = _strings(data.get("protected", ()))
-        id_column = str(data.get("id_column", ""))
-        features: list[FeatureSpec] = []
-        seen: set[str] = set()
-        kinds, groups = get_args(FeatureKind), get_args(FeatureGroup)
-        feature_keys = {"column", "kind", "group", "label", "optional", "reason", "reason_true", "reason_false",
-                        "reason_missing", "min", "max"}
-        for i, raw in enumerate(data.get("features", [])):
-            where = f"features[{i}]"
-            if not isinstance(raw, dict) or "column" not in raw or "kind" not in raw or "group" not in raw:
-                bad(where, "needs `column`, `kind` and `group`")
-                continue
-            column = str(raw["column"])
-            where = f"features[{i}] ({column})"
-            for key in sorted(set(raw) - feature_keys):
-                bad(where, f"unknown key {key!r}")
-            if raw["kind"] not in kinds:
-                bad(where, f"kind must be one of {', '.join(kinds)}", raw["kind"])
-                continue
-            if raw["group"] not in groups:
-                bad(where, f"group must be one of {', '.join(groups)}", raw["group"])
-                continue
-            if column in seen:
-                bad(where, "column listed twice")
-            if column in protected:
-                bad(where, "is a protected column: it may appear only in the fairness report, never as a feature")
-            if column in exclude:
-                bad(where, "is also in `exclude`")
-            if column in (target.column, id_column):
-                bad(where, "is the target or id column; it cannot be a feature")
-            seen.add(column)
-            limits: dict[str, float | None] = {"min": None, "max": None}
-            for key in ("min", "max"):
-                if key in raw:
-                    value = raw[key]
-                    if raw["kind"] != "numeric":
-                        bad(where, f"`{key}` applies to numeric features only", value)
-                    elif isinstance(value, bool) or not isinstance(value, int | float):
-                        bad(where, f"`{key}` must be a number", value)
-                    else:
-                        limits[key] = float(value)
-            if limits["min"] is not None and limits["max"] is not None and limits["min"] > limits["max"]:
-                bad(where, "`min` is above `max`", f"{limits['min']} > {limits['max']}")
-            features.append(FeatureSpec(
-                column=column, kind=raw["kind"], group=raw["group"], label=str(raw.get("label", column)),
-                optional=bool(raw.get("optional", False)), reason=raw.get("reason"),
-                reason_true=raw.get("reason_true"), reason_false=raw.get("reason_false"),
-                reason_missing=raw.get("reason_missing"), minimum=limits["min"], maximum=limits["max"],
-            ))
-        if "features" in data and not features:
-            bad("features", "lists no usable feature")
-        ratios: list[RatioSpec] = []
-        numeric = {f.column for f in features if f.kind == "numeric"}
-        for i, raw in enumerate(data.get("ratios", [])):
-            try:
-                ratio = RatioSpec(str(raw["name"]), str(raw["numerator"]), str(raw["denominator"]))
-            except (KeyError, TypeError):
-                bad(f"ratios[{i}]", "needs `name`, `numerator` and `denominator`")
-                continue
-            for side in (ratio.numerator, ratio.denominator):
-                if side not in numeric:
-                    bad(f"ratios[{i}]", "numerator and denominator must be numeric features", side)
-            ratios.append(ratio)
-        names = {f.column for f in features} | {r.name for r in ratios}
-        for i, raw in enumerate(data.get("derived", [])):
-            where = f"derived[{i}]"
-            if not isinstance(raw, dict) or not {"name", "op", "left", "right"} <= set(raw):
-                bad(where, "needs `name`, `op` (difference or ratio), `left` and `right`")
-                continue
-            for key in sorted(set(raw) - {"name", "op", "left", "right"}):
-                bad(where, f"unknown key {key!r}")
-            if raw["op"] not in get_args(DerivedOp):
-                bad(where, f"op must be one of {', '.join(get_args(DerivedOp))}", raw["op"])
-                continue
-            for side in (raw["left"], raw["right"]):
-                if side not in numeric:
-                    bad(where, "left and right must be numeric features", side)
-            if str(raw["name"]) in names:
-                bad(where, "name is already a feature or derived field", raw["name"])
-            names.add(str(raw["name"]))
-            ratios.append(RatioSpec(str(raw["name"]), str(raw["left"]), str(raw["right"]), op=raw["op"]))
-        grades = _grades(data.get("grades", {}), bad)
-        model = data.get("model", {})
-        tunable = {"candidates", "calibration", "cv", "C", "n_knots", "learning_rate", "max_iter", "max_leaf_nodes",
-                   "min_samples_leaf", "l2_regularization", "random_state"}
-        if not isinstance(model, dict):
-            bad("model", "must be a table of model settings")
-            model = {}
-        for key in sorted(set(model) - tunable):
-            bad(f"model.{key}", f"unknown model setting; known: {', '.join(sorted(tunable))}")
-        if "calibration" in model and model["calibration"] not in ("sigmoid", "isotonic"):
-            bad("model.calibration", "must be sigmoid or isotonic", model["calibration"])
-        if "candidates" in model:
-            model = {**model, "candidates": tuple(model["candidates"])}
-            if not model["candidates"] or not set(model["candidates"]) <= {"linear", "trees", "blend"}:
-                bad("model.candidates", "must list some of linear, trees, blend", model["candidates"])
-        half_life = float(data.get("recency_half_life_days", 14.0))
-        if half_life <= 0:
-            bad("recency_half_life_days", "must be positive", half_life)
-        reading = _reading(data, bad)
-        order_column = data.get("order_column") or None
-        if order_column is not None and order_column in seen:
-            bad("order_column", "is a feature; the column that orders leads in time cannot also be one",
-                order_column)
-        if not isinstance(data.get("rows_in_time_order", False), bool):
-            bad("rows_in_time_order", "must be true or false", data.get("rows_in_time_order"))
-        if problems:
-            raise DataValidationError(problems, source=source)
-        return cls(
-            name=str(data["name"]), description=str(data.get("description", "")), target=target,
-            id_column=id_column, features=tuple(features),
-            created_at_column=data.get("created_at_column") or None, as_of_column=data.get("as_of_column") or None,
-            exclude=exclude, protected=protected, missing_values=_strings(data.get("missing_values", ())),
-            true_values=_strings(data.get("true_values", TRUE_VALUES)),
-            false_values=_strings(data.get("false_values", FALSE_VALUES)), ratios=tuple(ratios),
-            recency_half_life_days=half_life, rare_min_count=int(data.get("rare_min_count", 20)), grades=grades,
-            model=dict(model), source=source, order_column=order_column,
-            rows_in_time_order=bool(data.get("rows_in_time_order", False)), **reading,
-        )
-
-
-def _grades(raw: object, bad: Callable[..., None]) -> Grades:
-    """Read the `[grades]` table: cut-offs A, B, C and a method (absolute, quantile or base_rate)."""
-    if not isinstance(raw, dict):
-        bad("grades", "must be a table of A, B and C (and optionally `method`)")
-        return Grades()
-    method = raw.get("method", "absolute")
-    if method not in get_args(GradeMethod):
-        bad("grades.method", f"must be one of {', '.join(get_args(GradeMethod))}", method)
-        return Grades()
-    cuts = {k.lower(): v for k, v in raw.items() if k != "method"}
-    if not set(cuts) <= {"a", "b", "c"}:
-        bad("grades", "keys must be A, B, C and method")
-        return Grades()
-    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in cuts.values()):
-        bad("grades", "A, B and C must be numbers")
-        return Grades()
-    if method == "absolute":
-        grades = Grades(a=float(cuts.get("a", 0.60)), b=float(cuts.get("b", 0.35)), c=float(cuts.get("c", 0.15)))
-        if not 0 < grades.c < grades.b < grades.a < 1:
-            bad("grades", "cut-offs must satisfy 0 < C < B < A < 1", f"{grades.a}, {grades.b}, {grades.c}")
-        return grades
-    defaults = dict(zip("abc", QUANTILE_SHARES if method == "quantile" else BASE_RATE_MULTIPLES, strict=True))
-    targets = (float(cuts.get("a", defaults["a"])), float(cuts.get("b", defaults["b"])),
-               float(cuts.get("c", defaults["c"])))
-    if method == "quantile" and not 0 < targets[0] < targets[1] < targets[2] < 1:
-        bad("grades", "with method = quantile, A, B and C are the shares of leads graded A, A-B and A-C: "
-                      "0 < A < B < C < 1", ", ".join(map(str, targets)))
-    if method == "base_rate" and not targets[0] > targets[1] > targets[2] > 0:
-        bad("grades", "with method = base_rate, A, B and C are multiples of the base rate: A > B > C > 0",
-            ", ".join(map(str, targets)))
-    return Grades(method=method, targets=targets)
-
-
-def _reading(data: Mapping[str, Any], bad: Callable[..., None]) -> dict[str, Any]:
-    """Read the keys that say how the export is written: delimiter, encoding, decimal mark, date format."""
-    out: dict[str, Any] = {}
-    delimiter = data.get("delimiter")
-    if delimiter is not None:
-        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
-            bad("delimiter", "must be one character, e.g. \";\" or \"\\t\"", delimiter)
-        else:
-            out["delimiter"] = delimiter
-    encoding = data.get("encoding")
-    if encoding is not None:
-        try:
-            codecs.lookup(str(encoding))
-            out["encoding"] = str(encoding)
-        except LookupError:
-            bad("encoding", "is not a known text encoding (e.g. utf-8, latin-1, cp1252)", encoding)
-    decimal = data.get("decimal")
-    if decimal is not None:
-        if decimal not in (".", ","):
-            bad("decimal", "must be \".\" or \",\"", decimal)
-        else:
-            out["decimal"] = decimal
-    if decimal == "," and delimiter == ",":
-        bad("decimal", "cannot be the delimiter too")
-    date_format = data.get("date_format")
-    if date_format is not None:
-        if not isinstance(date_format, str) or "%" not in date_format:
-            bad("date_format", "must be a strftime format, e.g. \"%d/%m/%Y\"", date_format)
-        else:
-            out["date_format"] = date_format
-    dayfirst = data.get("dayfirst")
-    if dayfirst is not None:
-        if not isinstance(dayfirst, bool):
-            bad("dayfirst", "must be true or false", dayfirst)
-        else:
-            out["dayfirst"] = dayfirst
-    return out
+        return validated(SpecFile, data, source=source, code="bad_spec").spec(source=source)
 
 
 def _strings(values: object) -> tuple[str, ...]:
     if isinstance(values, str | int | float | bool):
         values = [values]
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str | int | float | bool) for v in values):
+        raise ValueError("must be a value or a list of values")
     return tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in cast(list[object], values))
+
+
+# A list of values (or one): numbers and true/false are read as the text they match in a table.
+_VALUE = {"type": ["string", "number", "boolean"]}
+Values = Annotated[tuple[str, ...], BeforeValidator(_strings),
+                   WithJsonSchema({"anyOf": [{"type": "array", "items": _VALUE}, _VALUE]})]
+
+
+class FeatureTable(TomlModel):
+    """One `[[features]]` entry: an input field, its kind and group, and the words of its reasons."""
+
+    column: str = Field(description="The column of the lead table.")
+    kind: FeatureKind
+    group: FeatureGroup
+    label: str | None = Field(default=None, description="Plain-words name (default: the column).")
+    optional: bool = Field(default=False, description="The column may be absent (then all missing).")
+    reason: str | None = Field(default=None, description="Words of a reason: {label}, {value} (or {days}).")
+    reason_true: str | None = Field(default=None, description="Words when a boolean is true.")
+    reason_false: str | None = Field(default=None, description="Words when a boolean is false.")
+    reason_missing: str | None = Field(default=None, description="Words when the value is missing.")
+    min: float | None = Field(default=None, description="Numeric features: values below are refused.")
+    max: float | None = Field(default=None, description="Numeric features: values above are refused.")
+
+    @model_validator(mode="after")
+    def _limits(self) -> FeatureTable:
+        for key in ("min", "max"):
+            if getattr(self, key) is not None and self.kind != "numeric":
+                raise ValueError(f"`{key}` applies to numeric features only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("`min` is above `max`")
+        return self
+
+
+class RatioTable(TomlModel):
+    """One `[[ratios]]` entry: a derived field numerator / denominator of two numeric features."""
+
+    name: str
+    numerator: str
+    denominator: str
+
+
+class DerivedTable(TomlModel):
+    """One `[[derived]]` entry: a derived field of two numeric features, their `ratio` or `difference`."""
+
+    name: str
+    op: DerivedOp
+    left: str
+    right: str
+
+
+class TargetTable(TomlModel):
+    """The `[target]` table: the outcome column and its values meaning converted or not."""
+
+    column: str
+    positive: Values = Field(description="Values meaning converted (case ignored).")
+    negative: Values = Field(default=(), description="Values meaning not converted; others are refused.")
+
+    @model_validator(mode="after")
+    def _apart(self) -> TargetTable:
+        if set(map(str.casefold, self.positive)) & set(map(str.casefold, self.negative)):
+            raise ValueError("a value is both positive and negative")
+        return self
+
+
+class GradesTable(TomlModel):
+    """The `[grades]` table: cut-offs A, B and C, or with `method` the shares or base-rate multiples to fit."""
+
+    a: float | None = Field(default=None, alias="A")
+    b: float | None = Field(default=None, alias="B")
+    c: float | None = Field(default=None, alias="C")
+    method: GradeMethod = "absolute"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GradesTable:
+        grades = self.grades()
+        if grades.method == "absolute" and not 0 < grades.c < grades.b < grades.a < 1:
+            raise ValueError(f"cut-offs must satisfy 0 < C < B < A < 1 (value {grades.a}, {grades.b}, {grades.c})")
+        targets = grades.targets or (0.0, 0.0, 0.0)
+        if grades.method == "quantile" and not 0 < targets[0] < targets[1] < targets[2] < 1:
+            raise ValueError("with method = quantile, A, B and C are the shares of leads graded A, A-B and A-C: "
+                             f"0 < A < B < C < 1 (value {', '.join(map(str, targets))})")
+        if grades.method == "base_rate" and not targets[0] > targets[1] > targets[2] > 0:
+            raise ValueError("with method = base_rate, A, B and C are multiples of the base rate: A > B > C > 0 "
+                             f"(value {', '.join(map(str, targets))})")
+        return self
+
+    def grades(self) -> Grades:
+        """Return the grades, defaults filled in."""
+        given = (self.a, self.b, self.c)
+        if self.method == "absolute":
+            a, b, c = (d if v is None else v for v, d in zip(given, (0.60, 0.35, 0.15), strict=True))
+            return Grades(a=a, b=b, c=c)
+        defaults = QUANTILE_SHARES if self.method == "quantile" else BASE_RATE_MULTIPLES
+        targets = tuple(d if v is None else v for v, d in zip(given, defaults, strict=True))
+        return Grades(method=self.method, targets=cast(tuple[float, float, float], targets))
+
+
+class ModelSettings(TomlModel):
+    """The `[model]` table: which candidates training compares, and their settings."""
+
+    candidates: list[Literal["linear", "trees", "blend"]] | None = Field(default=None, min_length=1)
+    calibration: Literal["sigmoid", "isotonic"] | None = None
+    cv: int | None = None
+    C: float | None = None
+    n_knots: int | None = None
+    learning_rate: float | None = None
+    max_iter: int | None = None
+    max_leaf_nodes: int | None = None
+    min_samples_leaf: int | None = None
+    l2_regularization: float | None = None
+    random_state: int | None = None
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is not None and (len(value) != 1 or value in "\"\r\n"):
+        raise ValueError("must be one character, e.g. \";\" or \"\\t\"")
+    return value
+
+
+def _encoding(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("is not a known text encoding (e.g. utf-8, latin-1, cp1252)") from None
+    return value
+
+
+def _date_format(value: str | None) -> str | None:
+    if value is not None and "%" not in value:
+        raise ValueError("must be a strftime format, e.g. \"%d/%m/%Y\"")
+    return value
+
+
+class SpecFile(TomlModel):
+    """A model spec: which columns of a lead table a model reads, how, and why."""
+
+    name: str
+    description: str = ""
+    target: TargetTable
+    id_column: str = Field(default="", description="The lead id column (empty: leads are numbered by row).")
+    created_at_column: str | None = None
+    as_of_column: str | None = Field(default=None, description="Each lead's reference time for recency.")
+    features: list[FeatureTable] = Field(min_length=1)
+    exclude: Values = Field(default=(), description="Columns never used (leaks, such as the stage).")
+    protected: Values = Field(default=(), description="Columns only for the fairness report, never features.")
+    missing_values: Values = Field(default=(), description="Placeholder values that mean missing.")
+    true_values: Values = Field(default=TRUE_VALUES, description="Spellings of true (case ignored).")
+    false_values: Values = Field(default=FALSE_VALUES, description="Spellings of false (case ignored).")
+    ratios: list[RatioTable] = Field(default_factory=list)
+    derived: list[DerivedTable] = Field(default_factory=list)
+    recency_half_life_days: PositiveFloat = 14.0
+    rare_min_count: int = 20
+    grades: GradesTable = Field(default_factory=GradesTable)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    order_column: str | None = Field(default=None, description="The column that orders leads in time.")
+    rows_in_time_order: bool = False
+    delimiter: Annotated[str | None, AfterValidator(_delimiter)] = None
+    encoding: Annotated[str | None, AfterValidator(_encoding)] = None
+    decimal: Literal[".", ","] | None = None
+    date_format: Annotated[str | None, AfterValidator(_date_format)] = None
+    dayfirst: bool = False
+
+    def checks(self) -> Iterator[Check]:
+        """Yield each feature, ratio or setting that names a column it may not (leaks, protected, non-numeric)."""
+        seen: set[str] = set()
+        for i, f in enumerate(self.features):
+            where = f"features[{i}].column"
+            if f.column in seen:
+                yield where, "column listed twice", f.column
+            if f.column in self.protected:
+                yield where, "is a protected column: it may appear only in the fairness report, never as a " \
+                             "feature", f.column
+            if f.column in self.exclude:
+                yield where, "is also in `exclude`", f.column
+            if f.column in (self.target.column, self.id_column):
+                yield where, "is the target or id column; it cannot be a feature", f.column
+            seen.add(f.column)
+        numeric = {f.column for f in self.features if f.kind == "numeric"}
+        for i, r in enumerate(self.ratios):
+            for key, side in (("numerator", r.numerator), ("denominator", r.denominator)):
+                if side not in numeric:
+                    yield f"ratios[{i}].{key}", "numerator and denominator must be numeric features", side
+        names = seen | {r.name for r in self.ratios}
+        for i, d in enumerate(self.derived):
+            for key, side in (("left", d.left), ("right", d.right)):
+                if side not in numeric:
+                    yield f"derived[{i}].{key}", "left and right must be numeric features", side
+            if d.name in names:
+                yield f"derived[{i}].name", "name is already a feature or derived field", d.name
+            names.add(d.name)
+        if self.order_column and self.order_column in seen:
+            yield "order_column", "is a feature; the column that orders leads in time cannot also be one", \
+                self.order_column
+        if self.decimal == "," and self.delimiter == ",":
+            yield "decimal", "cannot be the delimiter too", None
+
+    def spec(self, *, source: str) -> ModelSpec:
+        """Return the spec this file describes."""
+        features = tuple(FeatureSpec(
+            column=f.column, kind=f.kind, group=f.group, label=f.label or f.column, optional=f.optional,
+            reason=f.reason, reason_true=f.reason_true, reason_false=f.reason_false,
+            reason_missing=f.reason_missing, minimum=f.min, maximum=f.max) for f in self.features)
+        ratios = (*(RatioSpec(r.name, r.numerator, r.denominator) for r in self.ratios),
+                  *(RatioSpec(d.name, d.left, d.right, op=d.op) for d in self.derived))
+        model = self.model.model_dump(exclude_unset=True)
+        if "candidates" in model:
+            model["candidates"] = tuple(model["candidates"])
+        reading = self.model_dump(include={"delimiter", "encoding", "decimal", "date_format"}, exclude_none=True)
+        return ModelSpec(
+            name=self.name, description=self.description, target=TargetSpec(
+                self.target.column, tuple(self.target.positive), tuple(self.target.negative)),
+            id_column=self.id_column, features=features, created_at_column=self.created_at_column or None,
+            as_of_column=self.as_of_column or None, exclude=tuple(self.exclude), protected=tuple(self.protected),
+            missing_values=tuple(self.missing_values), true_values=tuple(self.true_values),
+            false_values=tuple(self.false_values), ratios=ratios,
+            recency_half_life_days=self.recency_half_life_days, rare_min_count=self.rare_min_count,
+            grades=self.grades.grades(), model=model, source=source, order_column=self.order_column or None,
+            rows_in_time_order=self.rows_in_time_order, dayfirst=self.dayfirst, **reading)
 
 
 def load_spec(path: Path | None = None) -> ModelSpec:

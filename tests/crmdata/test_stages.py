@@ -28,8 +28,9 @@ def test_stages_from_mapping_takes_custom_names() -> None:
     [
         ({"open": ["a", "b"], "won": ["a"], "lost": ["c"]}, "more than once: a"),
         ({"open": ["a"], "won": [], "lost": ["c"]}, "at least one open, one won and one lost"),
-        ({"open": ["a"], "won": ["b"], "lost": ["c"], "closed": ["d"]}, "unknown keys closed"),
-        ({"open": "a", "won": ["b"], "lost": ["c"]}, "stages.open: must be a list"),
+        ({"open": ["a"], "won": ["b"], "lost": ["c"], "closed": ["d"]},
+         "stages.closed: unknown key; known: lead_stages, lost, open, won"),
+        ({"open": "a", "won": ["b"], "lost": ["c"]}, "stages.open: must be a valid list"),
     ],
 )
 def test_bad_stage_configs_are_refused(data: dict[str, object], message: str) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,10 +60,12 @@ def test_default_rules_load_and_bad_rules_are_reported() -> None:
     with pytest.raises(DataValidationError) as exc:
         RulesModel.from_dict({"fit": [{"column": "a"}, {"column": "b", "reason": "x", "points": 1, "colour": 2}],
                               "interest": [{"column": "c", "reason": "x", "points": 1, "timestamp": "t"}]})
-    messages = " | ".join(str(p) for p in exc.value.problems)
-    assert "needs `column` and `reason`" in messages
-    assert "unknown keys: colour" in messages
-    assert "needs half_life_days" in messages
+    messages = [str(p) for p in exc.value.problems]
+    assert messages == [
+        "rules, field 'fit[0].reason': is required",
+        "rules, field 'fit[1].colour': unknown key; known: column, equals, half_life_days, in, max, max_points, min, "
+        "missing, older_than_days, per_unit, points, reason, timestamp (value '2')",
+        "rules, field 'interest[0]': an interest rule with a timestamp needs half_life_days"]
 
 
 def foreign_spec(*columns: str) -> ModelSpec:
@@ -94,4 +98,17 @@ def test_no_reason_names_a_field_the_export_lacks() -> None:
     # only the web_visits rule is left: 6 visits x 1 point = 6, faded to half since the spec has no
     # last_activity_at to date them: 3; plus the base 5 => 8
     assert lead.score == 8
-    assert [(r.field, r.points) for r in (*lead.positive, *lead.negative)] == [("web_visits", 3)]
+    assert [(r.feature, r.contribution) for r in (*lead.positive, *lead.negative)] == [("web_visits", 3)]
+
+
+def test_rules_with_text_for_numbers_are_refused_by_key(tmp_path: Path) -> None:
+    # Before the pydantic reader, `caps = { fit = "lots" }` escaped as a bare ValueError (a traceback in the CLI)
+    # and `min = "3"` was kept as text, to fail at scoring time.
+    path = tmp_path / "rules.toml"
+    path.write_text('base_points = 5\n[caps]\nfit = "lots"\n'
+                    '[[fit]]\ncolumn = "employees"\nmin = "3"\npoints = 4\nreason = "Big"\n')
+    with pytest.raises(DataValidationError) as exc:
+        RulesModel.from_file(path)
+    assert [str(p) for p in exc.value.problems] == [
+        f"{path}, field 'caps.fit': must be a valid number (value 'lots')",
+        f"{path}, field 'fit[0].min': must be a valid number (value '3')"]

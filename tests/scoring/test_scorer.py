@@ -58,10 +58,13 @@ def test_records_and_frame_agree(scorer: ModelScorer, leads: pd.DataFrame) -> No
     prepared = prepare(head, spec=scorer.spec)
     frame = scorer.score_frame(prepared.features, prepared.ids)
     assert [s.probability for s in scores] == pytest.approx(frame["probability"].tolist(), abs=1e-6)
-    as_dict = scores[0].as_dict()
-    assert set(as_dict) == {"lead_id", "probability", "score", "grade", "model_kind", "model_version", "reasons"}
-    for reason in as_dict["reasons"]["positive"]:
-        assert reason["points"] >= 1 and reason["text"]
+    as_json = scores[0].as_json()
+    assert list(as_json) == ["id", "probability", "score", "grade", "reasons", "trend", "percentile"]  # the API item
+    assert [r["contribution"] for r in as_json["reasons"]] == [r.contribution for r in scores[0].reasons or ()]
+    for reason in as_json["reasons"]:
+        assert set(reason) == {"feature", "text", "contribution"} and abs(reason["contribution"]) >= 1
+    assert [r.contribution > 0 for r in scores[0].reasons or ()] == sorted(
+        (r.contribution > 0 for r in scores[0].reasons or ()), reverse=True)  # positive ones first
     with pytest.raises(DataValidationError, match="web_visits"):
         scorer.score_records([{**records[0], "web_visits": "lots"}])
 
@@ -134,9 +137,9 @@ def _top_reasons_one_by_one(contrib: np.ndarray, texts: np.ndarray, fields: list
     for i in range(contrib.shape[0]):
         order_pos = np.argsort(-contrib[i], kind="stable")[:k]
         order_neg = np.argsort(contrib[i], kind="stable")[:k]
-        positives.append([Reason(fields[j].column, fields[j].group, str(texts[i, j]), int(points[i, j]))
+        positives.append([Reason(fields[j].column, str(texts[i, j]), int(points[i, j]))
                           for j in order_pos if points[i, j] >= 1])
-        negatives.append([Reason(fields[j].column, fields[j].group, str(texts[i, j]), int(points[i, j]))
+        negatives.append([Reason(fields[j].column, str(texts[i, j]), int(points[i, j]))
                           for j in order_neg if points[i, j] <= -1])
     return positives, negatives
 
@@ -190,7 +193,7 @@ def test_many_records_get_their_top_contributions_in_words(scorer: ModelScorer, 
 
     texts = np.array([[describe(f, value(i, f)) for f in fields] for i in range(len(records))], dtype=object)
     positive, negative = _top_reasons_one_by_one(contrib, texts, fields, 5)
-    assert [s.lead_id for s in scores] == prepared.ids.tolist()
+    assert [s.id for s in scores] == prepared.ids.tolist()
     assert [s.probability for s in scores] == pytest.approx(p.tolist(), abs=1e-12)
     assert [s.positive for s in scores] == positive
     assert [s.negative for s in scores] == negative
@@ -212,8 +215,8 @@ def test_few_leads_get_the_same_reasons_as_many(monkeypatch: pytest.MonkeyPatch)
     many = scorer_module._top_reasons(contrib, texts, fields, 3)
     assert few == many
     # lead 0, positives: 0.2 (f0), 0.2 (f2, after f0: stable), 0.015 -> 2 points (f4); negatives: f6, f1
-    assert [(r.field, r.points) for r in few[0][0]] == [("f0", 20), ("f2", 20), ("f4", 2)]
-    assert [(r.field, r.points) for r in few[1][0]] == [("f6", -30), ("f1", -10)]
+    assert [(r.feature, r.contribution) for r in few[0][0]] == [("f0", 20), ("f2", 20), ("f4", 2)]
+    assert [(r.feature, r.contribution) for r in few[1][0]] == [("f6", -30), ("f1", -10)]
     assert few[0][1] == [] and few[1][1] == []
     # lead 2: -0.025 rounds to -2 (half to even), -0.015 to -2
-    assert [(r.field, r.points) for r in few[1][2]] == [("f5", -50), ("f1", -2), ("f0", -2)]
+    assert [(r.feature, r.contribution) for r in few[1][2]] == [("f5", -50), ("f1", -2), ("f0", -2)]

@@ -43,15 +43,21 @@ def test_spec_refuses_protected_excluded_and_target_features() -> None:
         {"column": "gender", "kind": "categorical", "group": "demographic"},
         {"column": "stage", "kind": "categorical", "group": "behavioural"},
         {"column": "won", "kind": "boolean", "group": "bant"},
-        {"column": "x", "kind": "text", "group": "bant"},
     ]
     with pytest.raises(DataValidationError) as exc:
         ModelSpec.from_dict(minimal(features=features))
-    messages = " | ".join(str(p) for p in exc.value.problems)
-    assert "protected column" in messages
-    assert "also in `exclude`" in messages
-    assert "target or id column" in messages
-    assert "kind must be one of" in messages
+    assert [str(p) for p in exc.value.problems] == [
+        "spec, field 'features[0].column': is a protected column: it may appear only in the fairness report, never "
+        "as a feature (value 'gender')",
+        "spec, field 'features[1].column': is also in `exclude` (value 'stage')",
+        "spec, field 'features[2].column': is the target or id column; it cannot be a feature (value 'won')"]
+    # The shape is checked first: a wrong kind is named with its key path, every such error at once.
+    with pytest.raises(DataValidationError) as exc:
+        ModelSpec.from_dict(minimal(features=[*features, {"column": "x", "kind": "text", "group": "bant"},
+                                              {"column": "y", "kind": "numeric", "group": "bant", "min": "3"}]))
+    assert [str(p) for p in exc.value.problems] == [
+        "spec, field 'features[3].kind': must be one of numeric, categorical, boolean, timestamp (value 'text')",
+        "spec, field 'features[4].min': must be a valid number (value '3')"]
 
 
 def test_spec_checks_grades_and_unknown_keys() -> None:

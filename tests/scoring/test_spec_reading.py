@@ -106,8 +106,8 @@ def test_derived_difference_and_ratio_declared_in_the_spec() -> None:
 @pytest.mark.parametrize(("extra", "where"), [
     ({"decimal": ";"}, "decimal"), ({"delimiter": ";;"}, "delimiter"), ({"encoding": "klingon"}, "encoding"),
     ({"dayfirst": "yes"}, "dayfirst"), ({"date_format": "dd/mm/yyyy"}, "date_format"),
-    ({"derived": [{"name": "x", "op": "product", "left": "visits", "right": "spend"}]}, "derived[0]"),
-    ({"derived": [{"name": "x", "op": "ratio", "left": "stadt", "right": "spend"}]}, "derived[0]"),
+    ({"derived": [{"name": "x", "op": "product", "left": "visits", "right": "spend"}]}, "derived[0].op"),
+    ({"derived": [{"name": "x", "op": "ratio", "left": "stadt", "right": "spend"}]}, "derived[0].left"),
     ({"grades": {"method": "quantile", "A": 0.5, "B": 0.3}}, "grades"),
     ({"grades": {"method": "deciles"}}, "grades.method"),
     ({"order_column": "visits"}, "order_column"),

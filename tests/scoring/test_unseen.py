@@ -39,8 +39,8 @@ def test_an_unseen_category_is_warned_per_lead(trained: TrainingResult, leads: p
     records = [{k: (None if pd.isna(v) else str(v)) for k, v in r.items()} for r in records]
     records[1]["source"] = "Carrier pigeon"
     first, second = scorer.score_records(records)
-    assert first.warnings == [] and "warnings" not in first.as_dict()
-    assert second.warnings == [UNSEEN] and second.as_dict()["warnings"] == [UNSEEN]
+    assert first.warnings is None and "warnings" not in first.as_json()
+    assert second.warnings == [UNSEEN] and second.as_json()["warnings"] == [UNSEEN]
     # the frame path (more than 64 records) warns the same lead the same way
     many = [dict(records[0]) for _ in range(70)]
     many[65]["source"] = "Carrier pigeon"

@@ -1,0 +1,105 @@
+"""Issue 11 item 7: the TOML formats are pydantic models; their JSON Schemas are generated and cannot drift."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from api.cli import cli
+from api.commands.schemas import FORMATS, schema_texts
+from crmdata.errors import DataValidationError
+from crmdata.mapping import ColumnMapping
+from crmdata.stages import StageConfig
+from scoring.rules import RULES_DIR, RulesModel
+from scoring.spec import SPECS_DIR, ModelSpec
+
+
+def shipped(repo_root: Path) -> list[tuple[str, Path]]:
+    """Every TOML file leadcast ships or documents, with its format."""
+    return ([("spec", p) for p in sorted(SPECS_DIR.glob("*.toml"))]
+            + [("rules", p) for p in sorted(RULES_DIR.glob("*.toml"))]
+            + [("mapping", p) for p in sorted((repo_root / "docs" / "examples").glob("*mapping*.toml"))])
+
+
+def test_committed_schemas_are_the_generated_ones(repo_root: Path) -> None:
+    committed = {p.name: p.read_text() for p in sorted((repo_root / "docs" / "schemas").glob("*.json"))}
+    assert committed == schema_texts(), "run `leadcast schemas` and commit docs/schemas"
+    assert set(committed) == {f"{name}.schema.json" for name in ("spec", "rules", "mapping", "stages")}
+
+
+def test_the_command_writes_one_schema_per_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADCAST_HOME", str(tmp_path))
+    result = CliRunner().invoke(cli, ["schemas", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_text() for p in (tmp_path / "s").iterdir()} == schema_texts()
+    assert len(result.output.splitlines()) == len(FORMATS) == 4
+
+
+def test_every_shipped_file_reads_and_matches_its_schema(repo_root: Path) -> None:
+    files = shipped(repo_root)
+    assert [kind for kind, _ in files].count("spec") == 4 and len(files) == 6  # 4 specs, default rules, Maven map
+    readers = {"spec": ModelSpec.from_file, "rules": RulesModel.from_file, "mapping": ColumnMapping.from_file}
+    for kind, path in files:
+        readers[kind](path)
+        schema = jsonschema.Draft202012Validator(jsonschema_of(kind))
+        assert list(schema.iter_errors(tomllib.loads(path.read_text()))) == [], path
+    stages = tomllib.loads((repo_root / "docs" / "examples" / "maven-crm-mapping.toml").read_text())["stages"]
+    jsonschema.Draft202012Validator(jsonschema_of("stages")).validate(stages)
+    jsonschema.Draft202012Validator(jsonschema_of("stages")).validate({"stages": stages})
+
+
+def jsonschema_of(kind: str) -> dict[str, object]:
+    return dict(json.loads(schema_texts()[f"{kind}.schema.json"]))
+
+
+def test_the_schema_refuses_what_the_reader_refuses() -> None:
+    spec = jsonschema.Draft202012Validator(jsonschema_of("spec"))
+    good = {"name": "t", "target": {"column": "won", "positive": ["yes"]},
+            "features": [{"column": "visits", "kind": "numeric", "group": "behavioural", "min": 0}]}
+    assert spec.is_valid(good)
+    for bad in ({**good, "colour": "red"}, {**good, "features": [{**good["features"][0], "kind": "text"}]},  # type: ignore[dict-item]
+                {**good, "features": [{**good["features"][0], "min": "0"}]}, {**good, "grades": {"method": "x"}}):  # type: ignore[dict-item]
+        assert not spec.is_valid(bad), bad
+        with pytest.raises(DataValidationError) as exc:
+            ModelSpec.from_dict(bad)
+        assert {p.code for p in exc.value.problems} == {"bad_spec"}
+
+
+def test_a_bad_file_is_one_message_with_file_key_path_and_problem(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text('name = "t"\n[target]\ncolumn = "won"\npositive = ["yes"]\n'
+                    '[[features]]\ncolumn = "a"\nkind = "numeric"\ngroup = "bant"\nmin = "3"\n'
+                    '[[features]]\ncolumn = "b"\nkind = "numeric"\ngroup = "bant"\ncolour = 1\n')
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[stages]\nopen = ["a"]\nwon = ["a"]\nlost = ["b"]\n')
+    monkeypatch.setenv("LEADCAST_HOME", str(tmp_path))
+    leads = tmp_path / "leads.csv"
+    leads.write_text("lead_id,a,b\n1,2,3\n")
+    result = CliRunner().invoke(cli, ["validate", "opportunities", str(leads), "--mapping", str(mapping)])
+    assert result.exit_code == 2  # a message, no traceback
+    assert result.output == (f"error: {mapping}: 1 problem(s) found\n"
+                             f"{mapping}, field 'stages': names appear more than once: a\n")
+    with pytest.raises(DataValidationError) as exc:
+        ModelSpec.from_file(spec)
+    assert str(exc.value) == (
+        f"{spec}: 2 problem(s) found\n"
+        f"{spec}, field 'features[0].min': must be a valid number (value '3')\n"
+        f"{spec}, field 'features[1].colour': unknown key; known: column, group, kind, label, max, min, optional, "
+        "reason, reason_false, reason_missing, reason_true (value '1')")
+    assert StageConfig.from_mapping({"open": ["a"], "won": ["b"], "lost": ["c"]}).all == ("a", "b", "c")
+
+
+def test_pydantic_errors_read_in_leadcast_words() -> None:
+    with pytest.raises(DataValidationError) as exc:
+        ModelSpec.from_dict({"name": "t", "target": "won", "features": [], "decimal": ";", "grades": {"a": 0.5}})
+    assert [str(p) for p in exc.value.problems] == [
+        "spec, field 'target': must be a table (a [section], an [[entry]] or { key = value }) (value 'won')",
+        "spec, field 'features': must have at least 1 item(s)",
+        "spec, field 'grades.a': unknown key; known: A, B, C, method (value '0.5')",
+        "spec, field 'decimal': must be one of '.', ',' (value ';')"]
