@@ -67,7 +67,7 @@ def post_worker_init(worker: object) -> None:
     worker, so the poll is a greenlet, and off the boot path, so a slow registry never fails the boot."""
     try:
         runtime = worker.app.wsgi().extensions["leadcast"]  # type: ignore[attr-defined]
-        models = runtime.services["models"]
+        models = runtime.services["champions"]  # every model name's holder
         models.after_fork()
         models.start_polling(_settings.reload_poll_seconds)
     except Exception:  # without the poll the worker still serves and follows the reload marker

@@ -18,13 +18,14 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Say whether a model is loaded and scoring can be served."""
+    """Say whether the default spec's model is loaded and scoring can be served; list every name's champion."""
     models = runtime().services.get("models")
     current = models.current() if models is not None else None
     if current is None:
         reason = models.unavailable_reason() if models is not None else "no model is loaded yet"
         raise ApiError(503, "unavailable", f"no model is loaded: {reason}")
-    return jsonify({"status": "ready", "model": current.describe()})
+    champions = runtime().services["champions"]
+    return jsonify({"status": "ready", "model": current.describe(), "models": champions.describe()})
 
 
 @bp.get("/metrics")
