@@ -67,11 +67,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _client(home: Path) -> tuple[FlaskClient, dict[str, str], Any]:
-    settings = Settings(home=home)
+def _client(home: Path, *, who: str = "all", **overrides: Any) -> tuple[FlaskClient, dict[str, str], Any]:
+    settings = Settings(home=home, **overrides)
     ring = open_keys(settings)
     with ring.store:
-        key = ring.create(name="all", scopes=("score", "admin"))
+        key = ring.create(name=who, scopes=("score", "admin"))
     app = create_app(settings)
     return app.test_client(), {"Authorization": f"Bearer {key}"}, app.extensions["leadcast"]
 
@@ -193,6 +193,18 @@ def test_two_specs_in_one_home_are_two_champions_each_scoring_its_own_leads(home
     latest = client.post(f"/v1/leads/score?model={SECOND}", json={"leads": signups}, headers=auth).json
     assert latest["model"]["version"] == "1" and latest["scores"][0]["trend"] is not None
     rt.services["prediction_log"].close()
+    rt.store.dispose()
+
+    # Served from the MLflow registry (a replica), the names are the registered models leadcast tagged.
+    from scoring.tracking import champion_names
+
+    assert champion_names(tracking_uri=uri) == [DEFAULT, SECOND]
+    replica, auth, rt = _client(home, who="replica", model_source="mlflow", prediction_log=False)
+    assert [(m["name"], m["version"]) for m in replica.get("/v1/models", headers=auth).json["models"]] == [
+        (DEFAULT, "1"), (SECOND, "1")]
+    remote = replica.post(f"/v1/leads/score?model={SECOND}", json={"leads": signups}, headers=auth)
+    assert remote.json["model"] == {"name": SECOND, "version": "1", "kind": "trained"}
+    assert replica.post("/v1/leads/score?model=nope", json={"leads": signups}, headers=auth).status_code == 404
     rt.store.dispose()
 
 
