@@ -24,8 +24,9 @@ def readyz() -> Response:
     if current is None:
         reason = models.unavailable_reason() if models is not None else "no model is loaded yet"
         raise ApiError(503, "unavailable", f"no model is loaded: {reason}")
-    champions = runtime().services["champions"]
-    return jsonify({"status": "ready", "model": current.describe(), "models": champions.describe()})
+    champions = runtime().services.get("champions")
+    listed = champions.describe() if champions is not None else [{**current.describe(), "status": "ready"}]
+    return jsonify({"status": "ready", "model": current.describe(), "models": listed})
 
 
 @bp.get("/metrics")
