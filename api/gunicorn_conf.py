@@ -71,7 +71,7 @@ def post_worker_init(worker: object) -> None:
     worker, so the poll is a greenlet, and off the boot path, so a slow registry never fails the boot."""
     try:
         runtime: Runtime = worker.app.wsgi().extensions["leadcast"]  # type: ignore[attr-defined]
-        models = runtime.models
+        models = runtime.champions  # every model name's holder
         if models is None:
             return  # an app without the models blueprint has no champion to poll
         models.after_fork()

@@ -20,7 +20,7 @@ from store import Store
 
 if TYPE_CHECKING:  # the services' modules import scoring and the store's log; the request helpers need neither
     from api.history import ScoreContext
-    from api.serving import ModelHolder
+    from api.serving import Champions, ModelHolder
     from store.predictions import PredictionLog
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,9 +30,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Runtime:
     """The long-lived objects of one app: settings, store, keys, rate limiter, metrics, per-resource services.
 
-    Each service is a typed field declared here once and filled by the one place that builds it: `models` by
-    the models blueprint's init, `openapi` by the docs blueprint's, `prediction_log` and `score_history` by
-    `create_app` when the prediction log is on (None when it is off).
+    Each service is a typed field declared here once and filled by the one place that builds it: `models` (the
+    default name's holder) and `champions` (every name's) by the models blueprint's init, `openapi` by the docs
+    blueprint's, `prediction_log` and `score_history` by `create_app` when the prediction log is on (None when it
+    is off).
     """
 
     settings: Settings
@@ -41,6 +42,7 @@ class Runtime:
     limiter: RateLimiter
     metrics: Metrics
     models: ModelHolder | None = None
+    champions: Champions | None = None
     prediction_log: PredictionLog | None = None
     score_history: ScoreContext | None = None
     openapi: dict[str, Any] = field(default_factory=dict)

@@ -26,7 +26,7 @@ class Metrics:
         self.model = Gauge("leadcast_model_info", "The model being served (1 for the current one).",
                            ["model_name", "model_version", "model_kind"], registry=self.registry,
                            multiprocess_mode="liveall")
-        self._served: tuple[str, str, str] | None = None
+        self._served: dict[str, tuple[str, str, str]] = {}  # per model name: one champion each
         # Model health (issue 13), as of the last health report the service computed (GET /v1/models/monitoring).
         self.feature_psi = Gauge("leadcast_feature_psi", "PSI of each input field against the training profile.",
                                  ["model_version", "feature"], registry=self.registry,
@@ -39,11 +39,11 @@ class Metrics:
                             ["model_version"], registry=self.registry, multiprocess_mode="mostrecent")
 
     def set_model(self, *, name: str, version: str, kind: str) -> None:
-        """Mark the model now being served (1) and the one it replaced (0)."""
+        """Mark the model now being served for its name (1) and the one it replaced under that name (0)."""
         # Set to 0 rather than cleared: under gunicorn each worker's values live in files clear() cannot reach.
-        if self._served is not None:
-            self.model.labels(*self._served).set(0)
-        self._served = (name, version, kind)
+        if name in self._served:
+            self.model.labels(*self._served[name]).set(0)
+        self._served[name] = (name, version, kind)
         self.model.labels(model_name=name, model_version=version, model_kind=kind).set(1)
 
     def set_health(self, report: Mapping[str, Any]) -> None:

@@ -73,6 +73,11 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
     )
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     body_errors = (400, 401, 403, 413, 415, 422, 429)
+    # One champion per model name (the spec's); without `model`, the default spec's model answers.
+    model = {"name": "model", "in": "query", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+             "description": "Model name (its spec's `name`; GET /v1/models lists them); default the default spec's "
+                            "model. An unknown name is a 404 listing the known names."}
     paths: dict[str, Any] = {
         "/v1/leads/score": {"post": {
             "summary": f"Score one lead or a batch of up to {max_batch:,}",
@@ -81,10 +86,11 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
                            "as missing. Either every lead is scored or none is.",
             "security": secured,
             "parameters": [{"name": "reasons", "in": "query", "required": False,
-                            "schema": {"type": "boolean", "default": True}}],
+                            "schema": {"type": "boolean", "default": True}}, model],
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref(ScoreRequest)}}},
             "responses": {"200": {"description": "Scores in request order",
-                                  "content": {JSON: {"schema": _ref(ScoreResponse)}}}, **_errors(*body_errors, 503)},
+                                  "content": {JSON: {"schema": _ref(ScoreResponse)}}},
+                          **_errors(*body_errors, 404, 503)},
         }},
         "/v1/leads/outcomes": {"post": {
             "summary": f"Record whether up to {max_batch:,} leads converted, and when (outcomes scope)",
@@ -190,15 +196,25 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "responses": {"200": {"description": "The metrics", "content": {JSON: {"schema": _ref(MetricsResponse)}}},
                           **_errors(*body_errors)},
         }},
-        "/v1/models/current": {"get": {
-            "summary": "The model card of the model being served",
+        "/v1/models": {"get": {
+            "summary": "Every model name's champion (version and kind, or why none is served), the default first",
             "security": secured,
-            "responses": {"200": _object("The model card"), **_errors(401, 403, 429, 503)},
+            "responses": {"200": _object("`default` (the default spec's model name) and `models`"),
+                          **_errors(401, 403, 429)},
+        }},
+        "/v1/models/current": {"get": {
+            "summary": "The model card of the champion being served for a model name",
+            "security": secured,
+            "parameters": [model],
+            "responses": {"200": _object("The model card"), **_errors(401, 403, 404, 422, 429, 503)},
         }},
         "/v1/models/reload": {"post": {
-            "summary": "Re-resolve the champion and swap to it atomically (admin)",
+            "summary": "Re-resolve the champion of a model name (default: of every name) and swap to it atomically "
+                       "(admin)",
             "security": secured,
-            "responses": {"200": _object("The model now served"), **_errors(401, 403, 429, 503)},
+            "parameters": [model],
+            "responses": {"200": _object("The model now served, and `models`: each name reloaded"),
+                          **_errors(401, 403, 404, 422, 429, 503)},
         }},
         "/v1/models/monitoring": {"get": {
             "summary": "Model health on logged scores and matured outcomes: drift, calibration, alerts (admin or "

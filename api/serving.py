@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from api.settings import Settings
-from scoring.artifacts import ModelError, ModelSource
+from scoring.artifacts import ModelError, ModelSource, UnknownModelError, check_model_name, model_dir, registered_names
 from scoring.scorer import Scorer, load_scorer
 
 log = logging.getLogger("leadcast.api")
@@ -37,23 +37,39 @@ UNKNOWN_REASON = "the champion could not be loaded (the service log says why)"
 Pointer = tuple[str, str | None]
 
 
-def model_source(settings: Settings) -> dict[str, Any]:
-    """Return the `load_scorer` arguments that say where the champion comes from under `settings`."""
+def model_source(settings: Settings, *, name: str | None = None) -> dict[str, Any]:
+    """Return the `load_scorer` arguments that say where the champion of model `name` (default the home's
+    registered model name, the default spec's) comes from under `settings`."""
     source: ModelSource = "mlflow" if settings.serves_from_mlflow else "files"
-    return {"models_dir": settings.resolved_models_dir, "source": source,
-            "registered_model_name": settings.registered_model_name,
+    chosen = name or settings.registered_model_name
+    return {"models_dir": model_dir(settings.resolved_models_dir, name=chosen,
+                                    default_name=settings.registered_model_name),
+            "source": source, "registered_model_name": chosen,
             "tracking_uri": settings.resolved_tracking_uri if source == "mlflow" else None}
 
 
-def champion_poll(settings: Settings) -> Callable[[], Pointer | None] | None:
-    """Return what asks the source which champion it names now (MLflow only: models/ is one host's, and its
-    workers follow the reload marker), or None when there is nothing to poll."""
+def champion_poll(settings: Settings, *, name: str | None = None) -> Callable[[], Pointer | None] | None:
+    """Return what asks the source which champion model `name` (default the default spec's) has now (MLflow
+    only: models/ is one host's, and its workers follow the reload marker), or None when there is nothing to poll."""
     if not settings.serves_from_mlflow:
         return None
     from scoring.tracking import champion_pointer
 
-    uri, name = settings.resolved_tracking_uri, settings.registered_model_name
-    return lambda: champion_pointer(tracking_uri=uri, registered_model_name=name)
+    uri, chosen = settings.resolved_tracking_uri, name or settings.registered_model_name
+    return lambda: champion_pointer(tracking_uri=uri, registered_model_name=chosen)
+
+
+def model_names(settings: Settings) -> list[str]:
+    """Return every model name there is a champion of under `settings`: the default name first (served by the
+    cold-start rules until one is trained), then the names the local registry holds and, serving from MLflow,
+    those with a champion alias there."""
+    default = settings.registered_model_name
+    names = registered_names(settings.resolved_models_dir, default_name=default)
+    if settings.serves_from_mlflow:
+        from scoring.tracking import champion_names
+
+        names += champion_names(tracking_uri=settings.resolved_tracking_uri)
+    return [default, *sorted(set(names) - {default})]
 
 
 # Card entries never shown to callers: where the model was tracked is the server's business (URIs carry
@@ -164,6 +180,13 @@ class ModelHolder:
         except OSError:
             return None
         return text or None
+
+    def describe(self) -> dict[str, Any]:
+        """Return this name's champion as /v1/models lists it: name, version, kind, or why none is served."""
+        served = self._current
+        if served is None:
+            return {"name": self.name, "status": "unavailable", "reason": self.unavailable_reason()}
+        return {**served.describe(), "status": "ready"}
 
     def _champion(self) -> Scorer:
         """Return the champion's scorer, from the MLflow alias or models/; the rules only when none exists."""
@@ -315,3 +338,100 @@ class ModelHolder:
                 time.sleep(every)
 
         threading.Thread(target=run, name="leadcast-champion-poll", daemon=True).start()
+
+
+# How long a list of the MLflow registry's model names is trusted before a request for an unknown name asks
+# again: a caller sending made-up names must not cost one registry call each.
+NAMES_FRESH_SECONDS = 5.0
+
+
+class Champions:
+    """Every model name's holder, one champion per name: the default name's is built with the app, each other
+    name's the first time it is listed (at start, on a reload, or when a request names a model not yet known).
+
+    A name is one of the registry's names or it is refused: `holder(name)` raises `UnknownModelError` listing
+    the known names, so no caller ever scores with another name's model.
+    """
+
+    def __init__(self, *, default: ModelHolder, make: Callable[[str], ModelHolder],
+                 names: Callable[[], list[str]]) -> None:
+        self.default = default
+        self._make = make
+        self._names = names
+        self._holders: dict[str, ModelHolder] = {default.name: default}
+        self._listed_at = -NAMES_FRESH_SECONDS
+        self._lock = threading.Lock()
+        self._poll_every: float | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """Return the names held, the default first."""
+        return list(self._holders)
+
+    def discover(self, *, load: bool = True) -> list[str]:
+        """List the registry's names again and add a holder for each new one (loading it with `load`); return
+        the new names. A registry that cannot be listed adds nothing (logged)."""
+        try:
+            listed = self._names()
+        except Exception as exc:  # an unreadable registry or an MLflow outage: the names held keep serving
+            log.error("cannot list the model names (%s)", getattr(exc, "reason", type(exc).__name__))
+            return []
+        finally:
+            self._listed_at = time.monotonic()
+        added = []
+        with self._lock:
+            for name in listed:
+                if name not in self._holders:
+                    self._holders[name] = self._make(name)
+                    added.append(name)
+        for name in added:
+            holder = self._holders[name]
+            if load:
+                with contextlib.suppress(ModelLoadFailed):  # logged by load; /v1/models shows the reason
+                    holder.load()
+            if self._poll_every is not None:
+                holder.start_polling(self._poll_every)
+        return added
+
+    def holder(self, name: str | None = None) -> ModelHolder:
+        """Return the holder of model `name` (default the default spec's); raise `UnknownModelError` when the
+        registry holds no such name, or `ModelError` when it cannot be a model name."""
+        if name is None:
+            return self.default
+        found = self._holders.get(name)
+        if found is not None:
+            return found
+        check_model_name(name)
+        if time.monotonic() - self._listed_at >= NAMES_FRESH_SECONDS or not _listed_remotely(self.default):
+            self.discover()
+        found = self._holders.get(name)
+        if found is None:
+            known = self.names
+            raise UnknownModelError(f"no model named {name!r}: the known models are {', '.join(known)}",
+                                    name=name, known=known)
+        return found
+
+    def holders(self) -> list[ModelHolder]:
+        """Return every holder, the default first."""
+        return list(self._holders.values())
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Return each name's champion (or why it has none), the default first."""
+        return [holder.describe() for holder in self.holders()]
+
+    def after_fork(self) -> None:
+        """Give each holder (and this registry) its own lock in a new worker; see `ModelHolder.after_fork`."""
+        self._lock = threading.Lock()
+        for holder in self.holders():
+            holder.after_fork()
+
+    def start_polling(self, every: float) -> None:
+        """Start each holder's champion poll (and the poll of every name added later)."""
+        self._poll_every = every
+        for holder in self.holders():
+            holder.start_polling(every)
+
+
+def _listed_remotely(holder: ModelHolder) -> bool:
+    """Return whether names are listed from MLflow (a network call, so throttled) rather than from models/."""
+    return holder.source.get("source") == "mlflow"

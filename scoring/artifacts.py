@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,12 +29,15 @@ from sklearn.pipeline import Pipeline
 
 from crmdata.errors import LeadcastError
 from crmdata.files import json_text, write_json
-from scoring.spec import ModelSpec
+from scoring.spec import DEFAULT_SPEC, ModelSpec
 
 REGISTRY_FILE = "registry.json"
 LOCK_FILE = ".registry.lock"
 HASH_PREFIX = 12  # hex digits of the SHA-256 in a file name: 48 bits, enough to never collide in one folder
 ModelSource = Literal["files", "mlflow"]
+# A model name is a folder under models/ (each name but the home's default keeps its registry in its own
+# folder), so it is one path segment that never starts with a dot (.mlflow-cache, .reload are ours).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class ModelError(LeadcastError):
@@ -60,6 +65,15 @@ class ArtifactUnreadableError(ModelError):
 
 class RegistryConflictError(ModelError):
     """Raised when the local registry and the MLflow registry disagree, or a write would overwrite a version."""
+
+
+class UnknownModelError(ModelError):
+    """Raised when a model name is not one of the names the registry holds; `known` lists those it holds."""
+
+    def __init__(self, message: str, *, name: str, known: list[str]) -> None:
+        super().__init__(message, reason=f"no model named '{name}' is registered")
+        self.name = name
+        self.known = known
 
 
 @dataclass
@@ -98,6 +112,51 @@ def private_dir(path: Path) -> Path:
         path.mkdir(parents=True, mode=0o700, exist_ok=True)
         path.chmod(0o700)  # mkdir's mode is masked by the umask
     return path
+
+
+def check_model_name(name: str) -> str:
+    """Return `name` if it can name a model (letters, digits, '.', '_', '-', not first a dot), else raise."""
+    if not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise ModelError(f"{name[:120]!r} cannot name a model: use up to 100 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit (the model's name is its spec's `name`)",
+                         reason="the model name is not valid")
+    return name
+
+
+@functools.cache
+def _default_spec_name() -> str:
+    return ModelSpec.from_file(DEFAULT_SPEC).name
+
+
+def spec_model_name(spec: ModelSpec, *, default_name: str) -> str:
+    """Return the name of the models trained with `spec`: its `name`, or `default_name` for the default spec
+    (models of the leadcast lead contract keep the home's registered model name, as before names were per spec)."""
+    if spec.name in (_default_spec_name(), default_name):
+        return default_name
+    return check_model_name(spec.name)
+
+
+def model_dir(models_dir: Path, *, name: str, default_name: str) -> Path:
+    """Return the folder holding the registry of model `name`: `models_dir` itself for the home's default name
+    (exactly where a one-model home keeps it), `models_dir/NAME` for every other name."""
+    if name == default_name:
+        return models_dir
+    return models_dir / check_model_name(name)
+
+
+def registered_names(models_dir: Path, *, default_name: str) -> list[str]:
+    """Return the model names registered in `models_dir`: the default name first when its registry exists,
+    then each other name whose folder holds a registry, sorted (a registry that cannot be read is still listed: its
+    load says why)."""
+    names = [default_name] if (models_dir / REGISTRY_FILE).is_file() else []
+    try:
+        folders = sorted(p for p in models_dir.iterdir() if p.is_dir() and MODEL_NAME.fullmatch(p.name))
+    except FileNotFoundError:
+        return names
+    for folder in folders:
+        if folder.name != default_name and (folder / REGISTRY_FILE).is_file():
+            names.append(folder.name)
+    return names
 
 
 def read_registry(models_dir: Path) -> dict[str, Any]:

@@ -50,6 +50,9 @@ SERVING_ARTIFACT_DIR = "leadcast"
 ARTIFACT_TAG = "leadcast.artifact"
 SHA256_TAG = "leadcast.sha256"
 CARD_SHA256_TAG = "leadcast.card_sha256"
+# Registered-model tag naming the spec a leadcast model name was trained with: how a replica that has no local
+# registry tells leadcast's model names from the other models of a shared tracking server.
+SPEC_TAG = "leadcast.spec"
 F = TypeVar("F", bound=Callable[..., Any])
 
 AUC_MARGIN = 0.005
@@ -301,6 +304,7 @@ def track(
         client.set_tag(run_id, CARD_SHA256_TAG, entry["card_sha256"])
         client.set_model_version_tag(registered_model_name, version, "promotion", decision.reason)
         client.set_model_version_tag(registered_model_name, version, "promoted", str(decision.promoted).lower())
+        client.set_registered_model_tag(registered_model_name, SPEC_TAG, str(card["spec_name"]))
         aliases = ["challenger", "champion"] if decision.promoted else ["challenger"]
         for alias in aliases:
             client.set_registered_model_alias(registered_model_name, alias, version)
@@ -480,6 +484,28 @@ def champion_pointer(*, tracking_uri: str, registered_model_name: str) -> tuple[
         return str(found.version), found.run_id
 
 
+def champion_names(*, tracking_uri: str) -> list[str]:
+    """Return, sorted, the names of the MLflow registered models leadcast trained (tagged with their spec) that
+    have a version holding the alias `champion`: every model name a replica can serve."""
+    with quiet_mlflow():
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        names: list[str] = []
+        token: str | None = None
+        try:
+            while True:
+                page = client.search_registered_models(max_results=200, page_token=token)
+                names += [m.name for m in page if SPEC_TAG in (m.tags or {}) and "champion" in (m.aliases or {})]
+                token = page.token
+                if not token:
+                    return sorted(names)
+        except MlflowException as exc:
+            raise ModelError(f"cannot list the registered models of {redact_uri(tracking_uri)}: {exc.message}",
+                             reason="the MLflow registry cannot be read") from exc
+
+
 def _download(client: Any, *, run_id: str, name: str, into: Path, version: str) -> None:
     """Download a run's leadcast artifact into `into`, renamed in place so no reader sees half a file."""
     from mlflow.exceptions import MlflowException
@@ -539,5 +565,5 @@ def read_champion_version(models_dir: Path) -> str | None:
     return None if version is None else str(version)
 
 
-__all__ = ["Decision", "TrackedModel", "champion_pointer", "check_registries_agree", "decide", "fetch_model",
-           "quiet_mlflow", "redact_uri", "rollback", "set_alias", "track"]
+__all__ = ["Decision", "TrackedModel", "champion_names", "champion_pointer", "check_registries_agree", "decide",
+           "fetch_model", "quiet_mlflow", "redact_uri", "rollback", "set_alias", "track"]

@@ -18,13 +18,15 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Say whether a model is loaded and scoring can be served."""
+    """Say whether the default spec's model is loaded and scoring can be served; list every name's champion."""
     models = runtime().models
     current = models.current() if models is not None else None
     if current is None:
         reason = models.unavailable_reason() if models is not None else "no model is loaded yet"
         raise ApiError(503, "unavailable", f"no model is loaded: {reason}")
-    return jsonify({"status": "ready", "model": current.describe()})
+    champions = runtime().champions
+    listed = champions.describe() if champions is not None else [{**current.describe(), "status": "ready"}]
+    return jsonify({"status": "ready", "model": current.describe(), "models": listed})
 
 
 @bp.get("/metrics")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.routing import PathConverter
 
-from api.blueprints.models import current_model
+from api.blueprints.models import current_model, requested_model
 from api.errors import ApiError
 from api.history import annotate_scores
 from api.http import Runtime, json_body, requires, runtime
@@ -38,7 +38,8 @@ def init(app: Flask, rt: Runtime) -> None:
 @bp.post("/score")
 @requires("score")
 def score() -> Response:
-    """Score leads and return probability, score, grade, reasons and the model that answered."""
+    """Score leads with the champion of `?model=` (default the default spec's model) and return probability,
+    score, grade, reasons and the model that answered."""
     body = ScoreRequest.model_validate(json_body())
     rt = runtime()
     records = body.records()
@@ -53,7 +54,7 @@ def score() -> Response:
     as_of = body.as_of or datetime.now(UTC)
     # The hot path answers a plain dict in ScoreResponse's shape (checked by the schema tests), not a pydantic
     # round trip per lead.
-    served = current_model()
+    served = current_model(requested_model())
     result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
     annotate_scores(rt.score_history, served, records, result)
     if rt.prediction_log is not None:

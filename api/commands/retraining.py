@@ -136,17 +136,62 @@ def models() -> None:
     """Manage the model registry."""
 
 
-@models.command()
+def chosen_name(settings: Settings, *, name: str | None, spec_path: Path | None) -> str:
+    """Return the model name `--name` or `--spec` picks (default the default spec's), refusing an unknown one."""
+    from api.serving import model_names
+    from scoring.artifacts import UnknownModelError, check_model_name, spec_model_name
+    from scoring.spec import load_spec
+
+    if name is not None and spec_path is not None:
+        raise click.UsageError("give --name or --spec, not both")
+    if name is None:
+        return spec_model_name(load_spec(spec_path), default_name=settings.registered_model_name)
+    known = model_names(settings)
+    if check_model_name(name) not in known:
+        raise UnknownModelError(f"no model named {name!r}: the known models are {', '.join(known)}", name=name,
+                                known=known)
+    return name
+
+
+NAME_OPTION = click.option("--name", "name", default=None,
+                           help="Model name (see `leadcast models list`); default the default spec's.")
+SPEC_OPTION = click.option("--spec", "spec_path", type=FILE, default=None,
+                           help="Pick the model name of this spec (its `name`) instead of --name.")
+
+
+@models.command("list")
 @click.pass_context
-def rollback(ctx: click.Context) -> None:
-    """Make the previous champion champion again (the service picks it up on its next reload)."""
+def list_models(ctx: click.Context) -> None:
+    """List every model name with its champion and challenger versions, the default first."""
+    from api.serving import model_names, model_source
+    from scoring.artifacts import read_registry
+
+    settings = settings_of(ctx)
+    for name in model_names(settings):
+        aliases = read_registry(model_source(settings, name=name)["models_dir"])["aliases"]
+        default = " (default)" if name == settings.registered_model_name else ""
+        click.echo(f"{name}{default}: champion {aliases.get('champion', 'none (cold-start rules)' if default else '-')}"
+                   f", challenger {aliases.get('challenger', '-')}")
+
+
+@models.command()
+@NAME_OPTION
+@SPEC_OPTION
+@click.pass_context
+def rollback(ctx: click.Context, name: str | None, spec_path: Path | None) -> None:
+    """Make the previous champion of one model name champion again (the service picks it up on its next
+    reload); the other names' champions are left as they are."""
+    from api.serving import model_source
     from scoring.tracking import rollback as roll_back
 
     settings = settings_of(ctx)
-    before, after = roll_back(models_dir=settings.resolved_models_dir,
-                              tracking_uri=settings.resolved_tracking_uri,
-                              registered_model_name=settings.registered_model_name)
-    click.echo(f"champion is version {after} again (was {before}); reload the service: POST /v1/models/reload")
+    picked = chosen_name(settings, name=name, spec_path=spec_path)
+    before, after = roll_back(models_dir=model_source(settings, name=picked)["models_dir"],
+                              tracking_uri=settings.resolved_tracking_uri, registered_model_name=picked)
+    which = "" if picked == settings.registered_model_name else f" of {picked!r}"
+    query = "" if picked == settings.registered_model_name else f"?model={picked}"
+    click.echo(f"champion{which} is version {after} again (was {before}); reload the service: "
+               f"POST /v1/models/reload{query}")
 
 
 def register(group: click.Group) -> None:

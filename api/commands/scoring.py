@@ -36,25 +36,30 @@ if TYPE_CHECKING:
 @click.pass_context
 def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path | None, force: bool) -> None:
     """Train a lead scoring model, evaluate it on held-out leads, track it in MLflow, promote it if better."""
+    from api.serving import model_source
+    from scoring.artifacts import spec_model_name
     from scoring.tracking import track
     from scoring.training import fingerprint_file
     from scoring.training import train as train_model
 
     settings = settings_of(ctx)
     spec = load_spec(spec_path)
+    # One champion per model name, the spec's: a second spec's model never challenges the first one's champion.
+    name = spec_model_name(spec, default_name=settings.registered_model_name)
+    where = model_source(settings, name=name)
     raw = read_raw(data, missing_values=spec.missing_values, delimiter=spec.delimiter, encoding=spec.encoding)
     started = time.perf_counter()
 
     def step(message: str) -> None:
         click.echo(f"[{time.perf_counter() - started:6.1f}s] {message}", err=True)
 
-    step(f"training on {len(raw):,} leads from {data.name}")
+    step(f"training {called(name, settings)}on {len(raw):,} leads from {data.name}")
     result = train_model(raw, spec=spec, data_fingerprint=fingerprint_file(data), table=data.name, progress=step)
     step("tracking the run in MLflow and deciding on promotion")
     tracked = track(
         result, tracking_uri=settings.resolved_tracking_uri, artifact_root=settings.resolved_artifact_root,
-        experiment_name=settings.experiment_name, registered_model_name=settings.registered_model_name,
-        models_dir=settings.resolved_models_dir, spec_path=spec_path or DEFAULT_SPEC, force=force,
+        experiment_name=settings.experiment_name, registered_model_name=name,
+        models_dir=where["models_dir"], spec_path=spec_path or DEFAULT_SPEC, force=force,
     )
     step("done")
     card = result.trained.card
@@ -63,9 +68,9 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
                + (f"; {card['rows']['undecided']:,} undecided leads left out" if card["rows"]["undecided"] else "")
                + ")")
     click.echo(f"{'model':<8} {'ROC AUC':>8} {'PR AUC':>8} {'Brier':>8} {'log loss':>9} {'ECE':>7} {'F1':>6}")
-    for name in result.report["candidates"]:
-        m = card["metrics"][name]
-        label = f"{name}*" if name == card["selected"] else name
+    for candidate in result.report["candidates"]:
+        m = card["metrics"][candidate]
+        label = f"{candidate}*" if candidate == card["selected"] else candidate
         click.echo(f"{label:<8} {m['roc_auc']:>8.4f} {m['pr_auc']:>8.4f} {m['brier']:>8.4f} {m['log_loss']:>9.4f} "
                    f"{m['ece']:>7.4f} {m['f1']:>6.3f}")
     evaluation = card["evaluation"]
@@ -76,7 +81,7 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
     click.echo(f"selected: {card['selection']['reason']}")
     click.echo(f"calibrated on {card['selection']['calibrated_on']}; grades ({card['grades']['method']}) "
                f"A >= {card['grades']['A']:.3f}, B >= {card['grades']['B']:.3f}, C >= {card['grades']['C']:.3f}")
-    click.echo(f"version {tracked.version}, aliases {', '.join(tracked.aliases)}")
+    click.echo(f"{called(name, settings)}version {tracked.version}, aliases {', '.join(tracked.aliases)}")
     selected = result.report["candidates"][card["selected"]]
     for column, fair in selected.get("fairness", {}).items():
         verdict = "below 0.8: review" if fair["flagged"] else "ok"
@@ -89,7 +94,8 @@ def train(ctx: click.Context, data: Path, spec_path: Path | None, json_out: Path
     if json_out is not None:
         from crmdata.files import write_json
 
-        write_json(json_out, {"version": tracked.version, "run_id": tracked.run_id, "aliases": tracked.aliases,
+        write_json(json_out, {"name": name, "version": tracked.version, "run_id": tracked.run_id,
+                              "aliases": tracked.aliases,
                               "promoted": tracked.decision.promoted, "forced": tracked.decision.forced,
                               "decision": tracked.decision.reason, "card": card,
                               "report": json.loads(json.dumps(result.report, default=float))})
@@ -104,9 +110,11 @@ PATH = click.Path(path_type=Path)
 @click.option("--out", "out", type=PATH, required=True,
               help="Output file (.csv or .parquet); with --engine spark a Parquet folder of part files.")
 @click.option("--model", "model", default=None,
-              help="Model version, alias (champion, challenger) or .joblib file; default the champion.")
+              help="Model version, alias (champion, challenger) or .joblib file of the spec's model name; default "
+                   "its champion.")
 @click.option("--spec", "spec_path", type=FILE, default=None,
-              help="Spec for the cold-start rules when no model is trained (default: the lead contract).")
+              help="Spec of the leads: scores with the champion of its model name (the spec's `name`), or with "
+                   "the cold-start rules when that name has no model (default: the lead contract).")
 @click.option("--rules", "rules_path", type=FILE, default=None,
               help="Cold-start rules file used when no model is trained (default: scoring/rules/default.toml).")
 @click.option("--no-reasons", is_flag=True, help="Skip the reasons (several times faster).")
@@ -128,6 +136,7 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
           master: str | None, log_scores: bool) -> None:
     """Score a file of leads: probability, score 0-100, grade A-D, reasons, model version."""
     from api.serving import model_source
+    from scoring.artifacts import spec_model_name
     from scoring.batch import count_rows, score_file
     from scoring.scorer import load_scorer
 
@@ -140,10 +149,11 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     if engine == "spark" and log_scores:
         raise click.UsageError("--log records scores from the local engine only: drop --engine spark or --log")
     settings = settings_of(ctx)
-    scorer = load_scorer(model, **model_source(settings), spec_path=spec_path, rules_path=rules_path)
+    name = spec_model_name(load_spec(spec_path), default_name=settings.registered_model_name)
+    scorer = load_scorer(model, **model_source(settings, name=name), spec_path=spec_path, rules_path=rules_path)
     if scorer.kind == "rules":
-        click.echo(f"no trained model {where_models(settings)}: scoring with the cold-start rules ({scorer.version})",
-                   err=True)
+        click.echo(f"no trained model {called(name, settings)}{where_models(settings)}: scoring with the "
+                   f"cold-start rules ({scorer.version})", err=True)
     if not scorer.spec.id_column:
         click.echo(f"the spec names no id column: leads are identified by their row number (column "
                    f"'{scorer.spec.id_label}', 1 = the first data row)", err=True)
@@ -154,14 +164,14 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
     else:
         total = count_rows(data) if data.exists() else 0
         with contextlib.ExitStack() as stack:
-            on_chunk = stack.enter_context(_batch_log(settings, scorer)) if log_scores else None
+            on_chunk = stack.enter_context(_batch_log(settings, scorer, name=name)) if log_scores else None
             with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
                 summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
                                      progress=bar.update, as_of=as_of,
                                      on_chunk=None if on_chunk is None else lambda raw, s: on_chunk(raw, s, as_of))
         rows, grades, where, unseen = summary.rows, summary.grades, summary.out, summary.unseen
     counts = ", ".join(f"{g} {n:,}" for g, n in grades.items())
-    used = (f"model version {scorer.version}" if scorer.kind == "model"
+    used = (f"model {called(name, settings)}version {scorer.version}" if scorer.kind == "model"
             else f"cold-start rules ({scorer.version})")
     click.echo(f"scored {rows:,} leads with {used} into {where} (grades: {counts})")
     if unseen:
@@ -175,8 +185,8 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
 
 
 @contextlib.contextmanager
-def _batch_log(settings: Settings, scorer: Scorer) -> Iterator[Callable[[pd.DataFrame, pd.DataFrame, str | None],
-                                                                       None]]:
+def _batch_log(settings: Settings, scorer: Scorer, *,
+               name: str) -> Iterator[Callable[[pd.DataFrame, pd.DataFrame, str | None], None]]:
     """Yield a chunk callback that records scores in the prediction log; every row is written by the end.
 
     The store is reached before scoring starts, so a database that is down fails the command at once. One
@@ -191,7 +201,7 @@ def _batch_log(settings: Settings, scorer: Scorer) -> Iterator[Callable[[pd.Data
     with store.begin():
         pass  # reachable, and the schema up to date (or upgraded: the embedded SQLite default)
     log = PredictionLog(store, capacity=2**62)
-    model = {"name": settings.registered_model_name, "version": scorer.version,
+    model = {"name": name, "version": scorer.version,
              "kind": "rules" if scorer.kind == "rules" else "trained"}
 
     def on_chunk(raw: pd.DataFrame, scored: pd.DataFrame, as_of: str | None) -> None:
@@ -249,6 +259,12 @@ def score_on_spark(data: Path, out: Path, *, scorer: Scorer, reasons: bool, as_o
         shutil.rmtree(local_dir, ignore_errors=True)
     step("done")
     return rows, grades
+
+
+def called(name: str, settings: Settings) -> str:
+    """Return how output names a model: nothing for the default spec's (as a one-model home always read), else
+    its name and a space."""
+    return "" if name == settings.registered_model_name else f"{name!r} "
 
 
 def where_models(settings: Settings) -> str:
