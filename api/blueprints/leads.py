@@ -55,9 +55,11 @@ def score() -> Response:
     # round trip per lead.
     served = current_model()
     result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
-    annotate_scores(rt.services.get("score_history"), served, records, result)
-    if "prediction_log" in rt.services:
-        log_scores(rt.services["prediction_log"], served, records, result, as_of=as_of)
+    context = rt.services.get("score_history")
+    lead_ids = annotate_scores(context, served, records, result)
+    if "prediction_log" in rt.services and log_scores(rt.services["prediction_log"], served, records, result,
+                                                      as_of=as_of) and context is not None:
+        context.logged(lead_ids=lead_ids, scores=result["scores"])  # the next trend of these leads needs no query
     for grade, count in Counter(item["grade"] for item in result["scores"]).items():
         rt.metrics.scores.labels(grade=grade, model_version=result["model"]["version"],
                                  model_kind=result["model"]["kind"]).inc(count)
@@ -100,4 +102,6 @@ def erase(lead_id: str) -> Response:
     rt = runtime()
     if "prediction_log" in rt.services:  # this worker's queued rows of the lead are written, then deleted too
         rt.services["prediction_log"].flush(timeout=5)
+    if "score_history" in rt.services:  # and its remembered latest score goes (other workers': within the bound)
+        rt.services["score_history"].latest.forget(lead_id)
     return jsonify({"lead_id": lead_id, "removed": erase_lead(rt.store, lead_id=lead_id)})
