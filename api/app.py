@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None) -> Flask:
                                            on_drop=drop_counter(rt.metrics.registry))
         rt.score_history = ScoreContext(store, band_points=settings.trend_band_points,
                                         window_days=settings.percentile_window_days,
-                                        refresh_seconds=settings.percentile_refresh_seconds)
+                                        refresh_seconds=settings.percentile_refresh_seconds,
+                                        latest_seconds=settings.trend_cache_seconds,
+                                        latest_leads=settings.trend_cache_leads)
     for module in (health, docs, models, leads, outcomes, forecast, opportunities, forecasts):
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)

@@ -1,10 +1,14 @@
 """Trend and percentile of each score the API returns, read from the prediction log at request time.
 
-Trend compares a lead's score with its newest score already stored: the log is written asynchronously, so a
-score made a moment ago (still queued, normally for under a second) is not yet "previous". Percentiles rank a
-score among the latest scores of the leads the same model version scored in the last `window_days`; that
-distribution (101 counts, one per score) is cached per worker and refreshed in the background, so the hot path
-pays one indexed LIMIT 1 query per request for one lead and a dictionary look-up for the percentile.
+Trend compares a lead's score with its previous logged score (any model). Each worker keeps the latest score
+of the leads it scored itself (`LatestScores`: bounded, oldest forgotten first, each entry trusted for
+`cache_seconds`), filled when the log accepts the rows, so re-scoring a lead asks the store nothing; a lead
+this worker has not scored lately (a miss, or an entry older than `cache_seconds`) is read from the store with
+one indexed LIMIT 1 query. The staleness this allows, and why it is acceptable, is in docs/store.md: a score
+made by another worker or replica less than `cache_seconds` ago is not seen by this worker (its own last score
+stands in), which is the lag the asynchronous log has anyway, longer. Percentiles rank a score among the latest
+scores of the leads the same model version scored in the last `window_days`; that distribution (101 counts, one
+per score) is cached per worker and refreshed in the background, a dictionary look-up on the hot path.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from store import Store, StoreUnavailable
-from store.history import Ranks, latest_scores, score_counts, trend
+from store.history import Ranks, latest_scores, reading, score_counts, trend
 
 if TYPE_CHECKING:
     from api.serving import Served
@@ -31,6 +36,47 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+class LatestScores:
+    """The latest score this worker returned for each lead, for at most `capacity` leads and `ttl` seconds each.
+
+    Entries are kept in the order they were written, so the oldest is forgotten first and every entry past its
+    `ttl` is dropped when the next one is written: nothing older than `ttl` stays in memory while traffic flows
+    (an erased lead's score lingers in another worker for at most that long).
+    """
+
+    def __init__(self, *, capacity: int, ttl: float, clock: Callable[[], float]) -> None:
+        self.capacity = capacity
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, lead_id: str) -> int | None:
+        """Return the lead's cached latest score while it is fresh, else None (ask the store)."""
+        found = self._entries.get(lead_id)
+        if found is None or self._clock() - found[1] >= self.ttl:
+            return None
+        return found[0]
+
+    def put(self, items: Sequence[tuple[str, int]]) -> None:
+        """Remember each (lead id, score) as the lead's latest, as of now."""
+        if self.ttl <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            entries = self._entries
+            for lead_id, score in items:
+                entries[lead_id] = (score, now)
+                entries.move_to_end(lead_id)
+            while entries and (len(entries) > self.capacity or now - next(iter(entries.values()))[1] >= self.ttl):
+                entries.popitem(last=False)
+
+    def forget(self, lead_id: str) -> None:
+        """Drop a lead (it was erased)."""
+        with self._lock:
+            self._entries.pop(lead_id, None)
+
+
 class ScoreContext:
     """What each score is compared with: the lead's previous logged score and its model version's recent scores.
 
@@ -39,9 +85,10 @@ class ScoreContext:
     """
 
     def __init__(self, store: Store, *, band_points: int = 3, window_days: int = 30, refresh_seconds: float = 300.0,
-                 outage_pause_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = _utcnow) -> None:
+                 outage_pause_seconds: float = 5.0, latest_seconds: float = 0.0, latest_leads: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] = _utcnow) -> None:
         self.store = store
+        self.latest = LatestScores(capacity=latest_leads, ttl=latest_seconds, clock=clock)
         self.band = band_points
         self.window = timedelta(days=window_days)
         self.refresh_seconds = refresh_seconds
@@ -100,10 +147,13 @@ class ScoreContext:
         if self._clock() >= self._paused_until:
             try:
                 ranks = self.ranks((model["name"], model["version"]))
-                known = [i for i in lead_ids if i is not None]
-                if known:
-                    with self.store.begin() as conn:
-                        previous = latest_scores(conn, lead_ids=known)
+                for lead_id in lead_ids:
+                    if lead_id is not None and (cached := self.latest.get(lead_id)) is not None:
+                        previous[lead_id] = cached
+                missed = [i for i in lead_ids if i is not None and i not in previous]
+                if missed:
+                    with reading(self.store) as conn:
+                        previous.update(latest_scores(conn, lead_ids=missed))
             except StoreUnavailable as exc:
                 self._unavailable(exc)
                 ranks, previous = None, {}
@@ -113,17 +163,24 @@ class ScoreContext:
                              if stored and lead_id is not None else None)
             item["percentile"] = ranks.percentile(item["score"]) if ranks is not None else None
 
+    def logged(self, *, lead_ids: list[str | None], scores: list[dict[str, Any]]) -> None:
+        """Remember the scores the log accepted as their leads' latest (a dropped row never becomes one)."""
+        self.latest.put([(lead_id, int(item["score"])) for lead_id, item in zip(lead_ids, scores, strict=True)
+                         if lead_id is not None])
+
 
 def annotate_scores(context: ScoreContext | None, served: Served, records: list[dict[str, Any]],
-                    body: dict[str, Any]) -> None:
-    """Add trend and percentile to every score of a response body (both null when the log is off)."""
+                    body: dict[str, Any]) -> list[str | None]:
+    """Add trend and percentile to every score of a response body (both null when the log is off); return
+    each score's lead id (None for a row without its own id)."""
     scores = body["scores"]
     if context is None:
         for item in scores:
             item["trend"] = item["percentile"] = None
-        return
+        return []
     id_column = served.scorer.spec.id_column
     # Only a lead that carries its own id has a history; MLflow-shaped rows are numbered by position.
     lead_ids = [None if r.get(id_column) is None else str(item["id"]) for r, item in zip(records, scores,
                                                                                          strict=True)]
     context.annotate(model=body["model"], lead_ids=lead_ids, scores=scores)
+    return lead_ids

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 
 from crmdata.errors import LeadcastError
 from store import Store, StoreUnavailable
+from store.history import reading
 from store.schema import api_keys, imports
 
 log = logging.getLogger("leadcast.keys")
@@ -83,10 +84,11 @@ class KeyStore:
     """The keys of one store; an api-keys.json of an earlier release is imported into it once, on first use."""
 
     def __init__(self, store: Store, *, legacy_file: Path | None = None, outage_grace_seconds: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 cache_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.legacy_file = legacy_file
         self.outage_grace_seconds = outage_grace_seconds
+        self.cache_seconds = cache_seconds
         self._clock = clock
         self._imported = legacy_file is None
         # key_id -> (key, when the store last confirmed it): only keys that authenticated, so bounded by the
@@ -161,15 +163,21 @@ class KeyStore:
     def authenticate(self, token: str) -> ApiKey | None:
         """Return the active key this bearer token belongs to, or None (one primary-key lookup).
 
+        A key the store confirmed less than `cache_seconds` ago is accepted without asking the store again
+        (its secret is still checked), so a revocation takes effect in every worker within `cache_seconds`.
         While the store is unavailable, a key the store confirmed within `outage_grace_seconds` is still
         accepted (so scoring goes on through a database restart); any other raises StoreUnavailable.
         """
         match = KEY_PATTERN.match(token)
         if match is None:
             return None
+        known = self._confirmed.get(match.group(1))
+        if known is not None and self._clock() - known[1] < self.cache_seconds:
+            key = known[0]
+            return key if hmac.compare_digest(key.digest, _digest(key.salt, match.group(2))) else None
         try:
             self._import_legacy()
-            with self.store.begin() as conn:
+            with reading(self.store) as conn:
                 row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == match.group(1),
                                                              api_keys.c.revoked_at.is_(None))).first()
         except StoreUnavailable:

@@ -27,8 +27,9 @@ def _as_of(value: Any, default: datetime | None) -> datetime | None:
 
 
 def log_scores(log: PredictionLog, served: Served, records: list[dict[str, Any]], body: dict[str, Any], *,
-               as_of: datetime) -> None:
-    """Queue one prediction-log row per scored lead that carries its own id (MLflow-shaped rows have none).
+               as_of: datetime) -> bool:
+    """Queue one prediction-log row per scored lead that carries its own id (MLflow-shaped rows have none);
+    return False when the queue was full and the rows were dropped.
 
     Only the values of the spec's features are kept: never a protected field (a spec cannot make one a
     feature) and never a field the model does not know. The rows are built by the log's writer thread.
@@ -55,7 +56,7 @@ def log_scores(log: PredictionLog, served: Served, records: list[dict[str, Any]]
             })
         return rows
 
-    log.record(len(scores), build)
+    return log.record(len(scores), build)
 
 
 def _json_value(value: Any) -> Any:

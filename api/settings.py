@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     percentile_refresh_seconds: float = Field(
         default=300.0, ge=0, description="How old a worker's cached score distribution may get before it is "
                                          "refreshed in the background (0: recomputed on every request).")
+    # The hot path (issue 12 item 3, issue 16 item 2): what each worker keeps instead of asking the store per request.
+    key_cache_seconds: float = Field(
+        default=5.0, ge=0, le=300, description="How long a worker accepts an API key the store confirmed without "
+                                               "asking again: a revoked key is refused everywhere within this "
+                                               "many seconds (0: the store is asked on every request).")
+    trend_cache_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="How long a worker compares a lead's new score with the score it "
+                                                 "returned itself, without asking the store; a lead scored "
+                                                 "meanwhile by another worker or replica is seen after this many "
+                                                 "seconds (0: the store is asked on every request).")
+    trend_cache_leads: int = Field(
+        default=100_000, gt=0, le=10_000_000, description="Most leads whose latest score one worker keeps for "
+                                                          "trends (the oldest are forgotten first).")
     retention_days: int | None = Field(
         default=None, gt=0, description="`leadcast db purge` removes predictions logged more than this many days "
                                         "ago; default: kept until purged with --older-than-days.")

@@ -17,4 +17,5 @@ def open_store(settings: Settings) -> Store:
 
 def open_keys(settings: Settings, store: Store | None = None) -> KeyStore:
     """Return the API keys of `store` (default: the settings' store), importing the legacy keys file once."""
-    return KeyStore(store or open_store(settings), legacy_file=settings.resolved_api_keys_file)
+    return KeyStore(store or open_store(settings), legacy_file=settings.resolved_api_keys_file,
+                    cache_seconds=settings.key_cache_seconds)

@@ -7,10 +7,11 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 import sqlalchemy as sa
 from alembic import command
@@ -56,6 +57,36 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+# A pooled connection unused for longer than this is pinged before it is handed out (see _ping_when_idle).
+PING_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle for PING_IDLE_SECONDS; replace it if dead.
+
+    pool_pre_ping pings on every checkout: a round trip per request on the hot path (measured in
+    docs/store.md). A server restart takes longer than PING_IDLE_SECONDS, and every connection it dropped has
+    been idle at least that long (a request meanwhile would have failed and disposed the pool), so pinging only
+    idle connections still recovers a restarted database without a 503, while a busy worker, whose connections
+    come back within milliseconds, pays no ping.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    @sa.event.listens_for(engine, "checkin")
+    def _returned(_dbapi: object, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checkout(dbapi: Any, record: Any, _proxy: object) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception as exc:  # any failure: the pool discards this connection and opens another
+            raise sa_exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 class Store:
@@ -111,9 +142,10 @@ class Store:
             engine = sa.create_engine(self.url, connect_args={"timeout": 5})
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             return engine
-        # pre_ping replaces connections a restarted server dropped, so the store recovers without a restart.
-        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5,
-                                connect_args={"connect_timeout": 5})
+        engine = sa.create_engine(self.url, pool_size=5, max_overflow=5, pool_timeout=5,
+                                  connect_args={"connect_timeout": 5})
+        _ping_when_idle(engine)
+        return engine
 
     @contextlib.contextmanager
     def faults(self) -> Iterator[None]:

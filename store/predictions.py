@@ -17,6 +17,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
+from sqlalchemy.engine import Connection
+
 from store.core import Store, StoreUnavailable
 from store.schema import predictions
 
@@ -154,7 +157,10 @@ class PredictionLog:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self.store.begin() as conn:
-            conn.execute(predictions.insert(), rows)
+            if self.store.is_sqlite:
+                conn.execute(predictions.insert(), rows)
+            else:
+                copy_rows(conn, rows)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is written (or `timeout` passes); return whether the queue is empty."""
@@ -190,6 +196,27 @@ class PredictionLog:
             log.warning("prediction log closed with %d row(s) unwritten (database unavailable)", left)
 
     _deadline = float("inf")
+
+
+_COLUMNS = ("lead_id", "scored_at", "as_of", "model_name", "model_version", "model_kind", "probability", "score",
+            "grade", "reasons", "features")
+_JSON = frozenset(("reasons", "features"))
+_dumps = orjson.dumps
+_COPY = f"COPY predictions ({', '.join(_COLUMNS)}) FROM STDIN"
+
+
+def copy_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Write prediction rows with PostgreSQL's COPY (psycopg 3): one statement, no per-row parameters.
+
+    Measured (docs/store.md): a third of the writer's CPU of a multi-row INSERT, which matters because the
+    writer shares the GIL with the requests it logs. JSON is stored as SQLAlchemy's JSON type stores it (None as
+    JSON null); orjson writes a NaN as null, which PostgreSQL's json accepts (a bare NaN it refuses).
+    """
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor, cursor.copy(_COPY) as copy:
+        for row in rows:
+            copy.write_row([_dumps(row[c], option=orjson.OPT_SERIALIZE_NUMPY).decode() if c in _JSON else row[c]
+                            for c in _COLUMNS])
 
 
 def _build(entries: Iterable[Entry]) -> list[dict[str, Any]]:

@@ -56,9 +56,11 @@ def score() -> Response:
     # round trip per lead.
     served = current_model(requested_model())
     result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
-    annotate_scores(rt.score_history, served, records, result)
-    if rt.prediction_log is not None:
-        log_scores(rt.prediction_log, served, records, result, as_of=as_of)
+    context = rt.score_history
+    lead_ids = annotate_scores(context, served, records, result)
+    if rt.prediction_log is not None and log_scores(rt.prediction_log, served, records, result,
+                                                    as_of=as_of) and context is not None:
+        context.logged(lead_ids=lead_ids, scores=result["scores"])  # the next trend of these leads needs no query
     for grade, count in Counter(item["grade"] for item in result["scores"]).items():
         rt.metrics.scores.labels(grade=grade, model_version=result["model"]["version"],
                                  model_kind=result["model"]["kind"]).inc(count)
@@ -101,4 +103,6 @@ def erase(lead_id: str) -> Response:
     rt = runtime()
     if rt.prediction_log is not None:  # this worker's queued rows of the lead are written, then deleted too
         rt.prediction_log.flush(timeout=5)
+    if rt.score_history is not None:  # and its remembered latest score goes (other workers': within the bound)
+        rt.score_history.latest.forget(lead_id)
     return jsonify({"lead_id": lead_id, "removed": erase_lead(rt.store, lead_id=lead_id)})

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from api.cli import cli
+from api.history import LatestScores, ScoreContext
 from crmdata.synthetic import generate_opportunities
 from store import Store
 from store.schema import predictions
@@ -21,10 +22,11 @@ NAME = "leadcast-lead-scoring"
 
 @pytest.fixture
 def svc(make_service: Callable[..., Service], database_url: str) -> Iterator[Service]:
-    """Return a service on `database_url` whose percentiles are recomputed on every request."""
+    """Return a service on `database_url` whose percentiles are recomputed and whose trends read the store on
+    every request (no worker cache: what is stored is what counts)."""
     with Store(database_url) as store:
         store.upgrade()
-    service = make_service(database_url=database_url, percentile_refresh_seconds=0)
+    service = make_service(database_url=database_url, percentile_refresh_seconds=0, trend_cache_seconds=0)
     yield service
     rt = service.app.extensions["leadcast"]
     rt.prediction_log.close()
@@ -139,3 +141,49 @@ def test_db_purge_removes_predictions_older_than_the_retention(svc: Service) -> 
                                                     env=env).output
     unset = runner.invoke(cli, ["db", "purge"], env={"LEADCAST_DATABASE_URL": env["LEADCAST_DATABASE_URL"]})
     assert unset.exit_code == 2 and "retention_days" in unset.output
+
+
+def test_latest_scores_keep_the_newest_leads_and_expire_after_their_bound() -> None:
+    now = [0.0]
+    cache = LatestScores(capacity=2, ttl=10.0, clock=lambda: now[0])
+    cache.put([("A", 40), ("B", 50)])
+    cache.put([("C", 60)])  # capacity 2: A, the oldest written, is forgotten
+    assert (cache.get("A"), cache.get("B"), cache.get("C")) == (None, 50, 60)
+    now[0] = 5.0
+    cache.put([("B", 55)])  # rewritten at t = 5: now the newest
+    now[0] = 10.0  # C (written at 0) is 10 s old: past its bound; B is 5 s old
+    assert (cache.get("B"), cache.get("C")) == (55, None)
+    cache.put([("D", 70)])  # writing drops every entry past its bound: C goes from memory too
+    assert list(cache._entries) == ["B", "D"]
+    cache.forget("B")
+    assert cache.get("B") is None
+    off = LatestScores(capacity=2, ttl=0.0, clock=lambda: now[0])
+    off.put([("A", 1)])  # a bound of 0 keeps nothing: every trend reads the store
+    assert off.get("A") is None and not off._entries
+
+
+def test_two_apps_on_one_store_see_each_others_scores_once_the_cache_bound_passes(
+        make_service: Callable[..., Service], database_url: str, sample_leads: pd.DataFrame) -> None:
+    with Store(database_url) as store:
+        store.upgrade()
+    a = make_service(database_url=database_url, percentile_refresh_seconds=0)
+    b = make_service(database_url=database_url, percentile_refresh_seconds=0)  # another worker or replica
+    now = [0.0]
+    rt = a.app.extensions["leadcast"]
+    rt.score_history = ScoreContext(rt.store, band_points=3, refresh_seconds=0, latest_seconds=30.0,
+                                                clock=lambda: now[0])  # a's cache on a clock the test moves
+    probes = {i: _score(b, {**r, "lead_id": "probe"})["score"] for i, r in enumerate(lead_records(sample_leads, 40))}
+    low, high = min(probes, key=probes.__getitem__), max(probes, key=probes.__getitem__)
+    assert probes[high] - probes[low] > 3  # so that high after low is improving, low after high declining
+    records = lead_records(sample_leads, 40)
+    lead = {name: {**records[i], "lead_id": name} for name, i in (("X", low), ("Y", low))}
+    assert [_score(a, lead[n])["trend"] for n in ("X", "Y")] == ["new", "new"]  # a remembers low for both at t=0
+    raised = {n: _score(b, {**records[high], "lead_id": n})["trend"] for n in ("X", "Y")}
+    assert raised == {"X": "improving", "Y": "improving"}  # b has no entry: it reads a's low from the store
+    now[0] = 29.9  # within a's bound: a compares with its own low score and does not see b's high one yet
+    assert _score(a, lead["X"])["trend"] == "steady"  # against the store it would be declining
+    now[0] = 30.0  # Y's entry (written at t = 0) is 30 s old: a asks the store and sees b's high score
+    assert _score(a, lead["Y"])["trend"] == "declining"
+    for service in (a, b):
+        service.app.extensions["leadcast"].prediction_log.close()
+        service.app.extensions["leadcast"].store.dispose()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -220,6 +221,42 @@ def test_a_postgresql_server_that_stops_answers_503_and_recovers_when_it_returns
         server.remove()
 
 
+@pytest.mark.slow
+def test_a_postgresql_restart_between_requests_costs_no_503(tmp_path: Path) -> None:
+    from store import core
+    from tests.postgres import start_server
+
+    server = start_server()
+    if server is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) to start a server to restart")
+    try:
+        # No key cache: every request asks the store, so a dead pooled connection would show as a 503.
+        settings = Settings(home=tmp_path, database_url=server.url, model_source="files", key_cache_seconds=0,
+                            trend_cache_seconds=0)
+        with open_store(settings) as store:
+            store.upgrade()
+        ring = open_keys(settings)
+        with ring.store:
+            key = ring.create(name="crm", scopes=("score",))
+            other = ring.create(name="ops", scopes=("score",))  # first used after the restart: no outage grace
+        app = create_app(settings)
+        client = app.test_client()
+        first = client.post("/v1/leads/score", json=SCORE_BODY, headers={"Authorization": f"Bearer {key}"})
+        assert first.status_code == 200 and first.get_json()["scores"][0]["trend"] == "new"
+        rt = app.extensions["leadcast"]
+        assert rt.prediction_log.flush(timeout=30)
+        server.stop()  # the pool's connections die with the server, unnoticed: no request meets the outage
+        server.start()
+        time.sleep(core.PING_IDLE_SECONDS + 0.1)  # idle past the bound: pinged, found dead, replaced
+        again = client.post("/v1/leads/score", json=SCORE_BODY, headers={"Authorization": f"Bearer {other}"})
+        assert again.status_code == 200, again.get_json()
+        assert again.get_json()["scores"][0]["trend"] == "steady"  # the trend was read, not nulled by a fault
+        rt.prediction_log.close()
+        rt.store.dispose()
+    finally:
+        server.remove()
+
+
 def test_a_confirmed_key_outlives_an_outage_only_for_the_grace_period(tmp_path: Path) -> None:
     now = [0.0]
     store = Store(f"sqlite:///{tmp_path / 'k.db'}", auto_upgrade=True)
@@ -250,3 +287,46 @@ def test_rate_limiter_allows_the_burst_then_the_pace() -> None:
     now[0] = 1.0
     assert limiter.allow("k")[0] is True
     assert limiter.allow("other")[0] is True  # keys have their own buckets
+
+
+def test_a_cached_key_is_refused_once_the_cache_bound_passes_after_revocation(keys: KeyStore) -> None:
+    now = [0.0]
+    key = keys.create(name="crm", scopes=("score",))
+    other = KeyStore(Store(keys.store.url.render_as_string(hide_password=False)), cache_seconds=2.0,
+                     clock=lambda: now[0])  # a second worker that caches confirmed keys for 2 s
+    assert other.authenticate(key) is not None  # confirmed by the store at t = 0
+    keys.revoke(name="crm")
+    now[0] = 1.9  # within the bound: accepted from the cache, but the secret is still checked
+    assert other.authenticate(key) is not None
+    assert other.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    now[0] = 2.0  # the bound has passed: the store is asked and says revoked
+    assert other.authenticate(key) is None
+    now[0] = 2.1  # a refusal is never cached: still refused
+    assert other.authenticate(key) is None
+    other.store.dispose()
+
+
+def test_a_revoked_key_is_refused_over_http_within_the_cache_bound(database_url: str, tmp_path: Path) -> None:
+    bound = 0.3
+    settings = Settings(home=tmp_path, database_url=database_url, model_source="files", key_cache_seconds=bound)
+    with open_store(settings) as store:
+        store.upgrade()
+    ring = open_keys(settings)
+    key = ring.create(name="crm", scopes=("score",))
+    app = create_app(settings)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/v1/models/current", headers=headers).status_code != 401  # confirmed and cached now
+    ring.revoke(name="crm")
+    deadline = time.monotonic() + bound + 0.05
+    for _ in range(200):  # bounded: at most 200 polls of 10 ms, far past the bound
+        status = client.get("/v1/models/current", headers=headers).status_code
+        if status == 401 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    # Made after a refusal or after bound + epsilon: refused (a refusal is never cached, a confirmation expires).
+    assert client.get("/v1/models/current", headers=headers).status_code == 401
+    rt = app.extensions["leadcast"]
+    rt.prediction_log.close()
+    rt.store.dispose()
+    ring.store.dispose()

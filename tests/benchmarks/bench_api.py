@@ -177,14 +177,17 @@ def drive(port: int, path: str, bodies: list[bytes], *, headers: dict[str, str] 
 
 
 @contextlib.contextmanager
-def run_leadcast(store: Store, *, threads: int = 1) -> Iterator[tuple[int, dict[str, str]]]:
+def run_leadcast(store: Store, *, threads: int = 1, database_url: str | None = None
+                 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Run `leadcast serve` (2 gunicorn workers) on the tracked model; yield its port and auth header."""
-    key = open_keys(Settings(home=store.home)).create(name=f"bench-{time.time_ns()}", scopes=("score",))
+    key = open_keys(Settings(home=store.home, database_url=database_url)).create(name=f"bench-{time.time_ns()}",
+                                                                                 scopes=("score",))
     port = free_port()
     server = leadcast_server(store.home, port=port, extra_args=("--workers", "2"), name=f"leadcast-t{threads}", env={
         "LEADCAST_HOME": str(store.home), "LEADCAST_MODELS_DIR": str(store.home / "models"),
         "LEADCAST_MODEL_SOURCE": "files", "LEADCAST_THREADS": str(threads),
-        "LEADCAST_RATE_LIMIT_PER_MINUTE": "100000000", "LEADCAST_RATE_LIMIT_BURST": "1000000"})
+        "LEADCAST_RATE_LIMIT_PER_MINUTE": "100000000", "LEADCAST_RATE_LIMIT_BURST": "1000000",
+        **({"LEADCAST_DATABASE_URL": database_url} if database_url else {})})
     with server:
         server.wait_ready("/readyz")
         yield port, {"Authorization": f"Bearer {key}"}
@@ -294,3 +297,67 @@ def test_bench_fast_scorer_vs_predict_proba(store: Store, records: list[dict[str
     for what, seconds in timings.items():
         print(f"  {what}: {seconds * 1e3:.3f} ms = {base / seconds:.0f}x faster [target >= 10x]")
     print(f"  |fast - pipeline| probability of this lead: {gap:.1e}")
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_bench_prediction_log_sustained_insert_rate(store: Store, records: list[dict[str, Any]], backend: str,
+                                                    postgres_admin_url: str | None) -> None:
+    """Print the rows/s the log writes while batches of 1,000 are scored (2 clients), and the rows dropped."""
+    import subprocess
+
+    import sqlalchemy as sa
+
+    from store import Store as Database
+
+    url = None
+    if backend == "postgresql":
+        if postgres_admin_url is None:
+            pytest.skip("no PostgreSQL server")
+        from tests.postgres import create_database
+
+        url = create_database(postgres_admin_url)
+        with Database(url) as db:
+            db.upgrade()
+    database = Database(url or f"sqlite:///{store.home / 'leadcast.db'}", auto_upgrade=url is None)
+
+    def count() -> int:
+        with database.begin() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar() or 0)
+
+    clients, per_client = 2, 15
+    body = [json.dumps({"leads": records}).encode()]
+    with run_leadcast(store, database_url=url) as (port, headers):
+        start_rows = count()
+        samples: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                samples.append((time.perf_counter(), count()))
+                stop.wait(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        load = drive(port, "/v1/leads/score?reasons=false", body, headers=headers, clients=clients, warmup=1,
+                     requests=per_client)
+        stop.set()
+        sampler.join(timeout=10)
+        expected = start_rows + clients * (per_client + 1) * BATCH
+        deadline = time.monotonic() + 120
+        while count() < expected and time.monotonic() < deadline:  # bounded: the queue drains after the load
+            time.sleep(0.2)
+        drained = count()
+        with JsonClient(port) as http:
+            http.conn.request("GET", "/metrics")
+            metrics = http.conn.getresponse().read().decode()
+    dropped = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("leadcast_prediction_log_dropped_total"))
+    (t0, r0), (t1, r1) = samples[0], samples[-1]
+    print(f"\nprediction log on {backend} under batches of {BATCH:,} ({clients} clients, reasons off) "
+          f"({subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()})")
+    print(load.line("  scoring", per_request=BATCH))
+    print(f"  log writes while scoring: {(r1 - r0) / (t1 - t0):,.0f} rows/s ({r1 - r0:,} rows in {t1 - t0:.1f} s); "
+          f"after the load {drained - start_rows:,} of {expected - start_rows:,} rows written, "
+          f"{dropped:.0f} dropped [target: 0 dropped]")
+    database.dispose()

@@ -72,3 +72,20 @@ def test_rows_wait_while_the_database_is_down_and_the_overflow_is_counted(tmp_pa
     log.close()
     store.dispose()
 
+
+
+def test_copy_stores_each_row_as_the_insert_would(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("COPY is the PostgreSQL writer's; SQLite's writer is the INSERT itself")
+    from store.predictions import copy_rows
+
+    row = {**_row("C1"), "as_of": None, "reasons": None, "features": {"web_visits": 4, "source": "web, \"ads\"\t\\"}}
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [{**row, "lead_id": "by-insert"}])
+        copy_rows(conn, [{**row, "lead_id": "by-copy"}])
+        raw = {r.lead_id: r[1:] for r in conn.execute(sa.text(
+            "SELECT lead_id, scored_at, as_of, probability, score, grade, reasons::text, features::jsonb::text, "
+            "reasons IS NULL FROM predictions ORDER BY lead_id"))}
+    # Same values; a None reasons is JSON null (not SQL NULL) either way, as SQLAlchemy's JSON type stores it.
+    assert raw["by-copy"] == raw["by-insert"]
+    assert raw["by-copy"][-1] is False and raw["by-copy"][1] is None
