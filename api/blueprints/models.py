@@ -67,8 +67,13 @@ def holder(name: str | None = None) -> ModelHolder:
                        [{"loc": ["query", "model"], "msg": str(exc)}]) from exc
 
 
-def requested_model() -> str | None:
-    """Return the model name the request's `?model=` asks for (None: the default spec's model)."""
+def requested_model(*, only: bool = False) -> str | None:
+    """Return the model name the request's `?model=` asks for (None: the default spec's model); with `only`,
+    refuse any other query parameter."""
+    unknown = sorted(set(request.args) - {"model"}) if only else []
+    if unknown:
+        raise ApiError(422, "invalid_input", "unknown query parameter(s); use model",
+                       [{"loc": ["query", name[:40]], "msg": "unknown query parameter"} for name in unknown[:10]])
     name = request.args.get("model")
     if name is not None and not name:
         raise ApiError(422, "invalid_input", "the query parameter model is empty: give a model name or leave it out",
@@ -106,7 +111,7 @@ def index() -> Response:
 @requires("score")
 def current() -> Response:
     """Return the model card of the champion being served for `?model=` (default the default spec's)."""
-    served = current_model(requested_model())
+    served = current_model(requested_model(only=True))
     return jsonify({"model": served.describe(), "card": served.card})
 
 
@@ -115,7 +120,7 @@ def current() -> Response:
 def reload() -> Response:
     """Re-resolve the champion of `?model=` (default: of every name, new names included) and swap to it;
     requests in flight finish on the old model. 503 when any name fails, naming it; the others are swapped."""
-    name = requested_model()
+    name = requested_model(only=True)
     found = champions()
     if name is None:
         found.discover(load=False)
