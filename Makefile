@@ -28,6 +28,8 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# Every benchmark prints its figures; the session ends with one table of each target beside its floor or peer
+# measured in the same run, as ratios (tests/benchmarks/conftest.py). Not in CI: it takes a while.
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks -m bench -s -p no:cacheprovider
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -16,6 +18,7 @@ from scoring.scorer import Scorer
 from scoring.spec import prepare
 
 CHUNK_ROWS = 100_000
+SCORE_WORKERS = 2  # chunks typed and scored at once (the machine's cores; numpy releases the GIL)
 
 
 @dataclass(frozen=True)
@@ -107,50 +110,78 @@ def score_file(
     unseen: dict[str, int] = {}
     count_unseen = getattr(scorer, "unseen_counts", None)
 
+    parquet_out = _is_parquet(dst)
+
+    def score_chunk(chunk: pd.DataFrame, offset: int) -> tuple[pd.DataFrame, pd.DataFrame, Any, dict[str, int]]:
+        """Type and score one chunk (in a worker thread); return it, its scores, their Arrow table, unseen."""
+        chunk = with_as_of(chunk, as_of)
+        try:
+            prepared = prepare(chunk, spec=spec, table=src.name)
+        except DataValidationError as exc:
+            problems = [Problem(p.table, p.field, p.message, None if p.row is None else p.row + offset,
+                                p.value, p.code) for p in exc.problems]
+            raise DataValidationError(problems, source=src.name) from exc
+        ids = prepared.ids if spec.id_column else (prepared.ids.astype(int) + offset).astype(str)
+        out = scorer.score_frame(prepared.features, ids, reasons=reasons)
+        table = None
+        if parquet_out:
+            import pyarrow as pa
+
+            table = pa.Table.from_pandas(out, preserve_index=False)
+        return chunk, out, table, count_unseen(prepared.features) if count_unseen is not None else {}
+
     def write(tmp: Path) -> None:
         nonlocal rows
         writer = None
-        # Parquet chunks are encoded and written in a background thread while the next chunk is scored;
-        # one write is in flight at a time, so memory stays at about two chunks and errors surface here.
+        # SCORE_WORKERS chunks are typed and scored at once in threads (the tree and linear passes are numpy
+        # calls that release the GIL, so two cores both work), while the next chunk is read and the last
+        # one's Parquet is encoded and written in the background. Results are taken in file order, so the
+        # output, the callbacks and the first error are those of a one-chunk-at-a-time pass; memory stays
+        # at a few chunks.
+        scoring = ThreadPoolExecutor(max_workers=SCORE_WORKERS, thread_name_prefix="leadcast-score")
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadcast-write")
         written: Future[None] | None = None
+        pending: deque[Future[tuple[pd.DataFrame, pd.DataFrame, Any, dict[str, int]]]] = deque()
+
+        def take() -> None:
+            nonlocal rows, writer, written
+            chunk, out, table, chunk_unseen = pending.popleft().result()
+            for g, n in out["grade"].value_counts().items():
+                grades[str(g)] += int(n)
+            for key, n in chunk_unseen.items():
+                unseen[key] = unseen.get(key, 0) + n
+            if table is not None:
+                import pyarrow.parquet as pq
+
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                if written is not None:
+                    written.result()
+                written = pool.submit(writer.write_table, table)
+            else:
+                out.to_csv(tmp, mode="w" if rows == 0 else "a", header=rows == 0, index=False)
+            rows += len(out)
+            if on_chunk is not None:
+                on_chunk(chunk, out)
+            if progress is not None:
+                progress(len(chunk))
+
         try:
+            offset = 0
             for chunk in read_chunks(src, chunk_rows=chunk_rows, missing_values=spec.missing_values,
                                      delimiter=spec.delimiter, encoding=spec.encoding):
-                chunk = with_as_of(chunk, as_of)
-                try:
-                    prepared = prepare(chunk, spec=spec, table=src.name)
-                except DataValidationError as exc:
-                    problems = [Problem(p.table, p.field, p.message, None if p.row is None else p.row + rows,
-                                        p.value, p.code) for p in exc.problems]
-                    raise DataValidationError(problems, source=src.name) from exc
-                ids = prepared.ids if spec.id_column else (prepared.ids.astype(int) + rows).astype(str)
-                out = scorer.score_frame(prepared.features, ids, reasons=reasons)
-                for g, n in out["grade"].value_counts().items():
-                    grades[str(g)] += int(n)
-                if count_unseen is not None:
-                    for key, n in count_unseen(prepared.features).items():
-                        unseen[key] = unseen.get(key, 0) + n
-                if _is_parquet(dst):
-                    import pyarrow as pa
-                    import pyarrow.parquet as pq
-
-                    table = pa.Table.from_pandas(out, preserve_index=False)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                    if written is not None:
-                        written.result()
-                    written = pool.submit(writer.write_table, table)
-                else:
-                    out.to_csv(tmp, mode="w" if rows == 0 else "a", header=rows == 0, index=False)
-                rows += len(out)
-                if on_chunk is not None:
-                    on_chunk(chunk, out)
-                if progress is not None:
-                    progress(len(chunk))
+                pending.append(scoring.submit(score_chunk, chunk, offset))
+                offset += len(chunk)
+                if len(pending) >= SCORE_WORKERS:
+                    take()
+            while pending:
+                take()
             if written is not None:
                 written.result()
         finally:
+            for future in pending:
+                future.cancel()
+            scoring.shutdown(wait=True)
             pool.shutdown(wait=True)
             if writer is not None:
                 writer.close()

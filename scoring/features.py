@@ -214,20 +214,25 @@ class LinearBasis(TransformerMixin, BaseEstimator):
     Numeric column x: z = sign(x) log1p(|x|); basis [z, max(0, z - k_1), ..., max(0, z - k_q)] at quantile
     knots k, missing imputed by the median z plus an indicator when missing occurred in fit; every output
     standardised by its fit mean and standard deviation. Categorical columns (codes) become one-hot columns
-    of the codes seen in fit (a missing or unseen code is all zeros).
+    of the codes seen in fit (a missing or unseen code is all zeros). `fit_transform` returns the basis as
+    `fit_dtype` (float32 halves training's widest matrix); `transform` always returns float64, so scoring
+    is exact.
     """
 
-    def __init__(self, categorical: tuple[int, ...] = (), n_knots: int = 4) -> None:
+    SCALING_BLOCK = 8_192  # rows per pass when measuring the scaling (a few float64 copies of one block)
+
+    def __init__(self, categorical: tuple[int, ...] = (), n_knots: int = 4, fit_dtype: str = "float64") -> None:
         self.categorical = categorical
         self.n_knots = n_knots
+        self.fit_dtype = fit_dtype
 
     def fit(self, X: Any, y: Any = None) -> LinearBasis:
         """Learn knots, medians, codes and scaling."""
         self._fit_raw(X)
         return self
 
-    def _fit_raw(self, X: Any) -> np.ndarray:
-        """Learn knots, medians, codes and scaling; return the unstandardised basis of X."""
+    def _fit_raw(self, X: Any, dtype: Any = np.float64) -> np.ndarray:
+        """Learn knots, medians, codes and scaling; return the unstandardised basis of X as `dtype`."""
         X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
         cats = set(self.categorical)
         self.medians_ = np.zeros(X.shape[1])
@@ -254,40 +259,55 @@ class LinearBasis(TransformerMixin, BaseEstimator):
             else:
                 knots = np.empty(0)
             self.knots_.append(knots)
-        raw = self._expand(X)
+        raw = self._expand(X, dtype)
         self._fit_scaling(raw)
         return raw
 
     def _fit_scaling(self, raw: np.ndarray) -> None:
-        self.mean_ = raw.mean(axis=0)
-        std = raw.std(axis=0)
+        # Mean and standard deviation accumulated in float64 over row blocks: `raw.std` would hold a centred
+        # copy of the widest matrix, and float32 sums over a million rows lose digits.
+        n = max(raw.shape[0], 1)
+        total = np.zeros(raw.shape[1])
+        for start in range(0, raw.shape[0], self.SCALING_BLOCK):
+            total += raw[start:start + self.SCALING_BLOCK].sum(axis=0, dtype=np.float64)
+        self.mean_ = total / n
+        squares = np.zeros(raw.shape[1])
+        for start in range(0, raw.shape[0], self.SCALING_BLOCK):
+            centred = raw[start:start + self.SCALING_BLOCK].astype(np.float64) - self.mean_
+            squares += np.einsum("ij,ij->j", centred, centred)
+        std = np.sqrt(squares / n)
         self.scale_ = np.where(std > 1e-12, std, 1.0)
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
-        """Learn the basis and return it standardised, expanding X once (the widest matrix training builds)."""
-        out = self._fit_raw(X)
-        out -= self.mean_
-        out /= self.scale_
+        """Learn the basis and return it standardised as `fit_dtype`, expanding X once (the widest matrix)."""
+        out = self._fit_raw(X, np.dtype(getattr(self, "fit_dtype", "float64")))
+        out -= self.mean_.astype(out.dtype)
+        out /= self.scale_.astype(out.dtype)
         return out
 
     def expand_column(self, j: int, col: np.ndarray) -> np.ndarray:
         """Return the (unstandardised) basis columns of input column `j`."""
+        out = np.empty((col.shape[0], self._width(j)))
+        self._fill_column(j, col, out)
+        return out
+
+    def _fill_column(self, j: int, col: np.ndarray, out: np.ndarray) -> None:
+        # Written into the caller's block in place: a category of a hundred codes as a float64 one-hot
+        # temporary, then stacked, held two extra copies of its block of the widest matrix.
         missing = np.isnan(col)
         if j in set(self.categorical):
-            parts = [(col[:, None] == self.codes_[j][None, :]).astype(np.float64)]
+            codes = self.codes_[j]
+            np.equal(col[:, None], codes[None, :], out=out[:, :codes.size], casting="unsafe")
             if self.has_missing_[j]:
-                parts.append(missing[:, None].astype(np.float64))
-            return np.hstack(parts)
+                out[:, -1] = missing
+            return
         z = np.sign(col) * np.log1p(np.abs(col))
         z = np.where(missing, self.medians_[j], z)
-        width = 1 + self.knots_[j].size + int(self.has_missing_[j])
-        out = np.empty((col.shape[0], width))
         out[:, 0] = z
         if self.knots_[j].size:
             out[:, 1:1 + self.knots_[j].size] = np.maximum(z[:, None] - self.knots_[j][None, :], 0.0)
         if self.has_missing_[j]:
             out[:, -1] = missing
-        return out
 
     def column_slices(self) -> list[slice]:
         """Return, per input column, the slice of output columns it expands to."""
@@ -299,16 +319,16 @@ class LinearBasis(TransformerMixin, BaseEstimator):
             return self.codes_[j].size + int(self.has_missing_[j])
         return 1 + self.knots_[j].size + int(self.has_missing_[j])
 
-    def _expand(self, X: np.ndarray) -> np.ndarray:
+    def _expand(self, X: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
         # One output array filled column block by column block: a million leads expand to hundreds of
         # columns, and stacking separate blocks would hold that matrix twice.
         if not hasattr(self, "slices_"):
             edges = np.cumsum([0, *[self._width(j) for j in range(X.shape[1])]])
             self.slices_ = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
         width = self.slices_[-1].stop if self.slices_ else 0
-        out = np.empty((X.shape[0], width))
+        out = np.empty((X.shape[0], width), dtype=dtype)
         for j, sl in enumerate(self.slices_):
-            out[:, sl] = self.expand_column(j, X[:, j])
+            self._fill_column(j, X[:, j], out[:, sl])
         return out
 
     def transform(self, X: Any) -> np.ndarray:

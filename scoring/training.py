@@ -190,7 +190,6 @@ def train(
     y = prepared.target
     check_outcomes(y, spec=spec)
     assert prepared.kept is not None
-    decided = raw.reset_index(drop=True).iloc[prepared.kept].reset_index(drop=True)
     features = prepared.features
     messages = list(prepared.notes)
     for note in messages:
@@ -292,7 +291,8 @@ def train(
         trained=trained,
         report={"selected": selected, "threshold": threshold, "candidates": reports, "evaluation": protocol,
                 "selection": selection, "warnings": warnings},
-        holdout_raw=decided.iloc[evaluated].reset_index(drop=True),
+        # Only the evaluated rows of the raw table: a copy of every decided row was a second raw table in memory.
+        holdout_raw=raw.iloc[prepared.kept[evaluated]].reset_index(drop=True),
         holdout_ids=eval_ids,
         holdout_y=y_eval,
         holdout_p=p_eval,

@@ -6,16 +6,18 @@ reasons well under 1 ms. Issue 16: with reasons >= 80,000 leads/s and one lead w
 without. Each figure is printed beside its peers measured in the same run (`pipeline.predict_proba`, the
 MLflow pyfunc of the same pipeline, treelite where installed) as ratios. Printed, never asserted: run with
 `make bench`.
+Issue 16 item 5: peak memory of training at 200k / 400k / 1M leads (target under 2 GB at 1M).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.conftest import PYTHON, run_measured
+from tests.benchmarks.conftest import PYTHON, record_ratio, run_measured
 
 TRAIN = """
 import json, resource, sys, time
@@ -29,14 +31,14 @@ import pandas as pd
 src, models = Path(sys.argv[1]), Path(sys.argv[2])
 spec = load_spec()
 raw = read_raw(src)
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 result = train(raw, spec=spec)
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 result.trained.version = "1"
 save_trained(result.trained, models_dir=models, name="bench", aliases=["champion"])
 truth = pd.read_parquet(sys.argv[3]).set_index("lead_id")["true_probability"]
 best = roc_auc_score(result.holdout_y, truth.loc[result.holdout_ids.to_numpy()].to_numpy())
-print(json.dumps({"seconds": seconds, "selected": result.trained.card["selected"],
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "selected": result.trained.card["selected"],
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "metrics": result.trained.card["metrics"]["selected"], "best_auc": best}))
 """
@@ -158,6 +160,26 @@ def test_bench_train_100k(folder: Path) -> None:
 
 
 @pytest.mark.bench
+@pytest.mark.parametrize("leads", [200_000, 400_000, 1_000_000])
+def test_bench_train_peak_memory(folder: Path, leads: int) -> None:
+    # Each size in its own process: its peak RSS is the training's alone (the data is made in another).
+    data = folder / f"train-{leads}.parquet"
+    run_measured([PYTHON, "-c", MAKE, str(leads), str(data)])
+    _, _, output = run_measured([PYTHON, "-c", TRAIN, str(data), str(folder / f"models-{leads}"),
+                                 str(folder / f"train-{leads}-truth.parquet")])
+    result = json.loads(output.strip().splitlines()[-1])
+    m = result["metrics"]
+    load = os.getloadavg()
+    print(f"\ntrain {leads:,} synthetic leads: peak RSS {result['peak_mib']:,.0f} MiB "
+          f"({result['peak_mib'] * 1024 / leads:.2f} KiB per lead; target < 2,048 MiB at 1,000,000), "
+          f"{result['seconds']:.1f} s wall, {result['cpu_seconds']:.1f} s CPU, load {load[0]:.2f}; selected "
+          f"{result['selected']}: AUC {m['roc_auc']:.4f} (best possible {result['best_auc']:.4f}), "
+          f"Brier {m['brier']:.4f}")
+    record_ratio(what=f"train {leads:,} leads, peak RSS", value=result["peak_mib"], peer="the 2 GB budget",
+                 peer_value=2048.0, unit="MiB", higher_is_better=False, target=">= 1x at 1M")
+
+
+@pytest.mark.bench
 def test_bench_batch_score_1m(folder: Path) -> None:
     if not (folder / "models" / "registry.json").exists():
         pytest.skip("needs the model trained by test_bench_train_100k")
@@ -186,6 +208,13 @@ def test_bench_batch_score_1m(folder: Path) -> None:
               f"{rate / peers['pipeline_batch']:.2f}x pipeline.predict_proba, {rate / peers['pyfunc_batch']:.2f}x "
               f"MLflow pyfunc (which give no reasons)")
         rates[reasons] = rate
+        label = "with" if reasons == "1" else "without"
+        record_ratio(what=f"batch 1M {label} reasons, Parquet in and out", value=rate,
+                     peer="pipeline.predict_proba in chunks (no write)", peer_value=peers["pipeline_batch"],
+                     unit="leads/s", higher_is_better=True, target=f">= {target:,} leads/s")
+        record_ratio(what=f"batch 1M {label} reasons, Parquet in and out", value=rate,
+                     peer="MLflow pyfunc in chunks (no write)", peer_value=peers["pyfunc_batch"], unit="leads/s",
+                     higher_is_better=True)
     print(f"reasons cost: with / without = {rates['1'] / rates['0']:.2f}x the rate")
     _, _, output = run_measured([PYTHON, "-c", COMPUTE, str(data), str(folder / "models")])
     result = json.loads(output.strip().splitlines()[-1])
@@ -199,3 +228,15 @@ def test_bench_batch_score_1m(folder: Path) -> None:
               f"{peers['pipeline_one_ms']:.2f} ms = {peers['pipeline_one_ms'] / one['p50_ms']:.1f}x slower")
     ratio = result["one_True"]["p50_ms"] / result["one_False"]["p50_ms"]
     print(f"one lead with reasons / without: {ratio:.2f}x (target <= 2x)")
+    record_ratio(what="batch 1M without reasons, end to end", value=rates["0"],
+                 peer="scoring compute alone (typed, in memory)", peer_value=result["False"], unit="leads/s",
+                 higher_is_better=True, target="as fast as the compute (1x)")
+    record_ratio(what="scoring compute, 200k typed leads", value=result["False"], peer="pipeline.predict_proba",
+                 peer_value=peers["pipeline_compute"], unit="leads/s", higher_is_better=True)
+    for reasons in (False, True):
+        record_ratio(what=f"one JSON lead in process, reasons={reasons}, p50", value=result[f"one_{reasons}"]["p50_ms"],
+                     peer="pipeline.predict_proba, typed one-row frame", peer_value=peers["pipeline_one_ms"],
+                     unit="ms", higher_is_better=False)
+    record_ratio(what="one lead with reasons, p50", value=result["one_True"]["p50_ms"],
+                 peer="the same lead without reasons", peer_value=result["one_False"]["p50_ms"], unit="ms",
+                 higher_is_better=False, target=">= 0.5x (within 2x)")

@@ -70,6 +70,23 @@ def test_linear_basis_standardises_and_flags_missing() -> None:
     assert np.allclose(out.mean(axis=0), 0.0)
 
 
+def test_linear_basis_fits_float32_in_blocks_and_scores_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Codes [0, 0, 1, 1, 1] one-hot: column "0" is [1, 1, 0, 0, 0], mean 0.4, std sqrt(0.24) = 0.4899, so
+    # its standardised values are 0.6 / 0.4899 = 1.2247 and -0.4 / 0.4899 = -0.8165; scaling is measured
+    # over blocks of 2 rows (3 blocks), the same as over all rows at once.
+    monkeypatch.setattr(LinearBasis, "SCALING_BLOCK", 2)
+    X = np.array([[0.0], [0.0], [1.0], [1.0], [1.0]])
+    basis = LinearBasis(categorical=(0,), fit_dtype="float32")
+    fitted = basis.fit_transform(X)
+    assert fitted.dtype == np.float32
+    assert basis.mean_ == pytest.approx([0.4, 0.6], abs=1e-12)
+    assert basis.scale_ == pytest.approx([np.sqrt(0.24)] * 2, abs=1e-12)
+    assert fitted[:, 0] == pytest.approx([1.2247449, 1.2247449, -0.8164966, -0.8164966, -0.8164966], abs=1e-6)
+    scored = basis.transform(X)
+    assert scored.dtype == np.float64
+    assert np.abs(scored - fitted).max() < 1e-6
+
+
 def tiny_spec() -> ModelSpec:
     return ModelSpec.from_dict({
         "name": "tiny", "id_column": "id", "target": {"column": "y", "positive": ["1"], "negative": ["0"]},
