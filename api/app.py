@@ -12,6 +12,7 @@ from api.history import ScoreContext
 from api.http import Runtime
 from api.jsonio import OrjsonProvider
 from api.metrics import Metrics
+from api.monitoring import install_health_refresh
 from api.predictions import drop_counter
 from api.ratelimit import RateLimiter, bucket_store
 from api.settings import Settings, load_settings
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         rt.services["score_history"] = ScoreContext(store, band_points=settings.trend_band_points,
                                                     window_days=settings.percentile_window_days,
                                                     refresh_seconds=settings.percentile_refresh_seconds)
+    install_health_refresh(app, settings=settings, store=store, metrics=rt.metrics)
     for module in (health, docs, models, leads, outcomes, forecast, opportunities, forecasts):
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)
