@@ -12,6 +12,7 @@ from api.history import ScoreContext
 from api.http import Runtime
 from api.jsonio import OrjsonProvider
 from api.metrics import Metrics
+from api.monitoring import install_health_refresh
 from api.predictions import drop_counter
 from api.ratelimit import RateLimiter, bucket_store
 from api.settings import Settings, load_settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                                         refresh_seconds=settings.percentile_refresh_seconds,
                                         latest_seconds=settings.trend_cache_seconds,
                                         latest_leads=settings.trend_cache_leads)
+    install_health_refresh(app, settings=settings, store=store, metrics=rt.metrics)
     for module in (health, docs, models, leads, outcomes, forecast, opportunities, forecasts):
         module.init(app, rt) if hasattr(module, "init") else None
         app.register_blueprint(module.bp)

@@ -6,15 +6,26 @@ gauges get a health report from, so all three say the same.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import weakref
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from api.settings import Settings
 from crmdata.errors import LeadcastError
-from store import Store
+from store import Store, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from api.metrics import Metrics
+
+log = logging.getLogger("leadcast.api.monitoring")
 
 
 class MonitoringError(LeadcastError):
@@ -87,3 +98,77 @@ def store_health(settings: Settings, store: Store, *, model: str | None = None, 
                          converted=logged.scores["converted"].to_numpy(), rng=np.random.default_rng(seed),
                          n_boot=n_boot, rows_logged=logged.rows)
     return {**window, **report}
+
+
+class HealthRefresh:
+    """Keep the model-health gauges of one worker fresh: `store_health` of the champion every `every` seconds.
+
+    A daemon thread (a greenlet under gevent) started by the worker's first request, after any fork, so each
+    gunicorn worker refreshes its own gauges and the master never does; its first refresh is `every` seconds
+    after that request (a worker that serves for less never pays for one). Requests never wait for it. A failed
+    refresh (store down, no model, no profile) is logged and tried again `every` seconds later; the gauges keep
+    their last values meanwhile.
+    """
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics, *, every: float) -> None:
+        self.settings, self.store, self.metrics, self.every = settings, store, metrics, every
+        self.runs = self.failures = 0
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ensure_started(self) -> None:
+        """Start this process's refresh thread unless it runs already (or the refresh is off: every = 0)."""
+        if self.every <= 0 or self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+        holder = weakref.ref(self)  # a dropped app (tests) ends its thread at its next wake-up
+        stopped, first = self._stopped, self.every
+
+        def run() -> None:
+            every = first
+            while not stopped.wait(every) and (me := holder()) is not None:
+                me.refresh_once()
+                every = me.every
+                del me
+
+        self._thread = threading.Thread(target=run, name="leadcast-health-gauges", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """End the refresh thread: now if it is waiting, else once its refresh is done (up to `timeout` s)."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
+    def refresh_once(self) -> bool:
+        """Compute the champion's health report and publish its gauges; return whether that worked."""
+        from scoring.artifacts import ModelError
+
+        self.runs += 1
+        try:
+            report = store_health(self.settings, self.store)
+        except (StoreError, StoreUnavailable, MonitoringError, ModelError) as exc:
+            self.failures += 1
+            log.warning("model-health gauges not refreshed (trying again in %.0fs): %s", self.every, exc)
+            return False
+        except Exception:  # a bug must not end the refresh: logged with its traceback, retried next time
+            self.failures += 1
+            log.exception("model-health gauges not refreshed (trying again in %.0fs)", self.every)
+            return False
+        self.metrics.set_health(report)
+        return True
+
+
+def install_health_refresh(app: Flask, *, settings: Settings, store: Store, metrics: Metrics) -> HealthRefresh:
+    """Refresh the model-health gauges in the background of each worker (monitoring_refresh_seconds; 0: off)."""
+    refresh = HealthRefresh(settings, store, metrics, every=settings.monitoring_refresh_seconds)
+    if refresh.every > 0:
+        app.before_request(refresh.ensure_started)
+    return refresh

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     outcome_maturity_days: float = Field(
         default=90.0, gt=0, le=3650, description="Days after its first score by which a lead that has not converted "
                                                  "counts as not converted (its outcome has matured).")
+    monitoring_refresh_seconds: float = Field(
+        default=300.0, ge=0, description="Each worker recomputes the model-health gauges (leadcast_feature_psi, "
+                                         "leadcast_score_psi, leadcast_live_ece, leadcast_monitoring_alerts) this "
+                                         "often in the background, from its first request on (0: only when "
+                                         "GET /v1/models/monitoring is called).")
     retrain_every: str = Field(default="15d", pattern=r"^\s*\d+(\.\d+)?\s*[hdw]\s*$",
                                description="How often `leadcast retrain --if-due` runs the loop (15d, 12h, 2w).")
     trend_band_points: int = Field(

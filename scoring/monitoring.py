@@ -23,7 +23,8 @@ PSI_WARNING = 0.1
 PSI_ALERT = 0.25
 ECE_ALERT = 0.05
 MISSING_SHIFT = 0.1  # a change in a field's missing rate worth a warning, in share of leads
-UNSEEN_WARNING = 0.05  # share of leads whose category training never saw
+UNSEEN_WARNING = 0.05  # share of leads whose category training never saw: a warning from here
+UNSEEN_ALERT = 0.20  # and an alert from here: one lead in five scored on a value the model has no weight for
 BINS = 10
 TOP_CATEGORIES = 50
 KNOWN_CATEGORIES = 1_000  # beyond this many distinct values, unseen categories are not counted
@@ -95,10 +96,20 @@ def _level(value: float) -> str:
     return "alert" if value >= PSI_ALERT else "warning" if value >= PSI_WARNING else "ok"
 
 
-def _feature_health(ref: Mapping[str, Any], values: pd.Series, label: str) -> tuple[dict[str, Any], list[str]]:
+def unseen_level(share: float | None) -> str:
+    """Return "alert", "warning" or "ok" for a share of leads whose category training never saw."""
+    if share is None:
+        return "ok"
+    return "alert" if share >= UNSEEN_ALERT else "warning" if share >= UNSEEN_WARNING else "ok"
+
+
+def _feature_health(ref: Mapping[str, Any], values: pd.Series,
+                    label: str) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Return a field's health entry, its alert sentences and its warning sentences."""
     missing_now = float(values.isna().mean())
     entry: dict[str, Any] = {"column": ref["column"], "kind": ref["kind"], "missing_rate_training": ref["missing_rate"],
-                             "missing_rate_now": missing_now, "psi": None, "level": "ok", "unseen_share": None}
+                             "missing_rate_now": missing_now, "psi": None, "level": "ok", "unseen_share": None,
+                             "unseen_level": "ok"}
     sentences = []
     if "shares" in ref:
         if ref["kind"] == "categorical":
@@ -117,10 +128,14 @@ def _feature_health(ref: Mapping[str, Any], values: pd.Series, label: str) -> tu
             sentences.append(f"{label} has shifted (PSI {value:.2f}): {_how(ref, entry, shares)}")
     if abs(missing_now - ref["missing_rate"]) >= MISSING_SHIFT:
         sentences.append(f"{label} is missing for {missing_now:.0%} of leads, {ref['missing_rate']:.0%} in training")
-    if entry["unseen_share"] is not None and entry["unseen_share"] >= UNSEEN_WARNING:
-        sentences.append(f"{entry['unseen_share']:.0%} of leads have a {label} value training never saw; the model "
-                         "scores them as a rare value and their reasons on it say little")
-    return entry, sentences
+    shifted = (sentences, []) if entry["level"] == "alert" else ([], sentences)
+    entry["unseen_level"] = unseen_level(entry["unseen_share"])
+    if entry["unseen_level"] != "ok":
+        # its own level: a field can keep its category shares (low PSI) while new values pour into "other"
+        (shifted[0] if entry["unseen_level"] == "alert" else shifted[1]).append(
+            f"{entry['unseen_share']:.0%} of leads have a {label} value training never saw; the model scores them "
+            "as a rare value and their reasons on it say little: map the new values to known ones or retrain")
+    return entry, shifted[0], shifted[1]
 
 
 def _how(ref: Mapping[str, Any], entry: Mapping[str, Any], shares: Sequence[float]) -> str:
@@ -224,9 +239,11 @@ def health(*, profile: Mapping[str, Any], features: pd.DataFrame, probability: n
     for ref in profile["features"]:
         if ref["column"] not in features.columns:
             continue
-        entry, sentences = _feature_health(ref, features[ref["column"]], labels.get(ref["column"], ref["column"]))
+        entry, alerting, warning = _feature_health(ref, features[ref["column"]],
+                                                   labels.get(ref["column"], ref["column"]))
         entries.append(entry)
-        (alerts if entry["level"] == "alert" else warnings).extend(sentences)
+        alerts.extend(alerting)
+        warnings.extend(warning)
     p = np.asarray(probability, dtype=np.float64)
     score_psi = psi(profile["score"]["shares"], _bin_shares(p, profile["score"]["edges"]))
     if _level(score_psi) != "ok":
@@ -234,7 +251,9 @@ def health(*, profile: Mapping[str, Any], features: pd.DataFrame, probability: n
             f"the scores have shifted (PSI {score_psi:.2f}): the mean probability is now {p.mean():.1%}, "
             f"{profile['mean_probability']:.1%} on the held-out leads at training")
     result: dict[str, Any] = {"leads": len(p), "mean_probability": float(p.mean()), "score_psi": score_psi,
-                              "features": sorted(entries, key=lambda e: -(e["psi"] or 0.0)), "outcomes": None}
+                              "features": sorted(entries, key=lambda e: -(e["psi"] or 0.0)), "outcomes": None,
+                              "unseen_categories": {e["column"]: e["unseen_share"] for e in entries
+                                                    if e["unseen_share"] is not None}}
     if outcomes is not None and len(outcomes[0]):
         y, p_out = outcomes
         matured = outcome_health(y=y, probability=p_out, grades=spec.grades, base_rate_training=profile["base_rate"],

@@ -27,7 +27,7 @@ from store.outcomes import chunks
 from store.schema import outcomes, predictions
 
 FEATURE_SAMPLE_ROWS = 50_000  # PSI over 10 bins: sampling error about 10 / 50,000 = 0.0002
-FEATURE_CHUNK = 500  # ids per IN (...) query
+FEATURE_CHUNK = 30_000  # ids per IN (...) query on SQLite (its limit is 32,766 bound values since 3.32)
 
 
 @dataclass(frozen=True)
@@ -127,11 +127,7 @@ def logged_scores(store: Store, *, model_name: str | None, model_version: str | 
         [converted_ids] = _columns(conn, sa.select(outcomes.c.lead_id).where(outcomes.c.converted), ("lead_id",),
                                    (pa.string(),))
         step = max(1, math.ceil(len(ids) / feature_rows)) if feature_rows else 0
-        sample: list[tuple[Any, ...]] = []
-        for part in chunks(ids[::step].tolist() if step else [], FEATURE_CHUNK):
-            sample += _raw_rows(conn, sa.select(sa.type_coerce(predictions.c.features, sa.Text),
-                                                sa.type_coerce(predictions.c.as_of, sa.Text), predictions.c.lead_id)
-                                .where(predictions.c.id.in_(part)))
+        sample = _feature_rows(conn, ids[::step].tolist() if step else [])
     # object dtype: a hash lookup per id (pandas 3's default Arrow strings compare by a Python-level loop here)
     converted = pd.Series(lead_ids, dtype=object).isin(set(converted_ids.tolist())).to_numpy(bool)
     age_days = (pd.Timestamp(now.replace(tzinfo=None)).value / 1e9 - seconds.astype(np.float64)) / 86400.0
@@ -139,6 +135,24 @@ def logged_scores(store: Store, *, model_name: str | None, model_version: str | 
     scores = pd.DataFrame({"lead_id": lead_ids, "scored_at": _times(seconds), "probability":
                            probability.astype(np.float64), "converted": y})
     return Logged(scores=scores, features=_feature_frame(sample), rows=total)
+
+
+def _feature_rows(conn: Any, ids: list[int]) -> list[tuple[Any, ...]]:
+    """Return (features text, as_of text, lead_id) of the logged rows `ids`: on PostgreSQL one query with the ids
+    as one array parameter, on SQLite a query per 30,000 ids."""
+    columns = (sa.type_coerce(predictions.c.features, sa.Text), sa.type_coerce(predictions.c.as_of, sa.Text),
+               predictions.c.lead_id)
+    if not ids:
+        return []
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        wanted = sa.bindparam("ids", ids, type_=ARRAY(sa.BigInteger))
+        return _raw_rows(conn, sa.select(*columns).where(predictions.c.id == sa.func.any(wanted)))
+    rows: list[tuple[Any, ...]] = []
+    for part in chunks(ids, FEATURE_CHUNK):
+        rows += _raw_rows(conn, sa.select(*columns).where(predictions.c.id.in_(part)))
+    return rows
 
 
 def _feature_frame(rows: Sequence[Any]) -> pd.DataFrame:

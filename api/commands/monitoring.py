@@ -96,6 +96,10 @@ def _print(report: dict[str, Any]) -> None:
         click.echo(f"{matured['leads']:,} leads with outcomes: converted {matured['base_rate']:.1%} "
                    f"({matured['base_rate_training']:.1%} in training), ECE {matured['ece']:.3f}, ROC AUC {auc}, "
                    f"Brier {matured['brier']:.3f}, log loss {matured['log_loss']:.3f}")
+    unseen = {c: share for c, share in (report.get("unseen_categories") or {}).items() if share}
+    if unseen:
+        click.echo("unseen categories (share of leads with a value training never saw): "
+                   + ", ".join(f"{c} {share:.1%}" for c, share in sorted(unseen.items(), key=lambda kv: -kv[1])))
     for sentence in report["alerts"]:
         click.echo(f"ALERT: {sentence}")
     for sentence in report["warnings"]:

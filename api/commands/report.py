@@ -73,12 +73,17 @@ def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.D
               help="Replay the forecast as of the first of each of this many months before --as-of.")
 @click.option("--backtest-sims", type=click.IntRange(min=100), default=1_000, show_default=True,
               help="Simulations per replayed month.")
+@click.option("--health/--no-health", "health", default=None,
+              help="Add (or leave out) the lead model's Model health section: drift and calibration on its logged "
+                   "scores, as `leadcast monitor` reports them. Default: added when the store holds logged scores "
+                   "of the champion.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for report.html and report.xlsx.")
 @click.pass_context
 def report_command(ctx: click.Context, opportunities: Path | None, mapping: Path | None, history: Path | None,
                    from_store: bool, leads: Path | None, as_of: str, horizon: str, target: float | None, seed: int,
-                   sims: int | None, backtest_months: int, backtest_sims: int, out: Path) -> None:
+                   sims: int | None, backtest_months: int, backtest_sims: int, health: bool | None,
+                   out: Path) -> None:
     """Write the leadership report: forecast with P10/P50/P90 and its measured accuracy, pipeline health, reps
     and products (report.html, one self-contained page, and report.xlsx)."""
     settings = settings_of(ctx)
@@ -112,6 +117,12 @@ def report_command(ctx: click.Context, opportunities: Path | None, mapping: Path
             click.echo(f"no trained model {where_models(settings)}: scoring leads with the cold-start rules "
                        f"({scorer.version})", err=True)
         scores = score_open_leads(leads, scorer=scorer, as_of=t)
+    from api.health_page import report_health_section
+
+    # before the long build, so an explicit --health that cannot be met fails at once
+    extra = [s for s in (report_health_section(settings, wanted=health),) if s is not None]
+    if extra:
+        click.echo("adding the lead model's Model health section (from the store's logged scores)", err=True)
     n_sims = sims if sims is not None else settings.forecast_simulations
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     # matplotlib and openpyxl load here, not when any other leadcast command starts.
@@ -123,7 +134,8 @@ def report_command(ctx: click.Context, opportunities: Path | None, mapping: Path
                               leads_scores=scores, n_sims=n_sims, backtest_months=backtest_months,
                               backtest_sims=backtest_sims,
                               source="the store" if opportunities is None else opportunities.name,
-                              generated_at=stamp, progress=lambda _step: bar.update(1), live=live)
+                              generated_at=stamp, progress=lambda _step: bar.update(1), live=live,
+                              extra_sections=extra)
     html_path, xlsx_path = write_report(report, out)
     for sentence in report.summary:
         click.echo(f"- {sentence}")

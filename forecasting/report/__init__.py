@@ -2,5 +2,6 @@
 self-contained HTML page and an Excel workbook (`build_report`, `write_report`)."""
 
 from forecasting.report.build import Report, build_report, write_report
+from forecasting.report.content import ExtraSection
 
-__all__ = ["Report", "build_report", "write_report"]
+__all__ = ["ExtraSection", "Report", "build_report", "write_report"]

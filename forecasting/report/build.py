@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from forecasting.forecast import ForecastResult, forecast, forecast_methods
 from forecasting.periods import as_day, parse_horizon
 from forecasting.report import charts, data, narrative
 from forecasting.report import format as fmt
-from forecasting.report.content import Chart, Headline, ReportContent, Section
+from forecasting.report.content import Chart, ExtraSection, Headline, ReportContent, Section
 from forecasting.report.excel import workbook_bytes
 from forecasting.report.html import render_html
 from forecasting.report.tables import Column, Table
@@ -181,6 +181,7 @@ def build_report(
     generated_at: str | None = None,
     progress: Progress | None = None,
     live: pd.DataFrame | None = None,
+    extra_sections: Sequence[ExtraSection] = (),
 ) -> Report:
     """Forecast the horizon after `as_of` with only what was known then, measure the same method's accuracy on
     the months before, gather the pipeline's health, and write it all as one HTML page and one workbook.
@@ -189,7 +190,8 @@ def build_report(
     gives the report's numbers; the backtest (`backtest_sims` simulations per replayed month) draws after it.
     `leads_scores`: one row per open lead with `score` (0-100) and `grade` (A-D), as scoring returns them.
     `live`: the saved forecasts scored against what was booked (forecasting.live.live_accuracy), shown beside
-    the backtest. Amounts in $, rates as shares, durations in days.
+    the backtest. `extra_sections`: parts made elsewhere (see ExtraSection), shown after the report's own.
+    Amounts in $, rates as shares, durations in days.
     """
     step = progress or (lambda _name: None)
     hz = parse_horizon(horizon)
@@ -253,6 +255,7 @@ def build_report(
                        products=products, categories=categories, category=category, mix=mix, grades=grades,
                        leads_scores=leads_scores, n_sims=n_sims, backtest_months=backtest_months,
                        backtest_sims=backtest_sims, source=source, generated_at=generated_at, live=live)
+    content = _with_extra(content, extra_sections)
     page = render_html(content)
     step("page")
     book = workbook_bytes(content)
@@ -272,6 +275,16 @@ def build_report(
     })
     return Report(forecast=f, metrics=report_metrics, backtest=f.get("backtest"), summary=summary, html=page,
                   xlsx=book)
+
+
+def _with_extra(content: ReportContent, extra: Sequence[ExtraSection]) -> ReportContent:
+    """Return `content` with the extra sections; refuse a key the page already uses as an id."""
+    taken = {"summary", "headline", "notes", *(s.key for s in content.sections)}
+    for section in extra:
+        if section.key in taken:
+            raise ValueError(f"report section key {section.key!r} is already used by the report")
+        taken.add(section.key)
+    return replace(content, extra_sections=tuple(extra))
 
 
 def _chart(charts_: dict[str, str | None], key: str, title: str, caption: str) -> tuple[Chart, ...]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
+from markupsafe import Markup
 
 from forecasting.report.tables import Kind, Table
 
@@ -47,6 +49,29 @@ class Section:
     empty: str = ""
 
 
+SECTION_KEY = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+
+@dataclass(frozen=True)
+class ExtraSection:
+    """A section rendered by someone else (the Model health of the lead model, say), shown after the report's own.
+
+    The one declared way to add a part to the report without the report importing its maker. `html` is trusted
+    only when it is `markupsafe.Markup`, which is what a Jinja2 template with autoescape returns: any other text is
+    escaped like every value from the data, so nothing user-supplied reaches the page as markup. The title is
+    always escaped; `key` becomes the section's id and its link in the page's navigation. The workbook does not
+    show these sections (their tables stay with their maker's own JSON).
+    """
+
+    key: str
+    title: str
+    html: Markup | str
+
+    def __post_init__(self) -> None:
+        if not SECTION_KEY.match(self.key):
+            raise ValueError(f"a report section key is lower-case letters, digits and '-', got {self.key!r}")
+
+
 @dataclass(frozen=True)
 class ReportContent:
     """Everything the page and the workbook show."""
@@ -63,6 +88,7 @@ class ReportContent:
     source: str | None = None
     generated_at: str | None = None
     extra_tables: tuple[Table, ...] = field(default=())
+    extra_sections: tuple[ExtraSection, ...] = field(default=())
 
     def tables(self) -> list[Table]:
         """Return every table of the report in order (those shown in sections, then workbook-only ones)."""

@@ -25,6 +25,7 @@ def test_monitor_names_the_shifted_field_and_the_calibration(runner: CliRunner, 
     leads = generate_leads(n=2000, seed=5).leads
     leads["web_visits"] = leads["web_visits"] * 3
     leads.loc[np.random.default_rng(0).random(len(leads)) < 0.4, "converted"] = True
+    leads.loc[leads.index % 4 == 0, "source"] = "tiktok-campaign"  # 500 of 2,000 leads: 25.0%
     data = tmp_path / "since.csv"
     write_table(leads, data)
     result = runner.invoke(cli, ["monitor", "--data", str(data), "--json", str(tmp_path / "health.json")])
@@ -33,6 +34,9 @@ def test_monitor_names_the_shifted_field_and_the_calibration(runner: CliRunner, 
     assert "ALERT: calibration: these leads converted at" in result.output
     report = json.loads((tmp_path / "health.json").read_text())
     assert report["features"][0]["column"] == "web_visits" and report["outcomes"]["leads"] == 2000
+    assert "unseen categories (share of leads with a value training never saw): source 25.0%" in result.output
+    assert "ALERT: 25% of leads have a Source value training never saw" in result.output
+    assert report["unseen_categories"]["source"] == 0.25
 
 
 def test_monitor_refuses_the_cold_start_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,3 +88,44 @@ def test_the_loop_promotes_only_a_better_challenger_and_waits_until_due(runner: 
 def test_every_must_be_a_period(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["retrain", "--if-due", "--every", "fortnight"])
     assert result.exit_code == 2 and "--every must be a number and a unit h, d or w" in result.output
+
+
+@pytest.mark.slow
+def test_the_loop_from_the_store_through_the_cli(runner: CliRunner, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """score --log, outcomes import, then retrain --if-due from the store's logged leads: counts checked by hand."""
+    import time
+
+    monkeypatch.setenv("LEADCAST_OUTCOME_MATURITY_DAYS", str(1 / 86_400))  # one second: matured within the test
+    first = period(1, n=2500)
+    write_table(first, tmp_path / "p1.csv")
+    drifted = period(2, n=4000, base_rate=float(first["converted"].astype(bool).mean()))
+    write_table(drifted.drop(columns=["converted", "converted_at"]), tmp_path / "open.csv")
+    write_table(drifted, tmp_path / "outcomes.csv")
+    converted, n = int(drifted["converted"].astype(bool).sum()), len(drifted)  # period() thins to the base rate
+    _ok(runner.invoke(cli, ["train", "--data", str(tmp_path / "p1.csv"), "--spec", str(_fast_spec(tmp_path))]))
+
+    out = _ok(runner.invoke(cli, ["score", "--data", str(tmp_path / "open.csv"), "--out", str(tmp_path / "s.csv"),
+                                  "--log", "--no-reasons"]))
+    imported = _ok(runner.invoke(cli, ["outcomes", "import", str(tmp_path / "outcomes.csv")]))
+    assert f"scored {n:,} leads with" in out and f"logged {n:,} scores in the prediction log" in out, out
+    # every lead of the export has an outcome: converted + not = n, all of them new in the store
+    assert f"read {n:,} outcomes from outcomes.csv ({converted:,} converted, {n - converted:,} not; 0 undecided" \
+        in imported, imported
+    assert f"{n:,} new, 0 changed, 0 unchanged" in imported
+    time.sleep(1.2)  # past the one-second maturity: the unconverted leads count as not converted
+
+    result = runner.invoke(cli, ["retrain", "--if-due", "--every", "15d", "--json", str(tmp_path / "r.json")])
+    out = _ok(result)
+    decision = json.loads((tmp_path / "r.json").read_text())
+    assert f"{n:,} matured leads from the store" in out, out  # one row per logged lead, each matured
+    assert decision["source"] == "the store" and decision["mode"] == "retrain"  # web visits shifted: a retrain
+    assert "Website visits" in decision["why"] or "web_visits" in decision["why"], decision["why"]
+    # the gate: the newest 20% of the n leads
+    assert decision["gate"]["leads"] == n - int(0.8 * n), (n, decision["gate"])
+    assert decision["promoted"] and decision["version"] == "2", out
+    assert decision["decision"] in out and decision["decision"].startswith("promoted: the retrained model is better")
+    assert read_registry(tmp_path / "models")["aliases"]["champion"] == "2"
+
+    again = _ok(runner.invoke(cli, ["retrain", "--if-due", "--every", "15d"]))
+    assert again.startswith("not due: the loop last ran at") and "nothing done" in again

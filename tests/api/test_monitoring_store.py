@@ -118,3 +118,66 @@ def test_the_store_gives_the_loop_its_matured_leads(drifted_service: tuple[Servi
     assert int(np.isnan(young.scores["converted"]).sum()) == int((~leads["converted"].astype(bool)).sum())
     candidate = recalibrate(frame, champion=champion, rng=np.random.default_rng(0))
     assert candidate.decision.promoted and candidate.gate is not None and candidate.gate.interval[1] < 0
+
+
+def _wait_for(predicate, *, seconds: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:  # bounded in time; each round one cheap check
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_gauges_refresh_in_the_background_and_survive_a_store_that_is_down(
+        make_service, database_url: str, sample_leads: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from api.monitoring import HealthRefresh
+
+    with Store(database_url) as store:
+        store.upgrade()
+    service = make_service(database_url=database_url, outcome_maturity_days=MATURITY_DAYS,
+                           monitoring_refresh_seconds=0.5)
+    rt = service.app.extensions["leadcast"]
+    leads = period(2, n=600, base_rate=float(sample_leads["converted"].astype(bool).mean()))
+    try:
+        assert service.post("/v1/leads/score", {"leads": lead_records(leads, 600)}, who="score").status_code == 200
+        assert rt.prediction_log.flush(30)
+        # the score request started the refresh; /v1/models/monitoring is never called in this test
+        assert _wait_for(lambda: 'leadcast_feature_psi{feature="web_visits",model_version="1"}'
+                         in service.client.get("/metrics").get_data(as_text=True), seconds=30)
+        metrics = service.client.get("/metrics").get_data(as_text=True)
+        assert 'leadcast_score_psi{model_version="1"}' in metrics
+        assert 'leadcast_monitoring_alerts{model_version="1"}' in metrics
+
+        # a store that is down: nothing listens on port 1; each failure is logged and the next one is tried
+        down = Store("postgresql+psycopg://leadcast@127.0.0.1:1/leadcast")
+        refresh = HealthRefresh(service.settings, down, rt.metrics, every=0.2)
+        with caplog.at_level("WARNING", logger="leadcast.api.monitoring"):
+            refresh.ensure_started()
+            assert _wait_for(lambda: refresh.failures >= 2, seconds=30)
+            assert "model-health gauges not refreshed (trying again in 0s)" in caplog.text
+            refresh.store = rt.store  # the store is back: the next refresh succeeds
+            assert _wait_for(lambda: refresh.runs > refresh.failures, seconds=30)
+        assert refresh.stop()
+        down.dispose()
+    finally:
+        for hook in service.app.before_request_funcs[None]:  # the service's own refresh, before its store goes
+            if isinstance(getattr(hook, "__self__", None), HealthRefresh):
+                assert hook.__self__.stop()
+        rt.prediction_log.close()
+        rt.store.dispose()
+
+
+def test_no_refresh_thread_when_the_setting_is_0(tmp_path: Path) -> None:
+    from flask import Flask
+
+    from api.metrics import Metrics
+    from api.monitoring import install_health_refresh
+    from api.settings import Settings
+
+    settings = Settings(home=tmp_path, monitoring_refresh_seconds=0)
+    app = Flask("off")
+    refresh = install_health_refresh(app, settings=settings, store=Store(settings.resolved_database_url),
+                                     metrics=Metrics())
+    refresh.ensure_started()
+    assert refresh._pid is None and app.before_request_funcs == {}  # no thread, no hook

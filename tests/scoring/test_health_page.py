@@ -65,3 +65,17 @@ def test_the_page_opens_offline_in_chromium(report: dict, tmp_path: Path) -> Non
     for chart in seen.charts:
         assert chart["width"] > 300 and chart["height"] > 100, chart
         assert chart["shapes"] >= 10 and chart["texts"] >= 3, chart
+
+
+def test_the_page_and_its_report_section_show_unseen_categories(report: dict) -> None:
+    from scoring.health_page import render_health_section
+
+    features = [{**f, "unseen_share": 0.25, "unseen_level": "alert"} if f["column"] == "source" else f
+                for f in report["features"]]
+    shown = {**report, "features": features, "model": "<b>m</b>"}
+    page = render_health_page(shown)
+    table = page.split('<table id="unseen">')[1].split("</table>")[0]
+    assert '<tr class="alert"><td>source</td>\n<td class="num">25.0%</td>' in table
+    section = render_health_section(shown)
+    assert '<table id="health-unseen">' in section and "<html" not in section and "&lt;b&gt;m&lt;/b&gt;" in section
+    assert 'id="summary"' not in section and 'id="chart-health-psi"' in section

@@ -84,3 +84,26 @@ def test_the_bootstrap_metrics_equal_scikit_learns() -> None:
     assert FAST_METRICS["log_loss"](y, p) == pytest.approx(log_loss(y, np.clip(p, 1e-12, 1 - 1e-12)), abs=1e-9)
     # y = [1, 0, 1], p = [0.9, 0.2, 0.2]: pairs (pos, neg) = (0.9 > 0.2) 1 + (0.2 = 0.2) 0.5 = 1.5 of 2
     assert FAST_METRICS["roc_auc"](np.array([1, 0, 1]), np.array([0.9, 0.2, 0.2])) == 0.75
+
+
+def test_unseen_categories_per_field_with_their_own_warning_and_alert(scorer: ModelScorer) -> None:
+    leads = generate_leads(n=3000, seed=12).leads
+    # every 4th lead from a source training never saw (750 / 3000 = 25% >= the 20% alert), every 10th an
+    # unseen industry (300 / 3000 = 10%: a warning, between 5% and 20%)
+    leads.loc[leads.index % 4 == 0, "source"] = "tiktok-campaign"
+    leads.loc[leads.index % 10 == 0, "industry"] = "space mining"
+    report = _health(scorer, leads)
+    by_column = {f["column"]: f for f in report["features"]}
+    assert by_column["source"]["unseen_share"] == pytest.approx(0.25)
+    assert by_column["source"]["unseen_level"] == "alert"
+    # the share is of the leads with a value: industry is missing for some, so 300 / (leads with an industry)
+    present = int(leads["industry"].notna().sum())
+    assert by_column["industry"]["unseen_share"] == pytest.approx(300 / present) and 0.05 < 300 / present < 0.2
+    assert by_column["industry"]["unseen_level"] == "warning"
+    assert report["unseen_categories"]["source"] == pytest.approx(0.25)
+    assert report["unseen_categories"]["country"] == 0.0  # counted, and none unseen
+    assert "web_visits" not in report["unseen_categories"]  # numbers have no categories
+    assert any(a.startswith("25% of leads have a Source value training never saw") for a in report["alerts"])
+    warned = f"{300 / present:.0%} of leads have a Industry value training never saw"
+    assert any(w.startswith(warned) for w in report["warnings"])
+    assert not any("Industry value" in a for a in report["alerts"])
