@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from crmdata.synthetic import generate_opportunities
 from forecasting.errors import ForecastInputError
 from forecasting.periods import parse_horizon
 from tests.api.conftest import Service, lead_records
+from tests.api.servers import child_env
 from tests.reliability.edge_support import (
     LatencyProbe,
     Served,
@@ -113,6 +116,34 @@ def test_a_full_pool_refuses_at_once_with_retry_after() -> None:
         assert pool.run(_sleep, seconds=0.0) == 0.0
     finally:
         pool.shutdown()
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey
+monkey.patch_all()
+import time
+from api.workpool import WorkPool
+from forecasting.periods import parse_horizon
+
+if __name__ == "__main__":
+    pool = WorkPool(processes=1, timeout_seconds=120)
+    try:
+        first = pool.run(parse_horizon, text="3M")
+        time.sleep(1.0)  # the pool process is waiting for its next call meanwhile
+        print([str(first), str(pool.run(parse_horizon, text="6W"))])
+    finally:
+        pool.shutdown()
+"""
+
+
+def test_the_pool_serves_a_gevent_patched_process(tmp_path: Path) -> None:
+    # gevent's socketpair is non-blocking: a pool process reading its first call before it was written died.
+    script = tmp_path / "gevent_pool.py"
+    script.write_text(GEVENT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], env=child_env(), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str([str(parse_horizon("3M")), str(parse_horizon("6W"))]), done.stderr[-2000:]
 
 
 # --- the endpoints, through the app -----------------------------------------------------------------------------
