@@ -80,6 +80,13 @@ def post_worker_init(worker: object) -> None:
         worker.log.exception("worker %s: could not start the champion poll", worker.pid)  # type: ignore[attr-defined]
 
 
+def worker_exit(server: object, worker: object) -> None:
+    """Stop the worker's forecast processes as it leaves (a worker killed outright: each leaves on its own)."""
+    from api import workpool
+
+    workpool.shutdown()
+
+
 def child_exit(server: object, worker: object) -> None:
     """Drop a dead worker's metric files so /metrics counts live workers only."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

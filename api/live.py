@@ -3,6 +3,7 @@ snapshot), live accuracy and deal flow. One place, used by the HTTP views and th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -109,13 +110,20 @@ def snapshot_record(forecast_dict: dict[str, Any], *, mark: int, seed: int | Non
 
 def forecast_from_store(store: Store, *, as_of: object | None, horizon: str, n_sims: int, seed: int,
                         target: float | None = None, by: str | None = None, source: str,
-                        pipeline: tuple[Pipeline, int] | None = None) -> tuple[ForecastResult, int]:
+                        pipeline: tuple[Pipeline, int] | None = None,
+                        runner: Callable[..., ForecastResult] | None = None) -> tuple[ForecastResult, int]:
     """Forecast the stored pipeline (as of the day after its last date when `as_of` is None) with the forecasting
-    library's own call, save it as a snapshot, and return it with the snapshot's id."""
+    library's own call, save it as a snapshot, and return it with the snapshot's id.
+
+    `runner(forecast, **arguments)` makes the call where the caller wants it (the API: its forecast pool); by
+    default it is made here. The store is read and written here either way.
+    """
     deals, mark = pipeline or stored_pipeline(store)
     t = present(deals) if as_of is None else as_day(as_of)
-    result = forecast(deals.opportunities, stages=deals.stages, history=deals.history, as_of=t, horizon=horizon,
-                      target=target, by=by, n_sims=n_sims, rng=np.random.default_rng(seed))
+    arguments: dict[str, Any] = dict(opportunities=deals.opportunities, stages=deals.stages, history=deals.history,
+                                     as_of=t, horizon=horizon, target=target, by=by, n_sims=n_sims,
+                                     rng=np.random.default_rng(seed))
+    result = forecast(**arguments) if runner is None else runner(forecast, **arguments)
     snapshot_id = save_snapshot(store, snapshot_record(result.to_dict(), mark=mark, seed=seed, source=source))
     return result, snapshot_id
 

@@ -40,12 +40,34 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
+# A small pipeline in the opportunity contract that the service accepts (one won, one lost, two open deals): the
+# documented example of the forecast and metrics bodies, and what schemathesis sends as positive data.
+EXAMPLE_OPPORTUNITIES: list[dict[str, Any]] = [
+    {"opportunity_id": "OPP-1", "owner": "Ana", "product": "GTK 500", "amount": 12000, "created_at": "2026-01-05",
+     "stage": "won", "closed_at": "2026-02-20", "won_amount": 12000},
+    {"opportunity_id": "OPP-2", "owner": "Ana", "product": "GTK 500", "amount": 8000, "created_at": "2026-02-01",
+     "stage": "lost", "closed_at": "2026-03-10"},
+    {"opportunity_id": "OPP-3", "owner": "Ben", "product": "MG Special", "amount": 55, "created_at": "2026-05-11",
+     "stage": "proposal"},
+    {"opportunity_id": "OPP-4", "owner": "Ben", "product": "GTX Pro", "amount": 4800, "created_at": "2026-06-02",
+     "stage": "qualification"},
+]
+FORECAST_EXAMPLE = {"opportunities": EXAMPLE_OPPORTUNITIES, "as_of": "2026-07-01", "horizon": "3M",
+                    "simulations": 1000, "seed": 0}
+METRICS_EXAMPLE = {"opportunities": EXAMPLE_OPPORTUNITIES, "as_of": "2026-07-01", "group_by": "owner"}
+
+
+def _example(summary: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"examples": {"small_pipeline": {"summary": summary, "value": value}}}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Malformed JSON", 401: "No or invalid API key", 403: "The key lacks the scope",
             404: "No such model, saved forecast or route (a lead id that is `score`, `outcomes` or ends in "
                  "`/scores`)", 413: "Body too large", 415: "Body is not JSON",
             422: "Invalid records (index and field named)", 429: "Rate limit exceeded (see Retry-After)",
-            503: "No model loaded, or the store is unavailable"}
+            503: "No model loaded, the store is unavailable, or (forecasts) every forecast process is busy or the "
+                 "forecast ran past its timeout; see Retry-After"}
     return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref(ErrorResponse)}}} for s in statuses}
 
 
@@ -174,14 +196,15 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "summary": "Forecast revenue with P10/P50/P90 ranges, stuck deals and metrics",
             "security": secured,
             "requestBody": {"required": True, "content": {
-                JSON: {"schema": _ref(ForecastRequest)},
+                JSON: {"schema": _ref(ForecastRequest),
+                       **_example("Four deals, forecast for three months", FORECAST_EXAMPLE)},
                 "multipart/form-data": {"schema": {"type": "object", "required": ["file", "as_of"], "properties": {
                     "file": {"type": "string", "contentMediaType": "text/csv"}, "as_of": {"type": "string"},
                     "horizon": {"type": "string"}, "target": {"type": "number"}, "group_by": {"type": "string"},
                     "seed": {"type": "integer"}, "simulations": {"type": "integer"}}}},
             }},
             "responses": {"200": {"description": "The forecast", "content": {JSON: {"schema": _ref(ForecastResponse)}}},
-                          **_errors(*body_errors)},
+                          **_errors(*body_errors, 503)},
         }},
         "/v1/pipeline/metrics": {"get": {
             "summary": "The brief's pipeline metrics of the stored pipeline, optionally grouped",
@@ -192,7 +215,8 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
         }, "post": {
             "summary": "The brief's pipeline metrics, optionally grouped",
             "security": secured,
-            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(MetricsRequest)}}},
+            "requestBody": {"required": True, "content": {JSON: {
+                "schema": _ref(MetricsRequest), **_example("Four deals, grouped by owner", METRICS_EXAMPLE)}}},
             "responses": {"200": {"description": "The metrics", "content": {JSON: {"schema": _ref(MetricsResponse)}}},
                           **_errors(*body_errors)},
         }},

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     max_forecast_cells: int = Field(
         default=500_000_000, gt=0,
         description="Most open deals x simulations x periods one forecast request may ask for (refused with 422).")
+    # Forecasts run in their own processes so a long one never holds a worker's scoring (api/workpool.py).
+    forecast_processes: int = Field(
+        default=1, ge=0, le=64,
+        description="Forecast processes per worker (spawned on first use, niced); a forecast finding them all "
+                    "busy is answered 503 with Retry-After. 0 runs forecasts in the worker itself.")
+    forecast_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="Longest a forecast may run in its process: past it the process is killed and replaced, "
+                    "and the request answered 503.")
     # The store (issue 12).
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the store (sqlite:///... or postgresql+psycopg://...); "

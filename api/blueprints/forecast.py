@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
+from api import workpool
 from api.errors import ApiError
 from api.http import json_body, requires, runtime
 from api.live import forecast_from_store, present, stored_pipeline
@@ -24,6 +26,7 @@ from api.schemas import (
 from crmdata.contracts import OPPORTUNITY, STAGE_HISTORY
 from crmdata.loaders import frame_from_records, read_csv
 from crmdata.stages import DEFAULT_STAGES, StageConfig
+from forecasting.forecast import ForecastResult
 from forecasting.forecast import forecast as run_forecast
 from forecasting.periods import as_day, parse_horizon, periods
 from forecasting.summary import pipeline_metrics
@@ -85,19 +88,28 @@ def _forecast_request() -> tuple[ForecastRequest, Any]:
     return body, body.opportunities
 
 
+def forecast_records(*, records: Any, history: list[dict[str, Any]] | None, stages: StageConfig,
+                     **arguments: Any) -> ForecastResult:
+    """Validate posted opportunities (and stage history) against their contracts, then forecast them."""
+    deals = frame_from_records(records, contract=OPPORTUNITY, stages=stages, source="opportunities")
+    changes = (frame_from_records(history, contract=STAGE_HISTORY, stages=stages, source="stage_history")
+               if history else None)
+    return run_forecast(deals, stages=stages, history=changes, **arguments)
+
+
 @bp.post("/forecast")
 @requires("forecast")
 def forecast() -> Response:
     """Forecast won revenue per period with P10/P50/P90, the chance of the target, stuck deals and metrics."""
     body, records = _forecast_request()
+    settings = runtime().settings
     stages = stages_of(body.stages)
-    sims = body.simulations or runtime().settings.forecast_simulations
+    sims = body.simulations or settings.forecast_simulations
     _check_cost(body, records, stages, sims)
-    deals = frame_from_records(records, contract=OPPORTUNITY, stages=stages, source="opportunities")
-    history = (frame_from_records(body.stage_history, contract=STAGE_HISTORY, stages=stages, source="stage_history")
-               if body.stage_history else None)
-    result = run_forecast(deals, stages=stages, as_of=body.as_of, horizon=body.horizon, history=history,
-                          target=body.target, by=body.group_by, n_sims=sims, rng=np.random.default_rng(body.seed))
+    # Validation and the forecast both run in the forecast pool: neither holds this worker's other requests.
+    result = workpool.run(settings, forecast_records, records=records, history=body.stage_history, stages=stages,
+                          as_of=body.as_of, horizon=body.horizon, target=body.target, by=body.group_by, n_sims=sims,
+                          rng=np.random.default_rng(body.seed))
     return jsonify(ForecastResponse.model_validate(result.to_dict()).model_dump(mode="json"))
 
 
@@ -125,7 +137,7 @@ def stored_forecast() -> Response:
     _refuse_cells(int((deals.opportunities["outcome"] == "open").sum()), sims, as_of=as_of, horizon=query.horizon)
     result, snapshot_id = forecast_from_store(rt.store, as_of=as_of, horizon=query.horizon, n_sims=sims,
                                               seed=query.seed, target=query.target, by=query.group_by,
-                                              source="api", pipeline=loaded)
+                                              source="api", pipeline=loaded, runner=partial(workpool.run, rt.settings))
     body = StoredForecastResponse.model_validate({**result.to_dict(), "snapshot_id": snapshot_id})
     return jsonify(body.model_dump(mode="json"))
 

@@ -33,7 +33,8 @@ def test_a_forecast_over_max_forecast_cells_is_refused_before_any_work(
     assert n_open > 0
     # "3M" from 2026-07-01: July, August, September = 3 periods; 1,000 simulations.
     cells = n_open * 1000 * 3
-    service = make_service(max_forecast_cells=cells - 1)
+    # forecast_processes = 0: the forecast runs in this process, where the spy below can see it.
+    service = make_service(max_forecast_cells=cells - 1, forecast_processes=0)
     ran: list[bool] = []
     real = forecast_view.run_forecast
     monkeypatch.setattr(forecast_view, "run_forecast", lambda *a, **k: ran.append(True) or real(*a, **k))
@@ -47,7 +48,7 @@ def test_a_forecast_over_max_forecast_cells_is_refused_before_any_work(
     assert ran == [], "the forecast must be refused before it runs"
 
     # The same request at exactly the limit is served.
-    at_limit = make_service(max_forecast_cells=cells)
+    at_limit = make_service(max_forecast_cells=cells, forecast_processes=0)
     assert at_limit.post("/v1/forecast", request, who="forecast").status_code == 200
     assert ran == [True]
 
