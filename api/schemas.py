@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    create_model,
+    model_validator,
+)
 
 from crmdata.values import ValueProblem, datetime_ns
 from forecasting.forecast import forecast_methods
@@ -23,7 +32,14 @@ def _handled_day(value: date) -> date:
     return value
 
 
-PipelineDay = Annotated[date, AfterValidator(_handled_day)]
+def _day_as_text(value: Any) -> Any:
+    """Refuse a number where a day is asked for: lax pydantic would read 0 as 1970-01-01 (seconds since 1970)."""
+    if isinstance(value, int | float):
+        raise ValueError("must be a date as text (YYYY-MM-DD), not a number")
+    return value
+
+
+PipelineDay = Annotated[date, BeforeValidator(_day_as_text), AfterValidator(_handled_day)]
 
 
 def _handled_time(value: datetime) -> datetime:
@@ -177,6 +193,17 @@ class StagesBody(BaseModel):
     lost: list[str] = Field(min_length=1)
 
 
+def _not_a_boolean(value: Any) -> Any:
+    """Refuse a JSON true or false where a number is asked for (pydantic's lax mode would read it as 1 or 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# Lax still, as a form upload's fields arrive as text; only a boolean is refused.
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+
 GroupBy = Literal["owner", "team", "region", "product", "product_category"]
 
 
@@ -189,10 +216,10 @@ class ForecastRequest(BaseModel):
     stages: StagesBody | None = None
     as_of: PipelineDay
     horizon: str = Field(default="1Q", description="30D, 6W, 3M or 1Q: days, weeks, months or quarters.")
-    target: float | None = Field(default=None, ge=0, description="Revenue target for the horizon, in $.")
+    target: Number | None = Field(default=None, ge=0, description="Revenue target for the horizon, in $.")
     group_by: GroupBy | None = None
-    seed: int = Field(default=0, ge=0)
-    simulations: int | None = Field(default=None, ge=100, le=200_000)
+    seed: Integer = Field(default=0, ge=0)
+    simulations: Integer | None = Field(default=None, ge=100, le=200_000)
 
 
 class MetricsRequest(BaseModel):
@@ -203,7 +230,7 @@ class MetricsRequest(BaseModel):
     stages: StagesBody | None = None
     as_of: PipelineDay | None = None
     group_by: GroupBy | None = None
-    spend: float | None = Field(default=None, ge=0, description="Sales and marketing spend, for acquisition cost.")
+    spend: Number | None = Field(default=None, ge=0, description="Sales and marketing spend, for acquisition cost.")
 
 
 class ErrorDetail(BaseModel):

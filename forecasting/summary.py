@@ -78,7 +78,8 @@ def pipeline_metrics(
                                                                    churn_rate=churn)
     monthly = m.revenue_by_period(snap, freq="M", **period)
     values = monthly.to_numpy(dtype=float)
-    growth: list[float | None] = [None]
+    # No month at all when nothing closed by `as_of` (an as_of before every deal): no first month to leave empty.
+    growth: list[float | None] = [None] if len(values) else []
     growth += [m.revenue_growth(previous=float(a), current=float(b)) if a else None
                for a, b in itertools.pairwise(values)]
     out["monthly_revenue"] = [{"month": str(k), "won_revenue": float(v), "growth_pct": g}

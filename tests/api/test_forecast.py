@@ -72,7 +72,11 @@ def test_invalid_opportunities_are_refused_naming_index_and_field(service: Servi
     ("change", "loc"),
     [({"horizon": "soon"}, ["horizon"]), ({"horizon": "0M"}, ["horizon"]), ({"as_of": "yesterday"}, ["as_of"]),
      ({"group_by": "mood"}, ["group_by"]), ({"target": -1}, ["target"]), ({"simulations": 5}, ["simulations"]),
-     ({"opportunities": []}, ["opportunities"])],
+     ({"opportunities": []}, ["opportunities"]),
+     # A JSON boolean is not a number: lax pydantic read false as seed 0 and true as a $1 target (schemathesis).
+     ({"seed": False}, ["seed"]), ({"target": True}, ["target"]),
+     # A number is not a day: lax pydantic read as_of = 0 as 1970-01-01 (schemathesis).
+     ({"as_of": 0}, ["as_of"])],
 )
 def test_bad_forecast_parameters_name_the_field(service: Service, pipeline: pd.DataFrame, change: dict[str, Any],
                                                 loc: list[str]) -> None:
@@ -113,3 +117,13 @@ def test_pipeline_metrics_by_hand(service: Service) -> None:
     groups = {g["owner"]: g for g in m["groups"]}
     assert groups["Ann"]["win_rate"] == 1.0 and groups["Bob"]["win_rate"] == 0.0
     assert groups["Bob"]["open_pipeline"] == 500
+
+
+def test_pipeline_metrics_before_every_deal_are_empty_not_a_500(service: Service) -> None:
+    # schemathesis sent as_of = 0 (1970-01-01): no month had closed, and the monthly table's zip raised (a 500).
+    deals = [{"opportunity_id": "A", "owner": "Ann", "product": "X", "amount": 100, "created_at": "2026-01-01",
+              "stage": "won", "closed_at": "2026-01-11", "won_amount": 100}]
+    response = service.post("/v1/pipeline/metrics", {"opportunities": deals, "as_of": "1990-01-01"})
+    assert response.status_code == 200, response.json
+    assert response.json["monthly_revenue"] == []  # nothing was won by 1990
+    assert response.json["open_deals"] == 0  # the one deal did not exist yet
