@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from store import Store, StoreUnavailable
-from store.history import Ranks, latest_scores, reading, score_counts, trend
+from store.history import Ranks, latest_scores, score_counts, trend
 
 if TYPE_CHECKING:
     from api.serving import Served
@@ -152,7 +152,7 @@ class ScoreContext:
                         previous[lead_id] = cached
                 missed = [i for i in lead_ids if i is not None and i not in previous]
                 if missed:
-                    with reading(self.store) as conn:
+                    with self.store.reading() as conn:
                         previous.update(latest_scores(conn, lead_ids=missed))
             except StoreUnavailable as exc:
                 self._unavailable(exc)

@@ -20,7 +20,6 @@ from sqlalchemy import exc as sa_exc
 
 from crmdata.errors import LeadcastError
 from store import Store, StoreUnavailable
-from store.history import reading
 from store.schema import api_keys, imports
 
 log = logging.getLogger("leadcast.keys")
@@ -177,7 +176,7 @@ class KeyStore:
             return key if hmac.compare_digest(key.digest, _digest(key.salt, match.group(2))) else None
         try:
             self._import_legacy()
-            with reading(self.store) as conn:
+            with self.store.reading() as conn:
                 row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == match.group(1),
                                                              api_keys.c.revoked_at.is_(None))).first()
         except StoreUnavailable:

@@ -171,6 +171,20 @@ class Store:
             with self.engine.begin() as conn:
                 yield conn
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """Yield a connection for reads that need no transaction (faults raised as StoreUnavailable).
+
+        On PostgreSQL it is in autocommit: each query is one round trip, with no BEGIN before it and no COMMIT
+        after it (two round trips of the three a transaction costs, measured in docs/store.md).
+        """
+        with self.faults():
+            self.ensure_schema()
+            with self.engine.connect() as conn:
+                if not self.is_sqlite:
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+
     def ensure_schema(self) -> None:
         """Upgrade (auto_upgrade) or check the schema once per process; raise StoreUnavailable when behind."""
         if self._ready:

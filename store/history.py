@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,21 +38,6 @@ class LoggedScore:
     score: int
     grade: str
     reasons: list[dict[str, Any]] | None
-
-
-@contextlib.contextmanager
-def reading(store: Store) -> Iterator[Connection]:
-    """Yield a connection for reads that need no transaction (faults raised as StoreUnavailable).
-
-    On PostgreSQL it is in autocommit: each query is one round trip, with no BEGIN before it and no COMMIT
-    after it (two round trips of the three a transaction costs, measured in docs/store.md).
-    """
-    with store.faults():
-        store.ensure_schema()
-        with store.engine.connect() as conn:
-            if not store.is_sqlite:
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-            yield conn
 
 
 def encode_cursor(scored_at: datetime, row_id: int) -> str:
@@ -87,7 +71,7 @@ def lead_scores(store: Store, *, lead_id: str, limit: int, cursor: str | None = 
         query = query.where(sa.or_(predictions.c.scored_at < scored_at,
                                    sa.and_(predictions.c.scored_at == scored_at, predictions.c.id < row_id)))
     query = query.order_by(predictions.c.scored_at.desc(), predictions.c.id.desc()).limit(limit + 1)
-    with reading(store) as conn:
+    with store.reading() as conn:
         rows = conn.execute(query).all()
     page = [LoggedScore(id=int(r.id), scored_at=r.scored_at, as_of=r.as_of, model_name=r.model_name,
                         model_version=r.model_version, model_kind=r.model_kind, probability=float(r.probability),
