@@ -39,6 +39,10 @@ log = logging.getLogger("leadcast.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any 64-bit number: the PostgreSQL advisory lock that serialises concurrent upgrades.
 UPGRADE_LOCK = 0x1EADCA57
+# Alembic keeps a running migration's environment in module globals (alembic.context, alembic.op): two
+# threads of one process migrating at once, even different databases, remove each other's and fail with
+# KeyError. Every migration this process runs takes this lock.
+_ALEMBIC = threading.Lock()
 
 
 class StoreError(LeadcastError):
@@ -223,16 +227,20 @@ class Store:
         Concurrent upgrades (several workers starting at once) are serialised: a lock file beside an SQLite
         database, an advisory lock on PostgreSQL.
         """
+        head = self.head_revision()
         with self.faults(), self._upgrade_lock(), self.engine.begin() as conn:
             if self.url.get_backend_name() == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK})
             before = MigrationContext.configure(conn).get_current_revision()
-            command.upgrade(self._alembic_config(conn), target)
+            # At head already (the usual case: a check again after a fault) alembic is not entered at all.
+            if before != (head if target == "head" else target):
+                with _ALEMBIC:
+                    command.upgrade(self._alembic_config(conn), target)
             after = MigrationContext.configure(conn).get_current_revision()
         assert after is not None
         if before != after:
             log.info("upgraded the database %s from %s to %s", self.shown_url, before or "empty", after)
-        self._ready = after == self.head_revision()
+        self._ready = after == head
         return before, after
 
     @contextlib.contextmanager
