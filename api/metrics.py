@@ -27,16 +27,17 @@ class Metrics:
                            ["model_name", "model_version", "model_kind"], registry=self.registry,
                            multiprocess_mode="liveall")
         self._served: dict[str, tuple[str, str, str]] = {}  # per model name: one champion each
-        # Model health (issue 13), as of the last health report the service computed (GET /v1/models/monitoring).
+        # Model health (issue 13), as of the last health report the service computed (GET /v1/models/monitoring or
+        # the background refresh), one series per model name: two names each have a version 1.
         self.feature_psi = Gauge("leadcast_feature_psi", "PSI of each input field against the training profile.",
-                                 ["model_version", "feature"], registry=self.registry,
+                                 ["model_name", "model_version", "feature"], registry=self.registry,
                                  multiprocess_mode="mostrecent")
         self.score_psi = Gauge("leadcast_score_psi", "PSI of the scores against the training profile.",
-                               ["model_version"], registry=self.registry, multiprocess_mode="mostrecent")
+                               ["model_name", "model_version"], registry=self.registry, multiprocess_mode="mostrecent")
         self.live_ece = Gauge("leadcast_live_ece", "Expected calibration error on matured outcomes.",
-                              ["model_version"], registry=self.registry, multiprocess_mode="mostrecent")
+                              ["model_name", "model_version"], registry=self.registry, multiprocess_mode="mostrecent")
         self.alerts = Gauge("leadcast_monitoring_alerts", "Model health alerts raised by the last health report.",
-                            ["model_version"], registry=self.registry, multiprocess_mode="mostrecent")
+                            ["model_name", "model_version"], registry=self.registry, multiprocess_mode="mostrecent")
 
     def set_model(self, *, name: str, version: str, kind: str) -> None:
         """Mark the model now being served for its name (1) and the one it replaced under that name (0)."""
@@ -47,17 +48,18 @@ class Metrics:
         self.model.labels(model_name=name, model_version=version, model_kind=kind).set(1)
 
     def set_health(self, report: Mapping[str, Any]) -> None:
-        """Publish a health report's PSI per field, score PSI, live ECE and alert count."""
-        version = str(report.get("version", "unknown"))
+        """Publish a health report's PSI per field, score PSI, live ECE and alert count under its model name."""
+        model = {"model_name": str(report.get("name", "unknown")), "model_version": str(report.get("version",
+                                                                                                  "unknown"))}
         for feature in report.get("features", []):
             if feature.get("psi") is not None:
-                self.feature_psi.labels(model_version=version, feature=feature["column"]).set(feature["psi"])
+                self.feature_psi.labels(**model, feature=feature["column"]).set(feature["psi"])
         if report.get("score_psi") is not None:
-            self.score_psi.labels(model_version=version).set(report["score_psi"])
+            self.score_psi.labels(**model).set(report["score_psi"])
         outcomes = report.get("outcomes")
         if outcomes is not None:
-            self.live_ece.labels(model_version=version).set(outcomes["ece"])
-        self.alerts.labels(model_version=version).set(len(report.get("alerts", [])))
+            self.live_ece.labels(**model).set(outcomes["ece"])
+        self.alerts.labels(**model).set(len(report.get("alerts", [])))
 
     def render(self) -> bytes:
         """Return the exposition text, merged across workers when PROMETHEUS_MULTIPROC_DIR is set."""

@@ -1,4 +1,5 @@
-"""Model health from the store: the logged scores of one model version against the profile it was trained on.
+"""Model health from the store: the logged scores of one version of one model name against the profile it was
+trained on.
 
 The one place the CLI (`leadcast monitor`), the endpoint (`GET /v1/models/monitoring`) and the Prometheus
 gauges get a health report from, so all three say the same.
@@ -47,22 +48,38 @@ def parse_since(text: str | None, *, field: str = "since") -> datetime | None:
     return stamp.to_pydatetime()
 
 
-def split_model_ref(ref: str | None, *, settings: Settings) -> str | None:
-    """Return the version or alias of `NAME@VERSION` (or of a bare version or alias); refuse another name."""
-    if ref is None or "@" not in ref:
-        return ref
-    name, _, version = ref.rpartition("@")
-    if name != settings.registered_model_name:
-        raise MonitoringError(f"no model named {name!r}: this registry holds {settings.registered_model_name!r}")
-    if not version:
-        raise MonitoringError(f"--model {ref!r} names no version: use NAME@VERSION, e.g. "
-                              f"{settings.registered_model_name}@3 or {settings.registered_model_name}@champion")
-    return version
+class NoTrainedModel(MonitoringError):
+    """Raised when a model name has no trained champion (the cold-start rules have no profile to compare with)."""
 
 
-def store_health(settings: Settings, store: Store, *, model: str | None = None, since: datetime | None = None,
-                 now: datetime | None = None, seed: int = 0, n_boot: int = 200) -> dict[str, Any]:
-    """Return the health report of a model version (default the champion) over the leads it scored since `since`."""
+ALIASES = frozenset({"champion", "challenger"})  # a bare one names a version of the default name, as before names
+
+
+def split_model_ref(ref: str | None) -> tuple[str | None, str | None]:
+    """Return (model name, version or alias) that `NAME@VERSION`, `NAME`, or a bare version or alias asks for.
+
+    None stands for what the text leaves out: the default name, and that name's champion. A bare version (all
+    digits) or alias (champion, challenger) is one of the default name's, as it was before models had names; a
+    name that looks like one is written `NAME@champion`. The caller checks the name against the registry.
+    """
+    if ref is None:
+        return None, None
+    if "@" in ref:
+        name, _, version = ref.rpartition("@")
+        if not name or not version:
+            raise MonitoringError(f"model {ref!r} is not NAME@VERSION: give both, e.g. leadcast-lead-scoring@3 or "
+                                  "web-signups@champion (or a name alone for its champion)")
+        return name, version
+    if ref.isdigit() or ref in ALIASES:
+        return None, ref
+    return ref, None
+
+
+def store_health(settings: Settings, store: Store, *, name: str | None = None, version: str | None = None,
+                 since: datetime | None = None, now: datetime | None = None, seed: int = 0,
+                 n_boot: int = 200) -> dict[str, Any]:
+    """Return the health report of version `version` (default the champion) of model `name` (default the default
+    spec's) over the leads that model version scored since `since`; `name` must be one the registry holds."""
     from api.serving import model_source
     from scoring.artifacts import resolve_trained
     from scoring.monitoring import live_health
@@ -70,18 +87,21 @@ def store_health(settings: Settings, store: Store, *, model: str | None = None, 
     from store.monitoring import logged_scores
 
     now = now or datetime.now(UTC)
-    ref = split_model_ref(model, settings=settings)
-    trained = resolve_trained(ref, **model_source(settings))
+    name = name or settings.registered_model_name
+    trained = resolve_trained(version, **model_source(settings, name=name))
     if trained is None:
-        raise MonitoringError("no model is trained: the cold-start rules have no training profile to compare with")
+        which = "" if name == settings.registered_model_name else f" named {name!r}"
+        raise NoTrainedModel(f"no model{which} is trained: the cold-start rules have no training profile to "
+                             "compare with")
     profile = trained.card.get("profile")
     if profile is None:
         raise MonitoringError(f"model version {trained.version} was trained before leadcast saved reference "
                               "profiles: retrain it to monitor it")
     spec = trained.spec
-    logged = logged_scores(store, model_name=settings.registered_model_name, model_version=trained.version,
+    # The log's rows of this name only: two names each have a version 1, and their rows never mix.
+    logged = logged_scores(store, model_name=name, model_version=trained.version,
                            since=since, now=now, maturity_days=settings.outcome_maturity_days)
-    window = {"model": f"{settings.registered_model_name}@{trained.version}", "version": trained.version,
+    window = {"model": f"{name}@{trained.version}", "name": name, "version": trained.version,
               "since": None if since is None else since.isoformat(), "until": now.isoformat(timespec="seconds"),
               "maturity_days": settings.outcome_maturity_days}
     if logged.scores.empty:
@@ -101,13 +121,14 @@ def store_health(settings: Settings, store: Store, *, model: str | None = None, 
 
 
 class HealthRefresh:
-    """Keep the model-health gauges of one worker fresh: `store_health` of the champion every `every` seconds.
+    """Keep the model-health gauges of one worker fresh: `store_health` of each name's champion every `every` s.
 
     A daemon thread (a greenlet under gevent) started by the worker's first request, after any fork, so each
     gunicorn worker refreshes its own gauges and the master never does; its first refresh is `every` seconds
     after that request (a worker that serves for less never pays for one). Requests never wait for it. A failed
-    refresh (store down, no model, no profile) is logged and tried again `every` seconds later; the gauges keep
-    their last values meanwhile.
+    refresh (store down, no profile) is logged with the model name and tried again `every` seconds later; the
+    gauges keep their last values meanwhile. Every name the registry holds is refreshed in turn, one failing name
+    never keeping the others from theirs.
     """
 
     def __init__(self, settings: Settings, store: Store, metrics: Metrics, *, every: float) -> None:
@@ -148,22 +169,40 @@ class HealthRefresh:
         return thread is None or not thread.is_alive()
 
     def refresh_once(self) -> bool:
-        """Compute the champion's health report and publish its gauges; return whether that worked."""
+        """Compute the health report of each model name's champion and publish its gauges, labelled by name;
+        return whether every name with a trained champion worked (a name on the cold-start rules has nothing to
+        gauge and is skipped)."""
+        from api.serving import model_names
         from scoring.artifacts import ModelError
 
         self.runs += 1
         try:
-            report = store_health(self.settings, self.store)
-        except (StoreError, StoreUnavailable, MonitoringError, ModelError) as exc:
+            names = model_names(self.settings)
+        except Exception as exc:  # an unreadable registry or an MLflow outage: tried again next time
             self.failures += 1
-            log.warning("model-health gauges not refreshed (trying again in %.0fs): %s", self.every, exc)
+            log.warning("model-health gauges not refreshed (trying again in %.0fs): cannot list the model names: "
+                        "%s", self.every, getattr(exc, "reason", exc))
             return False
-        except Exception:  # a bug must not end the refresh: logged with its traceback, retried next time
+        failed = False
+        for name in names:
+            try:
+                report = store_health(self.settings, self.store, name=name)
+            except NoTrainedModel:
+                log.debug("model %s has no trained champion: no health gauges for it", name)
+                continue
+            except (StoreError, StoreUnavailable, MonitoringError, ModelError) as exc:
+                failed = True
+                log.warning("model-health gauges not refreshed (trying again in %.0fs): model %s: %s", self.every,
+                            name, exc)
+                continue
+            except Exception:  # a bug must not end the refresh: logged with its traceback, retried next time
+                failed = True
+                log.exception("model-health gauges not refreshed (trying again in %.0fs): model %s", self.every, name)
+                continue
+            self.metrics.set_health(report)
+        if failed:
             self.failures += 1
-            log.exception("model-health gauges not refreshed (trying again in %.0fs)", self.every)
-            return False
-        self.metrics.set_health(report)
-        return True
+        return not failed
 
 
 def install_health_refresh(app: Flask, *, settings: Settings, store: Store, metrics: Metrics) -> HealthRefresh:

@@ -247,7 +247,9 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "parameters": [
                 {"name": "model", "in": "query", "required": False,
                  "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                 "description": "NAME@VERSION, a version or an alias; default the champion"},
+                 "description": "A model name (its champion; GET /v1/models lists them), NAME@VERSION, or a "
+                                "version or alias (champion, challenger) of the default spec's model; default the "
+                                "default spec's champion. An unknown name is a 404 listing the known names."},
                 {"name": "since", "in": "query", "required": False,
                  "schema": {"type": "string", "minLength": 1, "maxLength": 64},
                  "description": "Only leads scored from this ISO 8601 date or time"},

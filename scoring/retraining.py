@@ -145,20 +145,28 @@ def _proba(trained: TrainedModel, raw: pd.DataFrame) -> np.ndarray:
     return np.asarray(compiled.proba(compiled.features.encode(prepared.features)))
 
 
-def _split(raw: pd.DataFrame, *, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """Return the older leads, the gate leads (the newest 20% in time order) and the gate's outcomes."""
+def _split(raw: pd.DataFrame, *, spec: ModelSpec,
+           time_column: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, str]:
+    """Return the older leads, the gate leads (the newest 20% in time order), the gate's outcomes and the time of
+    its oldest lead; the times are the spec's created-at column, else `time_column` of `raw`."""
     prepared = prepare(raw, spec=spec, table="matured leads", with_target=True)
     assert prepared.target is not None and prepared.kept is not None
     decided = raw.reset_index(drop=True).iloc[prepared.kept].reset_index(drop=True)
-    if prepared.created_at is None:
-        raise GateError(f"the gate needs lead times: the data has no '{spec.created_at_column}' column")
-    newest = newest_share(prepared.created_at)
+    created = prepared.created_at
+    if created is None and time_column is not None and time_column in decided.columns:
+        created = pd.Series(pd.to_datetime(decided[time_column], errors="coerce"))
+    if created is None:
+        named = (f"the data has no '{spec.created_at_column}' column" if spec.created_at_column else
+                 "the spec names no created_at_column (the store's logged leads have times: retrain from it)")
+        raise GateError(f"the gate needs lead times: {named}")
+    newest = newest_share(created)
     y_gate = prepared.target[newest]
     if y_gate.sum() < MIN_GATE_PER_CLASS or (1 - y_gate).sum() < MIN_GATE_PER_CLASS:
         raise GateError(f"the newest {newest.sum():,} matured leads hold {int(y_gate.sum())} conversions and "
                         f"{int((1 - y_gate).sum())} non-conversions: the gate needs at least {MIN_GATE_PER_CLASS} "
                         "of each; wait for more outcomes to mature")
-    return decided[~newest].reset_index(drop=True), decided[newest].reset_index(drop=True), y_gate
+    gate_from = str(pd.Series(created)[newest].min())
+    return decided[~newest].reset_index(drop=True), decided[newest].reset_index(drop=True), y_gate, gate_from
 
 
 @dataclass
@@ -184,13 +192,14 @@ def _gate(candidate: TrainedModel, champion: TrainedModel | None, gate_raw: pd.D
 
 def retrain(raw: pd.DataFrame, *, spec: ModelSpec, champion: TrainedModel | None, rng: np.random.Generator,
             params: Mapping[str, Any] | None = None, data_fingerprint: str | None = None,
-            table: str = "matured leads") -> Candidate:
-    """Train a challenger on the older 80% of matured leads and gate it against the champion on the newest 20%."""
-    older, gate_raw, y_gate = _split(raw, spec=spec)
+            table: str = "matured leads", time_column: str | None = None) -> Candidate:
+    """Train a challenger on the older 80% of matured leads and gate it against the champion on the newest 20%
+    (in the order of the spec's created-at column, else of `time_column`: the store's first-score times)."""
+    older, gate_raw, y_gate, gate_from = _split(raw, spec=spec, time_column=time_column)
     result = train(older, spec=spec, params=params, data_fingerprint=data_fingerprint, table=table)
     decision, gate = _gate(result.trained, champion, gate_raw, y_gate, rng=rng, what="retrained model")
     result.trained.card["gate"] = {"mode": "retrain", **(gate.as_dict() if gate else {}),
-                                   "gate_from": str(gate_raw[spec.created_at_column].min())}
+                                   "gate_from": gate_from}
     return Candidate(result=result, decision=decision, gate=gate, mode="retrain")
 
 
@@ -214,13 +223,15 @@ def choose_calibrator(logit: np.ndarray, y: np.ndarray, *, folds: int = 3) -> tu
     return Calibrator(best).fit(logit, y), losses
 
 
-def recalibrate(raw: pd.DataFrame, *, champion: TrainedModel, rng: np.random.Generator) -> Candidate:
+def recalibrate(raw: pd.DataFrame, *, champion: TrainedModel, rng: np.random.Generator,
+                time_column: str | None = None) -> Candidate:
     """Refit the champion's calibration map on the older 80% of recent matured leads; gate it on the newest 20%.
 
-    `raw` should hold the recent leads only (since the base rate moved): the map is fitted to all of them.
+    `raw` should hold the recent leads only (since the base rate moved): the map is fitted to all of them. The
+    time order is the spec's created-at column, else `time_column` (the store's first-score times).
     """
     spec = champion.spec
-    older, gate_raw, y_gate = _split(raw, spec=spec)
+    older, gate_raw, y_gate, gate_from = _split(raw, spec=spec, time_column=time_column)
     prepared = prepare(older, spec=spec, table="recent matured leads", with_target=True)
     assert prepared.target is not None
     y = prepared.target
@@ -250,7 +261,7 @@ def recalibrate(raw: pd.DataFrame, *, champion: TrainedModel, rng: np.random.Gen
     p_gate = _proba(trained, gate_raw)
     report_one = evaluate(y_gate, p_gate, grades=spec.grades, protected=None)
     protocol = {"kind": "recalibration gate", "holdout_share": GATE_SHARE,
-                "holdout_from": str(gate_raw[spec.created_at_column].min())}
+                "holdout_from": gate_from}
     card["evaluation"] = protocol
     card["threshold"] = best_f1_threshold(y_gate, p_gate)
     headline = {k: float(report_one[k]) for k in ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "base_rate")}

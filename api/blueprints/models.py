@@ -18,7 +18,8 @@ bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
 
 class MonitoringQuery(BaseModel):
-    """The query of GET /v1/models/monitoring: which model (NAME@VERSION, version or alias) and since when."""
+    """The query of GET /v1/models/monitoring: which model (NAME, NAME@VERSION, a version or an alias) and since
+    when."""
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(default=None, min_length=1, max_length=200)
@@ -154,14 +155,16 @@ def reload() -> Response:
 @bp.get("/monitoring")
 @requires("admin", "monitor")
 def monitoring() -> Response:
-    """Return the health of a model version (default the champion) on its logged scores and matured outcomes."""
-    from api.monitoring import parse_since, store_health
-    from scoring.artifacts import ModelError
+    """Return the health of a model version (default the champion of `?model=NAME`, else of the default spec's
+    model) on the scores that name's model version logged and their matured outcomes."""
+    from api.monitoring import parse_since, split_model_ref, store_health
 
     query = MonitoringQuery.model_validate(request.args.to_dict())
+    name, version = split_model_ref(query.model)
+    picked = holder(name).name  # the score endpoint's check: 404 listing the known names, 422 for a bad name
     rt = runtime()
     try:
-        report = store_health(rt.settings, rt.store, model=query.model, since=parse_since(query.since))
+        report = store_health(rt.settings, rt.store, name=picked, version=version, since=parse_since(query.since))
     except ModelError as exc:  # the message names server paths: the caller gets the reason only
         raise ApiError(404, "not_found", f"cannot monitor that model: {exc.reason}") from exc
     rt.metrics.set_health(report)

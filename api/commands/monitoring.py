@@ -20,7 +20,8 @@ from crmdata.loaders import read_raw
               help="Leads scored since training (CSV or Parquet); rows with an outcome are checked against it. "
                    "Default: the prediction log and the outcomes in the store.")
 @click.option("--model", "model", default=None,
-              help="NAME@VERSION, or a version or alias (champion, challenger); default the champion.")
+              help="A model name (its champion), NAME@VERSION, or a version or alias (champion, challenger) of the "
+                   "default spec's model; default the default spec's champion. See `leadcast models list`.")
 @click.option("--since", "since", default=None, help="Only leads scored from this date (ISO 8601; store only).")
 @click.option("--json", "json_out", type=FILE, default=None, help="Also write the whole health report as JSON.")
 @click.option("--html", "html_out", type=FILE, default=None, help="Also write the Model health page (HTML).")
@@ -29,19 +30,25 @@ from crmdata.loaders import read_raw
 def monitor(ctx: click.Context, data: Path | None, model: str | None, since: str | None, json_out: Path | None,
             html_out: Path | None, seed: int) -> None:
     """Say whether a model still fits its leads: drift of each field and of the scores, and calibration."""
+    from api.commands.retraining import chosen_name
+    from api.monitoring import split_model_ref
     from crmdata.files import write_json
 
     settings = settings_of(ctx)
+    name, version = split_model_ref(model)
+    # the one name resolver of the CLI (`models rollback --name`, `retrain --model`): an unknown name lists the known
+    picked = chosen_name(settings, name=name, spec_path=None)
     if data is not None:
         if since is not None:
             raise LeadcastError("--since filters the store's prediction log; a --data file is read whole")
-        report = _file_health(settings, data, model, seed)
+        report = _file_health(settings, data, name=picked, version=version, seed=seed)
     else:
         from api.monitoring import parse_since, store_health
         from api.stores import open_store
 
         with open_store(settings) as store:  # closed at the end: no connection left for the collector
-            report = store_health(settings, store, model=model, since=parse_since(since, field="--since"), seed=seed)
+            report = store_health(settings, store, name=picked, version=version,
+                                  since=parse_since(since, field="--since"), seed=seed)
     _print(report)
     if json_out is not None:
         write_json(json_out, json.loads(json.dumps(report, default=float)))
@@ -52,14 +59,13 @@ def monitor(ctx: click.Context, data: Path | None, model: str | None, since: str
         click.echo(f"wrote {html_out}")
 
 
-def _file_health(settings: Settings, data: Path, model: str | None, seed: int) -> dict[str, Any]:
-    from api.monitoring import split_model_ref
+def _file_health(settings: Settings, data: Path, *, name: str, version: str | None, seed: int) -> dict[str, Any]:
     from api.serving import model_source
     from scoring.monitoring import health
     from scoring.scorer import ModelScorer, load_scorer
     from scoring.spec import prepare
 
-    scorer = load_scorer(split_model_ref(model, settings=settings), **model_source(settings))
+    scorer = load_scorer(version, **model_source(settings, name=name))
     if not isinstance(scorer, ModelScorer):
         raise LeadcastError("the cold-start rules have no training profile to compare with: train a model first")
     profile = scorer.trained.card.get("profile")
@@ -78,7 +84,7 @@ def _file_health(settings: Settings, data: Path, model: str | None, seed: int) -
         outcomes = (decided.target, scored)
     report = health(profile=profile, features=every.features, probability=p, spec=spec, outcomes=outcomes,
                     rng=np.random.default_rng(seed))
-    return {"model": f"{settings.registered_model_name}@{scorer.version}", "version": scorer.version,
+    return {"model": f"{name}@{scorer.version}", "name": name, "version": scorer.version,
             "source": data.name, "base_rate_training": profile["base_rate"], "leads_scored": report["leads"],
             **report}
 

@@ -18,25 +18,40 @@ from crmdata.errors import LeadcastError
 from crmdata.loaders import read_raw
 
 RETRAIN_KEY = "retrain"  # the loop's state in the model registry: when it last ran and what it decided
+STORE_TIMES = "created_at"  # where store.monitoring.training_frame puts each lead's first-score time by default
 
 
-def _matured_from_store(settings: Settings, *, spec: Any, since: datetime | None, now: datetime) -> pd.DataFrame:
+def _matured_from_store(settings: Settings, *, spec: Any, name: str, since: datetime | None,
+                        now: datetime) -> pd.DataFrame:
     from api.stores import open_store
     from store.monitoring import training_frame
 
     with open_store(settings) as store:
-        frame = training_frame(store, spec=spec, since=since, now=now, maturity_days=settings.outcome_maturity_days)
+        # the leads model `name` scored only: another name's log rows are another CRM's fields and outcome
+        frame = training_frame(store, spec=spec, since=since, now=now, maturity_days=settings.outcome_maturity_days,
+                               model_name=name)
     if frame.empty:
-        raise LeadcastError("the store holds no matured leads (logged scores with a known or matured outcome) yet: "
-                            "record outcomes with POST /v1/leads/outcomes, or retrain from an export with --data")
+        raise LeadcastError(f"the store holds no matured leads {_of(name, settings)}(logged scores with a known or "
+                            "matured outcome) yet: record outcomes with POST /v1/leads/outcomes, or retrain from an "
+                            "export with --data")
     return frame
+
+
+def _of(name: str, settings: Settings) -> str:
+    """Return how the loop's output names a model: nothing for the default spec's (as a one-model home always
+    read), else `of 'NAME' `."""
+    return "" if name == settings.registered_model_name else f"of {name!r} "
 
 
 @click.command()
 @click.option("--data", "data", type=FILE, default=None,
-              help="Lead export with outcomes (CSV or Parquet); default the store's logged leads and outcomes.")
+              help="Lead export with outcomes (CSV or Parquet); default the store's logged leads and outcomes of "
+                   "the model name retrained.")
+@click.option("--model", "--name", "name", default=None,
+              help="Model name to retrain (see `leadcast models list`); default the default spec's.")
 @click.option("--spec", "spec_path", type=FILE, default=None,
-              help="Model spec for a retrain (default: the champion's).")
+              help="Model spec for a retrain, instead of --model: retrains the model name of this spec (its `name`) "
+                   "with it (default: that name's champion's spec).")
 @click.option("--mode", type=click.Choice(["auto", "retrain", "recalibrate"]), default="auto", show_default=True,
               help="auto recalibrates when only the base rate moved and retrains when an input shifted.")
 @click.option("--if-due", "if_due", is_flag=True, help="Do nothing unless --every has passed since the last run.")
@@ -46,9 +61,12 @@ def _matured_from_store(settings: Settings, *, spec: Any, since: datetime | None
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the gate's bootstrap.")
 @click.option("--json", "json_out", type=FILE, default=None, help="Also write the decision as JSON.")
 @click.pass_context
-def retrain(ctx: click.Context, data: Path | None, spec_path: Path | None, mode: str, if_due: bool,
-            every: str | None, since: str | None, seed: int, json_out: Path | None) -> None:
-    """Retrain or recalibrate the champion on matured leads; promote only through the gate on the newest 20%."""
+def retrain(ctx: click.Context, data: Path | None, name: str | None, spec_path: Path | None, mode: str,
+            if_due: bool, every: str | None, since: str | None, seed: int, json_out: Path | None) -> None:
+    """Retrain or recalibrate one model name's champion on matured leads; promote only through the gate on the
+    newest 20%. The other names' champions, registries and loop state are left as they are."""
+    from api.commands.scoring import called
+    from api.serving import model_source
     from crmdata.files import write_json
     from scoring.artifacts import read_registry, resolve_trained, update_registry
     from scoring.monitoring import health
@@ -59,13 +77,15 @@ def retrain(ctx: click.Context, data: Path | None, spec_path: Path | None, mode:
     from scoring.training import fingerprint_file
 
     settings = settings_of(ctx)
-    models_dir = settings.resolved_models_dir
+    picked = chosen_name(settings, name=name, spec_path=spec_path)
+    of = _of(picked, settings)
+    models_dir = model_source(settings, name=picked)["models_dir"]  # this name's registry and loop state only
     now = datetime.now(UTC)
     period = parse_every(every or settings.retrain_every)
     state = read_registry(models_dir).get(RETRAIN_KEY, {})
     if if_due and not is_due(last_run=state.get("last_run"), every=period, now=now):
         last = datetime.fromisoformat(state["last_run"])
-        click.echo(f"not due: the loop last ran at {state['last_run']}, next run from "
+        click.echo(f"not due: the loop {of}last ran at {state['last_run']}, next run from "
                    f"{(last + period).isoformat(timespec='seconds')}; nothing done")
         return
     started = time.perf_counter()
@@ -73,20 +93,22 @@ def retrain(ctx: click.Context, data: Path | None, spec_path: Path | None, mode:
     def step(message: str) -> None:
         click.echo(f"[{time.perf_counter() - started:6.1f}s] {message}", err=True)
 
-    champion = resolve_trained(None, source="files", models_dir=models_dir,
-                               registered_model_name=settings.registered_model_name)
+    champion = resolve_trained(None, source="files", models_dir=models_dir, registered_model_name=picked)
+    if spec_path is None and champion is None and picked != settings.registered_model_name:
+        raise LeadcastError(f"model {picked!r} has no champion to take the spec from: give its spec with --spec")
     spec = load_spec(spec_path) if spec_path is not None or champion is None else champion.spec
     if data is not None:
-        raw = read_raw(data, missing_values=spec.missing_values)
+        raw = read_raw(data, missing_values=spec.missing_values, delimiter=spec.delimiter, encoding=spec.encoding)
         fingerprint: str | None = fingerprint_file(data)
-        source = data.name
+        source, time_column = data.name, None
     else:
         from api.monitoring import parse_since
 
         since_at = parse_since(since, field="--since")
-        raw = _matured_from_store(settings, spec=spec, since=since_at, now=now)
-        fingerprint, source = None, "the store"
-    step(f"{len(raw):,} matured leads from {source}")
+        raw = _matured_from_store(settings, spec=spec, name=picked, since=since_at, now=now)
+        # a spec with no created-at column still has a time order in the store: when each lead was first scored
+        fingerprint, source, time_column = None, "the store", STORE_TIMES
+    step(f"{len(raw):,} matured leads {of}from {source}")
     why = f"--mode {mode}"
     if champion is None:
         chosen, why = "retrain", "no champion yet: training the first model"
@@ -109,22 +131,23 @@ def retrain(ctx: click.Context, data: Path | None, spec_path: Path | None, mode:
     try:
         if chosen == "recalibrate":
             assert champion is not None
-            candidate = recalibrate(raw, champion=champion, rng=rng)
+            candidate = recalibrate(raw, champion=champion, rng=rng, time_column=time_column)
         else:
             candidate = retrain_model(raw, spec=spec, champion=champion, rng=rng, data_fingerprint=fingerprint,
-                                      table=source, params=None)
+                                      table=source, params=None, time_column=time_column)
     except GateError as exc:
         raise LeadcastError(str(exc)) from exc
     step("tracking the run in MLflow and recording the decision")
     tracked = track(candidate.result, tracking_uri=settings.resolved_tracking_uri,
                     artifact_root=settings.resolved_artifact_root, experiment_name=settings.experiment_name,
-                    registered_model_name=settings.registered_model_name, models_dir=models_dir,
-                    spec_path=spec_path, decision=candidate.decision)
-    outcome: dict[str, Any] = {"last_run": now.isoformat(timespec="seconds"), "mode": chosen, "why": why,
+                    registered_model_name=picked, models_dir=models_dir, spec_path=spec_path,
+                    decision=candidate.decision)
+    outcome: dict[str, Any] = {"name": picked, "last_run": now.isoformat(timespec="seconds"), "mode": chosen,
+                               "why": why,
                                "version": tracked.version, "promoted": tracked.decision.promoted,
                                "decision": tracked.decision.reason, "source": source}
     update_registry(models_dir, lambda registry: registry.__setitem__(RETRAIN_KEY, outcome))
-    click.echo(f"{chosen}: version {tracked.version}, aliases {', '.join(tracked.aliases)}")
+    click.echo(f"{chosen}: {called(picked, settings)}version {tracked.version}, aliases {', '.join(tracked.aliases)}")
     click.echo(tracked.decision.reason)
     if json_out is not None:
         gate = candidate.gate.as_dict() if candidate.gate is not None else None

@@ -220,3 +220,178 @@ def test_score_with_a_spec_that_has_no_model_uses_the_rules_not_another_names_ch
     assert result.exit_code == 2, result.output
     assert "column is missing" not in result.output
     assert "none is shared: write rules for these fields" in result.output and "channel" in result.output
+
+
+def _turned_signups(n_per_channel: int) -> pd.DataFrame:
+    """Return sign-ups of a later period whose channels turned round, with outcomes fixed by row so every count
+    is known by hand: of each channel's k = 0..n-1, ads converts unless k % 5 == 0 (4 in 5), the newsletter when
+    k % 5 == 0 (1 in 5), partners when k % 10 == 0 (1 in 10). Rows interleave the channels (ads, newsletter,
+    partner, ads, ...), so every slice of them, the gate's newest 20% included, holds each channel."""
+    rows = []
+    for k in range(n_per_channel):
+        for channel, won in (("ads", k % 5 != 0), ("newsletter", k % 5 == 0), ("partner", k % 10 == 0)):
+            rows.append({"signup": f"N{len(rows):05d}", "visits": k % 7, "channel": channel,
+                         "won": "yes" if won else "no"})
+    return pd.DataFrame(rows)
+
+
+def _json(path: Path) -> Any:
+    import json
+
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_monitor_and_retrain_of_one_name_read_and_change_that_name_only(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model health and the retrain loop per name (issue 14 item 5): two names each with a version 1 logged
+    in one store; `monitor --model`, `?model=` and the gauges report each name's rows only, and `retrain --model`
+    trains on that name's logged leads and promotes within that name."""
+    import time
+
+    from api.metrics import Metrics
+    from api.monitoring import HealthRefresh
+
+    maturity = 1 / 86_400  # one second: the logged leads mature while the test runs
+    monkeypatch.setenv("LEADCAST_OUTCOME_MATURITY_DAYS", str(maturity))
+    runner = CliRunner()
+    _ok(runner.invoke(cli, ["train", "--data", str(home / "leads.csv"), "--spec", str(home / "leads.toml")]))
+    _ok(runner.invoke(cli, ["train", "--data", str(home / "signups.csv"), "--spec", str(home / "signups.toml")]))
+    models = home / "models"
+
+    # The default name logs 40 leads, 10 of them converted (every fourth); the second name logs 1,200 sign-ups,
+    # 400 per channel: 320 + 80 + 40 = 440 converted, 760 not.
+    leads = generate_leads(n=900, seed=5).leads.head(40).copy()
+    leads["converted"] = [i % 4 == 0 for i in range(40)]
+    leads["converted_at"] = pd.NaT
+    write_table(leads, home / "leads-outcomes.csv")
+    turned = _turned_signups(400)
+    assert (len(turned), int((turned["won"] == "yes").sum())) == (1200, 440)
+    write_table(turned.drop(columns=["won"]), home / "turned-new.csv")
+    write_table(turned, home / "turned-outcomes.csv")
+    out = _ok(runner.invoke(cli, ["score", "--data", str(home / "leads-new.csv"), "--out", str(home / "a.csv"),
+                                  "--log", "--no-reasons"]))
+    assert "logged 40 scores" in out
+    out = _ok(runner.invoke(cli, ["score", "--data", str(home / "turned-new.csv"), "--out", str(home / "b.csv"),
+                                  "--spec", str(home / "signups.toml"), "--log", "--no-reasons"]))
+    assert f"with model '{SECOND}' version 1" in out and "logged 1,200 scores" in out
+    _ok(runner.invoke(cli, ["outcomes", "import", str(home / "leads-outcomes.csv")]))
+    imported = _ok(runner.invoke(cli, ["outcomes", "import", str(home / "turned-outcomes.csv"),
+                                       "--spec", str(home / "signups.toml")]))
+    assert "read 1,200 outcomes from turned-outcomes.csv (440 converted, 760 not" in imported
+    time.sleep(1.2)  # past the one-second maturity: the unconverted leads count as not converted
+
+    # `leadcast monitor`: each name's champion over its own rows. Both are version 1; before names reached the
+    # monitor, `--model web-signups` was read as a version of the default name and refused.
+    out = _ok(runner.invoke(cli, ["monitor", "--model", SECOND, "--json", str(home / "b.json"),
+                                  "--html", str(home / "b.html")]))
+    assert f"model {SECOND}@1: 1,200 leads scored" in out
+    report = _json(home / "b.json")
+    assert (report["name"], report["version"], report["leads_scored"], report["rows_logged"],
+            report["leads_matured"], report["leads_converted"]) == (SECOND, "1", 1200, 1200, 1200, 440)
+    assert [f["column"] for f in report["features"]] and {f["column"] for f in report["features"]} <= {
+        "visits", "channel"}  # the second spec's fields, none of the lead contract's
+    assert report["outcomes"]["leads"] == 1200 and report["outcomes"]["base_rate"] == pytest.approx(440 / 1200)
+    assert f"{SECOND}@1" in (home / "b.html").read_text(encoding="utf-8")
+    _ok(runner.invoke(cli, ["monitor", "--model", f"{SECOND}@champion", "--json", str(home / "b1.json")]))
+    assert _json(home / "b1.json")["leads_scored"] == 1200
+    _ok(runner.invoke(cli, ["monitor", "--json", str(home / "a.json")]))  # no --model: the default name
+    report = _json(home / "a.json")
+    assert (report["model"], report["leads_scored"], report["leads_matured"], report["leads_converted"]) == (
+        f"{DEFAULT}@1", 40, 40, 10)
+    assert _json(home / "b1.json")["rows_logged"] + report["rows_logged"] == 1240  # every logged row, once
+    unknown = runner.invoke(cli, ["monitor", "--model", "nope"])
+    assert unknown.exit_code == 2 and f"no model named 'nope': the known models are {DEFAULT}, {SECOND}" \
+        in unknown.output
+    for bad, says in (("../x", "cannot name a model"), ("@1", "is not NAME@VERSION"),
+                      (f"{SECOND}@9", "no model '9'")):
+        refused = runner.invoke(cli, ["monitor", "--model", bad])
+        assert refused.exit_code == 2 and says in refused.output and "Traceback" not in refused.output, bad
+
+    # The endpoint: `?model=` checked as the score endpoint checks it (404 listing the names, 422 malformed).
+    client, auth, rt = _client(home, outcome_maturity_days=maturity)
+    answer = client.get(f"/v1/models/monitoring?model={SECOND}", headers=auth)
+    assert answer.status_code == 200, answer.json
+    assert (answer.json["model"], answer.json["leads_scored"], answer.json["leads_converted"]) == (
+        f"{SECOND}@1", 1200, 440)
+    plain = client.get("/v1/models/monitoring", headers=auth).json
+    assert (plain["model"], plain["leads_scored"], plain["leads_converted"]) == (f"{DEFAULT}@1", 40, 10)
+    assert client.get("/v1/models/monitoring?model=1", headers=auth).json["model"] == f"{DEFAULT}@1"  # as before
+    missing = client.get("/v1/models/monitoring?model=nope", headers=auth)
+    assert missing.status_code == 404 and missing.json["error"]["message"] == \
+        f"no model named 'nope'; the known models are {DEFAULT}, {SECOND}"
+    for bad in ("../models", ".reload", "", "@1", f"{SECOND}@"):
+        refused = client.get(f"/v1/models/monitoring?model={bad}", headers=auth)
+        assert refused.status_code == 422 and refused.json["error"]["code"] == "invalid_input", bad
+    assert client.get(f"/v1/models/monitoring?model={SECOND}@9", headers=auth).status_code == 404
+
+    # The gauges: one refresh publishes both names' champions, each labelled by its name (both are version 1).
+    metrics = Metrics()
+    refresh = HealthRefresh(rt.settings, rt.store, metrics, every=300)
+    assert refresh.refresh_once() and (refresh.runs, refresh.failures) == (1, 0)
+    text = metrics.render().decode()
+    for name in (DEFAULT, SECOND):
+        assert f'leadcast_monitoring_alerts{{model_name="{name}",model_version="1"}}' in text, name
+    assert f'leadcast_feature_psi{{feature="visits",model_name="{SECOND}",model_version="1"}}' in text
+    assert f'leadcast_feature_psi{{feature="web_visits",model_name="{DEFAULT}",model_version="1"}}' in text
+
+    # `leadcast retrain --model`: the second name's 1,200 logged leads only (not the default name's 40), its gate
+    # the newest 20%: 1,200 - int(0.8 * 1,200) = 240 leads; the turned channels make v2 better beyond noise.
+    refused = runner.invoke(cli, ["retrain", "--model", "nope"])
+    assert refused.exit_code == 2 and f"the known models are {DEFAULT}, {SECOND}" in refused.output
+    both = runner.invoke(cli, ["retrain", "--model", SECOND, "--spec", str(home / "signups.toml")])
+    assert both.exit_code == 2 and "give --name or --spec, not both" in both.output
+    out = _ok(runner.invoke(cli, ["retrain", "--model", SECOND, "--mode", "retrain", "--if-due", "--every", "15d",
+                                  "--json", str(home / "r.json")]))
+    assert f"1,200 matured leads of '{SECOND}' from the store" in out
+    decision = _json(home / "r.json")
+    assert (decision["name"], decision["version"], decision["promoted"], decision["source"]) == (
+        SECOND, "2", True, "the store")
+    assert decision["gate"]["leads"] == 240 and decision["gate"]["interval"][1] < 0, decision["gate"]
+    assert f"retrain: '{SECOND}' version 2, aliases challenger, champion" in out
+    assert _aliases(models / SECOND) == ({"challenger": "2", "champion": "2"}, ["1", "2"])
+    assert _aliases(models) == ({"challenger": "1", "champion": "1"}, ["1"])  # the default name is untouched
+    assert sorted(read_registry(models)["versions"]) == ["1"] and "retrain" not in read_registry(models)
+    # --if-due is per name: the second name's loop ran (--spec picks the same name), the default's never did
+    again = _ok(runner.invoke(cli, ["retrain", "--spec", str(home / "signups.toml"), "--if-due", "--every", "15d"]))
+    assert again.startswith(f"not due: the loop of '{SECOND}' last ran at") and "nothing done" in again
+
+    # Served after a reload, the second name's champion is v2: it has logged nothing yet; v1's rows stay v1's.
+    assert client.post(f"/v1/models/reload?model={SECOND}", headers=auth).status_code == 200
+    now = client.get(f"/v1/models/monitoring?model={SECOND}", headers=auth).json
+    assert (now["model"], now["leads_scored"], now["warnings"]) == (
+        f"{SECOND}@2", 0, ["no score of version 2 is logged in this window"])
+    assert client.get(f"/v1/models/monitoring?model={SECOND}@1", headers=auth).json["leads_scored"] == 1200
+    rt.prediction_log.close()
+    rt.store.dispose()
+
+
+@pytest.mark.parametrize(("ref", "parts"), [
+    (None, (None, None)), ("web-signups", ("web-signups", None)), ("web-signups@3", ("web-signups", "3")),
+    ("web-signups@champion", ("web-signups", "champion")), ("3", (None, "3")), ("challenger", (None, "challenger")),
+    ("2024@champion", ("2024", "champion")),  # a name that looks like a version is written NAME@ALIAS
+])
+def test_a_monitored_model_is_a_name_a_version_or_both(ref: str | None, parts: tuple[str | None, str | None]) -> None:
+    from api.monitoring import split_model_ref
+
+    assert split_model_ref(ref) == parts
+
+
+def test_the_retrain_gate_orders_a_spec_without_time_by_the_stores_first_scores(home: Path) -> None:
+    """The second spec names no created-at column; the store knows when each lead was first scored, and the
+    retrain loop from the store gates on the newest 20% by that time."""
+    from scoring.retraining import GateError, _split
+    from scoring.spec import load_spec
+
+    spec = load_spec(home / "signups.toml")
+    assert spec.created_at_column is None
+    # 100 sign-ups scored one minute apart, newest first in the frame; outcomes alternate yes, no
+    frame = pd.DataFrame({"signup": [f"S{i}" for i in range(100)], "visits": 1, "channel": "ads",
+                          "won": ["yes" if i % 2 == 0 else "no" for i in range(100)],
+                          "created_at": pd.date_range("2026-11-01", periods=100, freq="min")[::-1]})
+    older, gate, y_gate, gate_from = _split(frame, spec=spec, time_column="created_at")
+    # the newest 20% = ceil(0.2 * 100) = 20 rows: the first 20 of the frame (S0..S19), 10 yes and 10 no
+    assert sorted(gate["signup"], key=lambda s: int(s[1:])) == [f"S{i}" for i in range(20)] and len(older) == 80
+    assert int(y_gate.sum()) == 10 and gate_from == "2026-11-01 01:20:00"  # S19 = 00:00 + (99 - 19) minutes
+    with pytest.raises(GateError, match="the spec names no created_at_column"):
+        _split(frame, spec=spec)

@@ -23,6 +23,7 @@ from tests.api.conftest import Service, lead_records
 from tests.drift import period
 
 MATURITY_DAYS = 1 / 86_400  # one second: the leads scored in the test mature while it runs
+MODEL = 'model_name="leadcast-lead-scoring",model_version="1"'  # the gauges' labels of the champion
 
 
 @pytest.fixture
@@ -63,9 +64,9 @@ def test_the_endpoint_reports_drift_calibration_and_sets_the_gauges(
     assert outcomes["roc_auc_interval"][0] <= outcomes["roc_auc"] <= outcomes["roc_auc_interval"][1]
     assert sum(g["leads"] for g in outcomes["by_grade"]) == len(leads)
     metrics = service.client.get("/metrics").get_data(as_text=True)
-    assert 'leadcast_feature_psi{feature="web_visits",model_version="1"}' in metrics
-    assert f'leadcast_monitoring_alerts{{model_version="1"}} {float(len(report["alerts"]))}' in metrics
-    assert f'leadcast_live_ece{{model_version="1"}} {outcomes["ece"]}' in metrics
+    assert f'leadcast_feature_psi{{feature="web_visits",{MODEL}}}' in metrics
+    assert f'leadcast_monitoring_alerts{{{MODEL}}} {float(len(report["alerts"]))}' in metrics
+    assert f'leadcast_live_ece{{{MODEL}}} {outcomes["ece"]}' in metrics
 
 
 def test_the_endpoint_refuses_bad_queries(drifted_service: tuple[Service, pd.DataFrame]) -> None:
@@ -143,11 +144,11 @@ def test_the_gauges_refresh_in_the_background_and_survive_a_store_that_is_down(
         assert service.post("/v1/leads/score", {"leads": lead_records(leads, 600)}, who="score").status_code == 200
         assert rt.prediction_log.flush(30)
         # the score request started the refresh; /v1/models/monitoring is never called in this test
-        assert _wait_for(lambda: 'leadcast_feature_psi{feature="web_visits",model_version="1"}'
+        assert _wait_for(lambda: f'leadcast_feature_psi{{feature="web_visits",{MODEL}}}'
                          in service.client.get("/metrics").get_data(as_text=True), seconds=30)
         metrics = service.client.get("/metrics").get_data(as_text=True)
-        assert 'leadcast_score_psi{model_version="1"}' in metrics
-        assert 'leadcast_monitoring_alerts{model_version="1"}' in metrics
+        assert f'leadcast_score_psi{{{MODEL}}}' in metrics
+        assert f'leadcast_monitoring_alerts{{{MODEL}}}' in metrics
 
         # a store that is down: nothing listens on port 1; each failure is logged and the next one is tried
         down = Store("postgresql+psycopg://leadcast@127.0.0.1:1/leadcast")
