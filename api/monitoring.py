@@ -190,7 +190,11 @@ class HealthRefresh:
             except NoTrainedModel:
                 log.debug("model %s has no trained champion: no health gauges for it", name)
                 continue
-            except (StoreError, StoreUnavailable, MonitoringError, ModelError) as exc:
+            except StoreUnavailable as exc:  # the other names would wait on the same store: all tried next time
+                failed = True
+                log.warning("model-health gauges not refreshed (trying again in %.0fs): %s", self.every, exc)
+                break
+            except (StoreError, MonitoringError, ModelError) as exc:
                 failed = True
                 log.warning("model-health gauges not refreshed (trying again in %.0fs): model %s: %s", self.every,
                             name, exc)

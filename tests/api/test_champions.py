@@ -300,6 +300,12 @@ def test_monitor_and_retrain_of_one_name_read_and_change_that_name_only(
     assert (report["model"], report["leads_scored"], report["leads_matured"], report["leads_converted"]) == (
         f"{DEFAULT}@1", 40, 40, 10)
     assert _json(home / "b1.json")["rows_logged"] + report["rows_logged"] == 1240  # every logged row, once
+    # from a file, the same name's champion: all 1,200 rows have an outcome, 440 converted
+    _ok(runner.invoke(cli, ["monitor", "--data", str(home / "turned-outcomes.csv"), "--model", SECOND,
+                            "--json", str(home / "f.json")]))
+    report = _json(home / "f.json")
+    assert (report["model"], report["leads_scored"], report["outcomes"]["leads"]) == (f"{SECOND}@1", 1200, 1200)
+    assert report["outcomes"]["base_rate"] == pytest.approx(440 / 1200)
     unknown = runner.invoke(cli, ["monitor", "--model", "nope"])
     assert unknown.exit_code == 2 and f"no model named 'nope': the known models are {DEFAULT}, {SECOND}" \
         in unknown.output
@@ -341,6 +347,11 @@ def test_monitor_and_retrain_of_one_name_read_and_change_that_name_only(
     assert refused.exit_code == 2 and f"the known models are {DEFAULT}, {SECOND}" in refused.output
     both = runner.invoke(cli, ["retrain", "--model", SECOND, "--spec", str(home / "signups.toml")])
     assert both.exit_code == 2 and "give --name or --spec, not both" in both.output
+    # an export of a spec with no created-at column has no time order for the gate: refused, nothing written
+    untimed = runner.invoke(cli, ["retrain", "--model", SECOND, "--mode", "retrain",
+                                  "--data", str(home / "turned-outcomes.csv")])
+    assert untimed.exit_code == 2 and "the spec names no created_at_column" in untimed.output, untimed.output
+    assert "retrain" not in read_registry(models / SECOND)
     out = _ok(runner.invoke(cli, ["retrain", "--model", SECOND, "--mode", "retrain", "--if-due", "--every", "15d",
                                   "--json", str(home / "r.json")]))
     assert f"1,200 matured leads of '{SECOND}' from the store" in out
@@ -395,3 +406,43 @@ def test_the_retrain_gate_orders_a_spec_without_time_by_the_stores_first_scores(
     assert int(y_gate.sum()) == 10 and gate_from == "2026-11-01 01:20:00"  # S19 = 00:00 + (99 - 19) minutes
     with pytest.raises(GateError, match="the spec names no created_at_column"):
         _split(frame, spec=spec)
+
+
+def test_the_gauges_refresh_every_name_and_stop_a_round_at_a_store_that_is_down(
+        tmp_path: Path, trained_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two names (the fixture's model copied under a second name) and an empty store: one refresh gauges both
+    names' champions with no leads logged (0 alerts each); a store that is down fails the round once, not once per
+    name, and a name on the cold-start rules is skipped without a failure."""
+    import shutil
+
+    from api.metrics import Metrics
+    from api.monitoring import HealthRefresh
+    from store import Store
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_dir, models)
+    shutil.copytree(trained_dir, models / SECOND)
+    settings = Settings(home=tmp_path, models_dir=models)
+    metrics = Metrics()
+    with Store(settings.resolved_database_url) as store:
+        store.upgrade()
+        refresh = HealthRefresh(settings, store, metrics, every=300)
+        assert refresh.refresh_once()
+    text = metrics.render().decode()
+    for name in (DEFAULT, SECOND):
+        assert f'leadcast_monitoring_alerts{{model_name="{name}",model_version="1"}} 0.0' in text, name
+    down = Store("postgresql+psycopg://leadcast@127.0.0.1:1/leadcast")  # nothing listens on port 1
+    refresh = HealthRefresh(settings, down, Metrics(), every=300)
+    with caplog.at_level("WARNING", logger="leadcast.api.monitoring"):
+        assert not refresh.refresh_once()
+    assert (refresh.runs, refresh.failures) == (1, 1)
+    assert sum("model-health gauges not refreshed" in r.getMessage() for r in caplog.records) == 1
+    down.dispose()
+    # the default name on the rules (no registry of its own), the second name trained: only the second is gauged
+    (models / "registry.json").unlink()
+    metrics = Metrics()
+    with Store(settings.resolved_database_url) as store:
+        refresh = HealthRefresh(settings, store, metrics, every=300)
+        assert refresh.refresh_once() and refresh.failures == 0
+    text = metrics.render().decode()
+    assert f'model_name="{SECOND}"' in text and f'model_name="{DEFAULT}"' not in text
