@@ -149,6 +149,9 @@ def retrain(ctx: click.Context, data: Path | None, name: str | None, spec_path: 
     update_registry(models_dir, lambda registry: registry.__setitem__(RETRAIN_KEY, outcome))
     click.echo(f"{chosen}: {called(picked, settings)}version {tracked.version}, aliases {', '.join(tracked.aliases)}")
     click.echo(tracked.decision.reason)
+    if tracked.decision.promoted:
+        query = "" if picked == settings.registered_model_name else f"?model={picked}"
+        click.echo(f"reload the service to serve it: POST /v1/models/reload{query}")
     if json_out is not None:
         gate = candidate.gate.as_dict() if candidate.gate is not None else None
         write_json(json_out, json.loads(json.dumps({**outcome, "gate": gate}, default=float)))

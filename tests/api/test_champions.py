@@ -360,6 +360,7 @@ def test_monitor_and_retrain_of_one_name_read_and_change_that_name_only(
         SECOND, "2", True, "the store")
     assert decision["gate"]["leads"] == 240 and decision["gate"]["interval"][1] < 0, decision["gate"]
     assert f"retrain: '{SECOND}' version 2, aliases challenger, champion" in out
+    assert f"reload the service to serve it: POST /v1/models/reload?model={SECOND}" in out
     assert _aliases(models / SECOND) == ({"challenger": "2", "champion": "2"}, ["1", "2"])
     assert _aliases(models) == ({"challenger": "1", "champion": "1"}, ["1"])  # the default name is untouched
     assert sorted(read_registry(models)["versions"]) == ["1"] and "retrain" not in read_registry(models)
