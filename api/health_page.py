@@ -19,15 +19,17 @@ def write_health_page(report: dict[str, Any], out: Path) -> None:
     atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
-def report_health_section(settings: Settings, *, wanted: bool | None, now: datetime | None = None) -> Any:
-    """Return the leadership report's "Model health" section (a forecasting.report.ExtraSection), or None.
+def report_health_sections(settings: Settings, *, wanted: bool | None, now: datetime | None = None) -> list[Any]:
+    """Return the leadership report's "Model health" sections (forecasting.report.ExtraSection), one per model name.
 
-    `wanted` None: the section is added when the champion has logged predictions in the store, and left out
-    (with the reason returned to say) when there is no trained champion, no store yet or the store is down.
-    `wanted` True: it must be added, and every such reason is an error. The figures are `store_health`'s, the
-    same report `leadcast monitor --html` draws.
+    A name gets a section when its champion has logged predictions in the store; the default name's comes first,
+    keyed `model-health`, each other name's after it (`model-health-2`, ...), titled with the name. `wanted`
+    None: names without logged scores are left out, and so is every section when there is no store yet or it
+    is down. `wanted` True: a store that cannot be read, or no name with logged scores, is an error. The figures
+    are `store_health`'s, the same report `leadcast monitor --model NAME --html` draws.
     """
-    from api.monitoring import MonitoringError, store_health
+    from api.monitoring import MonitoringError, NoTrainedModel, store_health
+    from api.serving import model_names
     from api.stores import open_store
     from forecasting.report import ExtraSection
     from scoring.artifacts import ModelError
@@ -35,20 +37,40 @@ def report_health_section(settings: Settings, *, wanted: bool | None, now: datet
     from store import StoreError, StoreUnavailable
 
     if wanted is False:
-        return None
+        return []
     database = settings.resolved_database_url
     if wanted is None and database.startswith("sqlite:///") and not Path(database.removeprefix("sqlite:///")).exists():
-        return None  # no store was ever written here: nothing logged, and nothing to create for a report
+        return []  # no store was ever written here: nothing logged, and nothing to create for a report
+    reports: list[dict[str, Any]] = []
+    unlogged: list[str] = []
+    untrained: NoTrainedModel | None = None
     try:
         with open_store(settings) as store:
-            report = store_health(settings, store, now=now)
+            for name in model_names(settings):
+                try:
+                    report = store_health(settings, store, name=name, now=now)
+                except NoTrainedModel as exc:  # on the cold-start rules: no training profile to compare with
+                    untrained = untrained or exc
+                    continue
+                if report["leads_scored"]:
+                    reports.append(report)
+                else:
+                    unlogged.append(report["model"])
     except (MonitoringError, ModelError, StoreError, StoreUnavailable) as exc:
         if wanted:
             raise MonitoringError(f"--health: cannot report the model's health: {exc}") from exc
-        return None
-    if not report["leads_scored"]:
-        if wanted:
-            raise MonitoringError(f"--health: no score of the champion ({report['model']}) is logged in the store: "
-                                  "log scores with `leadcast score --log` or the service's prediction log")
-        return None
-    return ExtraSection(key="model-health", title="Model health", html=render_health_section(report))
+        return []
+    if wanted and not reports:
+        if not unlogged and untrained is not None:
+            raise MonitoringError(f"--health: cannot report the model's health: {untrained}") from untrained
+        raise MonitoringError(f"--health: no score of the champion ({', '.join(unlogged)}) is logged in the store: "
+                              "log scores with `leadcast score --log` or the service's prediction log")
+    sections = []
+    for index, report in enumerate(reports, start=1):
+        default = report["name"] == settings.registered_model_name
+        # Keys and element ids from the position, not the name: a name may hold '.' or '_' or be 100 long.
+        suffix = "" if default else f"-{index}"
+        sections.append(ExtraSection(key=f"model-health{suffix}",
+                                     title="Model health" if default else f"Model health: {report['name']}",
+                                     html=render_health_section(report, prefix=f"health{suffix}-")))
+    return sections

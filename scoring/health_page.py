@@ -150,7 +150,7 @@ TEMPLATE = PARTS + """<!doctype html>
 
 SECTION = PARTS + """<div class="model-health"><style>
 """ + SECTION_STYLE + """</style>
-""" + META + """{{ parts(report, outcomes, cards, charts, "h3", "health-") }}
+""" + META + """{{ parts(report, outcomes, cards, charts, "h3", prefix) }}
 <p class="note">The lead model's health on the leads it scored and their matured outcomes, as of when this report
 was written (not the report's as-of date); the same figures as leadcast monitor and GET /v1/models/monitoring.</p>
 </div>
@@ -253,9 +253,10 @@ def render_health_page(report: Mapping[str, Any]) -> str:
     return _PAGE.render(csp=CSP, **_context(report, prefix=""))
 
 
-def render_health_section(report: Mapping[str, Any]) -> Markup:
+def render_health_section(report: Mapping[str, Any], *, prefix: str = "health-") -> Markup:
     """Return the Model health of a health report as an HTML fragment for another page (the leadership report).
 
     Markup, because the template escaped every value from the data itself: the receiving page inserts it as is.
+    `prefix` starts every element id, so two models' sections in one page never share one.
     """
-    return Markup(_SECTION.render(**_context(report, prefix="health-")))
+    return Markup(_SECTION.render(prefix=prefix, **_context(report, prefix=prefix)))

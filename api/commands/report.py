@@ -117,12 +117,13 @@ def report_command(ctx: click.Context, opportunities: Path | None, mapping: Path
             click.echo(f"no trained model {where_models(settings)}: scoring leads with the cold-start rules "
                        f"({scorer.version})", err=True)
         scores = score_open_leads(leads, scorer=scorer, as_of=t)
-    from api.health_page import report_health_section
+    from api.health_page import report_health_sections
 
     # before the long build, so an explicit --health that cannot be met fails at once
-    extra = [s for s in (report_health_section(settings, wanted=health),) if s is not None]
+    extra = report_health_sections(settings, wanted=health)
     if extra:
-        click.echo("adding the lead model's Model health section (from the store's logged scores)", err=True)
+        click.echo(f"adding the Model health of {len(extra)} lead model{'s' if len(extra) > 1 else ''} "
+                   "(from the store's logged scores)", err=True)
     n_sims = sims if sims is not None else settings.forecast_simulations
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     # matplotlib and openpyxl load here, not when any other leadcast command starts.

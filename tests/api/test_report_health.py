@@ -38,19 +38,22 @@ def home(tmp_path: Path, trained_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return tmp_path
 
 
-def _log_scores(home: Path, sample_leads: pd.DataFrame) -> None:
-    """Log 10 scores of version 1 made 200 days ago (past the 90-day maturity), all 0.25; 4 of the leads converted."""
+def _log_scores(home: Path, sample_leads: pd.DataFrame, *, name: str = "leadcast-lead-scoring", first: int = 0,
+                leads: int = LEADS, converted: int = CONVERTED, probability: float = PROBABILITY) -> None:
+    """Log `leads` scores (sample rows from `first`) of `name` version 1 made 200 days ago (past the 90-day
+    maturity), all `probability`; the first `converted` of the leads converted."""
     columns = set(load_spec().feature_columns)
     when = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=200)
-    records = lead_records(sample_leads, LEADS)
+    records = lead_records(sample_leads, first + leads)[first:]
     with open_store(Settings(home=home)) as store:
         store.upgrade()
         with store.begin() as conn:
             conn.execute(predictions.insert(), [
-                {"lead_id": str(r["lead_id"]), "scored_at": when, "as_of": when, "model_name": "leadcast-lead-scoring",
-                 "model_version": "1", "model_kind": "model", "probability": PROBABILITY, "score": 25, "grade": "C",
-                 "reasons": None, "features": {k: v for k, v in r.items() if k in columns}} for r in records])
-        upsert_outcomes(store, [Outcome(str(r["lead_id"]), True) for r in records[:CONVERTED]], source="api")
+                {"lead_id": str(r["lead_id"]), "scored_at": when, "as_of": when, "model_name": name,
+                 "model_version": "1", "model_kind": "model", "probability": probability,
+                 "score": round(100 * probability), "grade": "C", "reasons": None,
+                 "features": {k: v for k, v in r.items() if k in columns}} for r in records])
+        upsert_outcomes(store, [Outcome(str(r["lead_id"]), True) for r in records[:converted]], source="api")
 
 
 def _report(home: Path, *extra: str) -> tuple[int, str, Path]:
@@ -77,6 +80,33 @@ def test_the_report_carries_the_model_health_of_the_logged_scores(home: Path, sa
     code, output, page = _report(home, "--no-health")
     assert code == 0, output
     assert 'id="model-health"' not in page.read_text(encoding="utf-8")
+
+
+def test_each_model_name_with_logged_scores_has_its_own_section(home: Path, sample_leads: pd.DataFrame) -> None:
+    # Before, the report showed the default name's champion only: a second name's logged scores were left out.
+    from scoring.artifacts import load_trained, save_trained
+
+    second = home / "models" / "web-signups"
+    save_trained(load_trained(None, models_dir=home / "models"), models_dir=second, name="web-signups",
+                 aliases=["champion"])
+    _log_scores(home, sample_leads)
+    # other lead ids (outcomes are per lead id): 6 scores of 0.50, 3 converted, ECE = |0.50 - 0.50| = 0.000
+    _log_scores(home, sample_leads, name="web-signups", first=LEADS, leads=6, converted=3, probability=0.5)
+    code, output, page = _report(home)
+    assert code == 0, output
+    assert "adding the Model health of 2 lead models" in output
+    html = page.read_text(encoding="utf-8")
+    default = html.split('<section id="model-health"><h2>Model health</h2>')[1].split(
+        '<section id="model-health-2">')[0]
+    other = html.split('<section id="model-health-2"><h2>Model health: web-signups</h2>')[1].split(
+        '<section id="notes">')[0]
+    assert "Model <strong>leadcast-lead-scoring@1</strong>" in default and 'data-key="ece">0.150<' in default
+    assert "Model <strong>web-signups@1</strong>" in other
+    assert 'data-key="leads_scored">6<' in other and 'data-key="base_rate">50.0%<' in other
+    assert 'data-key="ece">0.000<' in other
+    assert 'id="chart-health-2-calibration"' in other and 'id="health-2-summary"' in other
+    ids = [part.split('"')[0] for part in html.split(' id="')[1:]]
+    assert len(ids) == len(set(ids)), "two sections share an element id"
 
 
 def test_no_logged_scores_no_section_and_health_asked_for_says_why(home: Path) -> None:
