@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the serving module loads the scoring stack; the app imports
     import pandas as pd
 
     from api.serving import Served
+    from scoring.scorer import Reason
     from scoring.spec import ModelSpec
 
 
@@ -72,30 +73,16 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _batch_reasons(positive: Any, negative: Any) -> list[dict[str, Any]] | None:
-    """Turn a batch file's "words: +n; words: -m" reason columns into the log's reasons (text, contribution)."""
-    if positive is None and negative is None:
-        return None
-    out = []
-    for text in (positive, negative):
-        if not isinstance(text, str) or not text:
-            continue
-        for piece in text.split("; "):
-            words, _, points = piece.rpartition(": ")
-            try:
-                out.append({"text": words, "contribution": float(int(points))})
-            except ValueError:  # words that themselves hold "; ": keep the piece whole
-                out.append({"text": piece, "contribution": None})
-    return out
-
-
 def log_batch(log: PredictionLog, *, spec: ModelSpec, model: dict[str, str], raw: pd.DataFrame,
               scored: pd.DataFrame, as_of: str | None) -> None:
     """Queue one prediction-log row per lead of a scored file chunk, as `log_scores` does for the API.
 
     The features are the chunk's values of the spec's features (a file's empty cell is a field not sent);
-    the reasons are the batch output's words and points (its reason columns carry no field names).
+    the reasons are the scorer's Reason objects (field, words, points: what the API answers), which `scored`
+    carries when it was scored with `structured=True`; None when it was scored without reasons.
     """
+    from scoring.scorer import REASONS_COLUMN
+
     id_column = spec.id_column
     columns = [c for c in spec.feature_columns if c in raw.columns]
     as_of_column = next((c for c in (spec.as_of_column, "as_of") if c and c in raw.columns), None)
@@ -108,8 +95,7 @@ def log_batch(log: PredictionLog, *, spec: ModelSpec, model: dict[str, str], raw
     def build() -> list[dict[str, Any]]:
         rows = []
         records = values.to_dict(orient="records")
-        positive = out["reasons_positive"].tolist() if "reasons_positive" in out.columns else [None] * len(out)
-        negative = out["reasons_negative"].tolist() if "reasons_negative" in out.columns else [None] * len(out)
+        reasons = out[REASONS_COLUMN].tolist() if REASONS_COLUMN in out.columns else [None] * len(out)
         for i, (lead_id, p, score, grade) in enumerate(zip(out[id_column].tolist(), out["probability"].tolist(),
                                                            out["score"].tolist(), out["grade"].tolist(),
                                                            strict=True)):
@@ -119,12 +105,19 @@ def log_batch(log: PredictionLog, *, spec: ModelSpec, model: dict[str, str], raw
             rows.append({
                 "lead_id": str(lead_id), "scored_at": scored_at, "as_of": stamp, "model_name": model["name"],
                 "model_version": model["version"], "model_kind": model["kind"], "probability": float(p),
-                "score": int(score), "grade": str(grade), "reasons": _batch_reasons(positive[i], negative[i]),
+                "score": int(score), "grade": str(grade), "reasons": _reasons_json(reasons[i]),
                 "features": features,
             })
         return rows
 
     log.record(len(out), build)
+
+
+def _reasons_json(reasons: list[Reason] | None) -> list[dict[str, Any]] | None:
+    """Return a lead's reasons as the log stores them: the Reason fields, as `LeadScore.as_json` writes them."""
+    # Spelled out: dataclasses.asdict deep-copies, and cost 4 s of CPU per 100,000 leads against 0.3 s.
+    return None if reasons is None else [{"feature": r.feature, "text": r.text, "contribution": r.contribution}
+                                         for r in reasons]
 
 
 def drop_counter(metrics_registry: Any) -> Callable[[int], None]:

@@ -18,6 +18,7 @@ from pydantic import (
 
 from crmdata.values import ValueProblem, datetime_ns
 from forecasting.forecast import forecast_methods
+from scoring import scorer  # its Reason types the history's reasons too, by the module's name: no second Reason
 from scoring.scorer import LeadScore  # the library's result type is the response item: one definition
 
 LEAD_SHAPES = ("lead", "leads", "dataframe_records", "dataframe_split")
@@ -165,7 +166,9 @@ class HistoryScore(BaseModel):
     probability: float
     score: int
     grade: str
-    reasons: list[dict[str, Any]] | None
+    reasons: list[scorer.Reason] | None = Field(description="As the score answered them, or null when it was made "
+                                                            "without reasons. A reason logged by `leadcast score "
+                                                            "--log` before its field was recorded has feature \"\".")
 
 
 class ScoreHistoryResponse(BaseModel):

@@ -1,14 +1,22 @@
-"""Read leadcast's configuration once, at the edge, into one typed frozen object."""
+"""Read leadcast's configuration once, at the edge, into one typed frozen object.
+
+The settings file (`leadcast --settings FILE`) is checked as its JSON Schema (docs/schemas/settings.schema.json,
+generated from `Settings`) checks it: unknown keys refused and no value coerced (`port = "8000"` is text, not a
+number). `LEADCAST_*` environment variables are text by nature, so they are read as pydantic reads them.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crmdata.errors import DataValidationError, Problem
+from crmdata.tomlfile import TomlModel, problems_of, read_toml
 
 
 class SettingsError(ValueError):
@@ -18,7 +26,7 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     """Hold every setting leadcast reads; environment variables use the `LEADCAST_` prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADCAST_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="LEADCAST_", frozen=True, extra="forbid", allow_inf_nan=False)
 
     home: Path = Field(default_factory=Path.cwd, description="Folder for embedded stores (MLflow, demo data).")
     models_dir: Path | None = Field(default=None, description="Trained artifacts and model cards; default home/models.")
@@ -37,8 +45,8 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=10_000, gt=0, description="Most leads scored in one request.")
     rate_limit_per_minute: int = Field(default=1200, gt=0, description="Requests a key may make per minute.")
     rate_limit_burst: int = Field(default=200, gt=0, description="Requests a key may make at once above the pace.")
-    model_source: str = Field(
-        default="auto", pattern="^(auto|mlflow|files)$",
+    model_source: Literal["auto", "mlflow", "files"] = Field(
+        default="auto",
         description="Where the served champion comes from: the MLflow alias (mlflow), models/registry.json (files), "
                     "or auto: MLflow when a tracking URI is set, else models/.")
     forecast_simulations: int = Field(default=10_000, gt=0, le=200_000, description="Monte Carlo runs per forecast.")
@@ -48,8 +56,8 @@ class Settings(BaseSettings):
     threads: int = Field(default=1, ge=1, le=64)
     timeout_seconds: int = Field(default=60, ge=1)
     # The edge (issue 10: slow clients, bounded forecasts, shared rate limits); see docs/deploy.md.
-    worker_class: str = Field(
-        default="gevent", pattern="^(gevent|gthread|sync)$",
+    worker_class: Literal["gevent", "gthread", "sync"] = Field(
+        default="gevent",
         description="gunicorn worker class: gevent (default: a slow client costs a greenlet, not a worker), "
                     "gthread (uses `threads`) or sync (only behind a buffering proxy).")
     worker_connections: int = Field(default=1000, ge=1, le=100_000,
@@ -168,22 +176,56 @@ class Settings(BaseSettings):
         return self.demo_dir if self.demo_dir is not None else self.home / "demo-data"
 
 
+class _FileTable(TomlModel):
+    """The settings file's own rules on top of TomlModel's (unknown keys refused, nothing coerced)."""
+
+    model_config = ConfigDict(**TomlModel.model_config, allow_inf_nan=False)
+
+
+# The file's shape is the Settings fields themselves, read strictly: one description, two strictness levels.
+_FIELDS: dict[str, Any] = {name: (f.annotation, f) for name, f in Settings.model_fields.items()}
+SettingsFile = create_model("SettingsFile", __base__=_FileTable, **_FIELDS)
+
+
+def read_settings_file(file: Path) -> dict[str, Any]:
+    """Return a settings file's values; raise SettingsError naming the file, each wrong key and its problem."""
+    try:
+        values = read_toml(file, what="settings", code="bad_settings")
+        try:
+            # As JSON: a path is text there (strict Python would want a Path object); a TOML date becomes a
+            # table, which no setting is, so it is refused like any other wrong type.
+            SettingsFile.model_validate_json(json.dumps(values, default=lambda v: {"date": str(v)}))
+        except ValidationError as exc:
+            raise DataValidationError(problems_of(exc, model=SettingsFile, source=str(file), code="bad_settings"),
+                                      source=str(file)) from exc
+    except DataValidationError as exc:
+        raise SettingsError(f"settings file {exc}") from exc
+    return values
+
+
 def load_settings(file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from defaults, then a TOML file, then `LEADCAST_*` variables, then explicit overrides."""
+    """Build settings from defaults, then a TOML file, then `LEADCAST_*` variables, then explicit overrides.
+
+    The whole file is checked, even a key a variable overrides: a wrong file is wrong wherever it runs.
+    """
     values: dict[str, Any] = {}
     if file is not None:
-        try:
-            with file.open("rb") as handle:
-                from_file = tomllib.load(handle)
-        except FileNotFoundError as exc:
-            raise SettingsError(f"settings file {file} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"settings file {file} is not valid TOML: {exc}") from exc
         # The environment outranks the file, so drop what a LEADCAST_ variable sets.
-        values.update({k: v for k, v in from_file.items() if f"LEADCAST_{k.upper()}" not in os.environ})
+        values.update({k: v for k, v in read_settings_file(file).items() if _variable(k) not in os.environ})
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings(**values)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"invalid settings: {problems}") from exc
+    except ValidationError as exc:  # the file was checked above: the value is a variable's or an override's
+        problems = problems_of(exc, model=SettingsFile, source="settings", code="bad_settings")
+        raise SettingsError("invalid settings: " + "; ".join(_said(p, given=values) for p in problems)) from exc
+
+
+def _variable(key: str) -> str:
+    return f"LEADCAST_{key.upper()}"
+
+
+def _said(problem: Problem, *, given: dict[str, Any]) -> str:
+    """Return a problem naming where its value came from: a LEADCAST_ variable, or the setting's name."""
+    key = problem.field
+    where = f"environment variable {_variable(key)}" if key not in given and _variable(key) in os.environ else key
+    return f"{where}: {problem.message}" + ("" if problem.value is None else f" (value {problem.value!r})")

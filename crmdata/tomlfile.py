@@ -8,6 +8,7 @@ The JSON Schema of each format (`json_schema`) is generated from the same model 
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 import types
@@ -23,6 +24,7 @@ from crmdata.errors import DataValidationError, Problem
 _STEP = re.compile(r"^[a-z][a-z-]*\[")  # how pydantic names a union branch or validator step in a location
 Check = tuple[str, str, object]  # (key path, problem, offending value or None)
 M = TypeVar("M", bound="TomlModel")
+KNOWN_SHOWN = 12  # past this many keys in a table, an unknown key is answered with the close ones only
 
 
 class TomlModel(BaseModel):
@@ -81,8 +83,7 @@ def problems_of(exc: ValidationError, *, model: type[BaseModel], source: str, co
         if kind == "missing":
             message = "is required"
         elif kind == "extra_forbidden":
-            known = _keys_at(model, loc[:-1])
-            message = "unknown key" + (f"; known: {', '.join(known)}" if known else "")
+            message = "unknown key" + _known(_keys_at(model, loc[:-1]), str(loc[-1]) if loc else "")
         elif kind == "literal_error":
             choices = str(ctx.get("expected", "")).replace(" or ", ", ").split(", ")
             words = all(c.strip("'").replace("_", "").isalnum() for c in choices)
@@ -91,6 +92,8 @@ def problems_of(exc: ValidationError, *, model: type[BaseModel], source: str, co
             message = f"must have at least {ctx.get('min_length', 1)} item(s)"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             message = "must be a table (a [section], an [[entry]] or { key = value })"
+        elif kind == "string_pattern_mismatch":
+            message = f"must match the pattern {ctx.get('pattern')}"
         elif kind in ("value_error", "assertion_error"):
             message = str(ctx.get("error", error["msg"]))
         else:
@@ -99,6 +102,16 @@ def problems_of(exc: ValidationError, *, model: type[BaseModel], source: str, co
         shown = None if kind in ("missing",) or isinstance(value, dict | list) else str(value)
         problems.append(Problem(source, key_path(loc), message, value=shown, code=code))
     return problems
+
+
+def _known(known: list[str], key: str) -> str:
+    """Say which keys a table allows: all of them, or for a long list the ones spelled like `key`."""
+    if len(known) <= KNOWN_SHOWN:
+        return f"; known: {', '.join(known)}" if known else ""
+    close = difflib.get_close_matches(key, known, n=3)
+    if close:
+        return f"; did you mean {' or '.join(close)}?"
+    return f"; none of the {len(known)} known keys is spelled like it (see the format's JSON Schema)"
 
 
 def _is_branch(part: int | str) -> bool:

@@ -14,7 +14,7 @@ import pandas as pd
 from crmdata.errors import DataValidationError, Problem
 from crmdata.files import atomic_write
 from crmdata.loaders import csv_separator
-from scoring.scorer import Scorer
+from scoring.scorer import REASONS_COLUMN, Scorer
 from scoring.spec import prepare
 
 CHUNK_ROWS = 100_000
@@ -103,7 +103,8 @@ def score_file(
     grade, reasons, model kind and version. Written to a temporary file and renamed at the end, so a
     failure (a bad row in any chunk) never leaves a half-written output. `as_of` (ISO date) is the time
     recency is measured from for leads without their own `as_of` value; without it, the model's reference.
-    `on_chunk(raw, scored)` is called with each chunk's raw values and its scores, in order, once scored."""
+    `on_chunk(raw, scored)` is called with each chunk's raw values and its scores, in order, once scored;
+    with reasons, `scored` also holds each lead's Reason list (REASONS_COLUMN), which the file does not."""
     spec = scorer.spec
     rows = 0
     grades = {g: 0 for g in "ABCD"}
@@ -122,12 +123,14 @@ def score_file(
                                 p.value, p.code) for p in exc.problems]
             raise DataValidationError(problems, source=src.name) from exc
         ids = prepared.ids if spec.id_column else (prepared.ids.astype(int) + offset).astype(str)
-        out = scorer.score_frame(prepared.features, ids, reasons=reasons)
+        # A chunk callback gets each lead's Reason objects as well (the prediction log keeps them); the file
+        # gets the reason columns only.
+        out = scorer.score_frame(prepared.features, ids, reasons=reasons, structured=on_chunk is not None)
         table = None
         if parquet_out:
             import pyarrow as pa
 
-            table = pa.Table.from_pandas(out, preserve_index=False)
+            table = pa.Table.from_pandas(out.drop(columns=REASONS_COLUMN, errors="ignore"), preserve_index=False)
         return chunk, out, table, count_unseen(prepared.features) if count_unseen is not None else {}
 
     def write(tmp: Path) -> None:
@@ -159,7 +162,8 @@ def score_file(
                     written.result()
                 written = pool.submit(writer.write_table, table)
             else:
-                out.to_csv(tmp, mode="w" if rows == 0 else "a", header=rows == 0, index=False)
+                out.drop(columns=REASONS_COLUMN, errors="ignore").to_csv(tmp, mode="w" if rows == 0 else "a",
+                                                                          header=rows == 0, index=False)
             rows += len(out)
             if on_chunk is not None:
                 on_chunk(chunk, out)

@@ -33,6 +33,7 @@ REASON_CACHE = 20_000  # reasons (field, words, points) seen often, shared as im
 # Only short values and words are cached, so each cache stays under entries x a few hundred bytes (about 10 MB)
 # whatever the values: a caller sending unique 8 MB categories must not grow the caches by 8 MB each.
 CACHEABLE_CHARS = 256
+REASONS_COLUMN = "reasons"  # score_frame(structured=True): each lead's Reason list, as LeadScore.reasons holds it
 
 
 Trend = Literal["new", "improving", "steady", "declining"]
@@ -139,8 +140,9 @@ class Scorer(Protocol):
     version: str
 
     def score_frame(self, features: pd.DataFrame, ids: pd.Series, *, reasons: bool = True,
-                    top: int = TOP_REASONS) -> pd.DataFrame:
-        """Score spec-typed features; return id, probability, score, grade, reasons, model kind and version."""
+                    top: int = TOP_REASONS, structured: bool = False) -> pd.DataFrame:
+        """Score spec-typed features; return id, probability, score, grade, reasons, model kind and version
+        (with `structured`, also each lead's Reason list in REASONS_COLUMN)."""
         ...
 
     def score_records(self, records: Iterable[Mapping[str, Any]], *, reasons: bool = True,
@@ -290,7 +292,8 @@ def unseen_warning(label: str, value: Any) -> str:
 
 
 def _frame_out(ids: pd.Series, id_column: str, p: np.ndarray, score: np.ndarray, grade: np.ndarray,
-               pos: list[str] | None, neg: list[str] | None, kind: str, version: str) -> pd.DataFrame:
+               pos: list[str] | None, neg: list[str] | None, kind: str, version: str,
+               structured: list[list[Reason]] | None = None) -> pd.DataFrame:
     out = pd.DataFrame({id_column: ids.to_numpy(), "probability": np.round(p, 6), "score": score,
                         "grade": grade})
     if pos is not None and neg is not None:
@@ -298,7 +301,16 @@ def _frame_out(ids: pd.Series, id_column: str, p: np.ndarray, score: np.ndarray,
         out["reasons_negative"] = neg
     out["model_kind"] = kind
     out["model_version"] = version
+    if structured is not None:
+        out[REASONS_COLUMN] = pd.Series(structured, index=out.index, dtype=object)
     return out
+
+
+def _reason_lists(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[FeatureSpec], top: int,
+                  cache: dict[tuple[int, Any, int], Reason] | None = None) -> list[list[Reason]]:
+    """Return each lead's reasons as `score_records` gives them: positives best first, then negatives."""
+    pos, neg = _top_reasons(contrib, texts, fields, top, cache)
+    return [p + n for p, n in zip(pos, neg, strict=True)]
 
 
 def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -361,14 +373,19 @@ class ModelScorer:
         return p, contrib, base
 
     def score_frame(self, features: pd.DataFrame, ids: pd.Series, *, reasons: bool = True,
-                    top: int = TOP_REASONS) -> pd.DataFrame:
-        """Score spec-typed features; return id, probability, score, grade, reasons, model kind and version."""
+                    top: int = TOP_REASONS, structured: bool = False) -> pd.DataFrame:
+        """Score spec-typed features; return id, probability, score, grade, reasons, model kind and version
+        (with `structured`, also each lead's Reason list in REASONS_COLUMN, e.g. for the prediction log)."""
         p, contrib, base = self._score(features, reasons)
-        pos, neg = (_reason_strings(contrib, self._words(base, features), top) if contrib is not None
-                    else (None, None))
+        pos = neg = kept = None
+        if contrib is not None:
+            words = self._words(base, features)
+            pos, neg = _reason_strings(contrib, words, top)
+            if structured:  # the same ranking as the strings; built only when asked, since it costs objects
+                kept = _reason_lists(contrib, words, self.fields, top, self._reason_cache)
         score = np.clip(np.rint(p * 100), 0, 100).astype(np.int64)
         return _frame_out(ids, self.spec.id_label, p, score, self.spec.grades.grade(p), pos, neg, self.kind,
-                          self.version)
+                          self.version, kept)
 
     def score_records(self, records: Iterable[Mapping[str, Any]], *, reasons: bool = True,
                       top: int = TOP_REASONS) -> list[LeadScore]:
@@ -495,13 +512,14 @@ class RulesScorer:
                 for r in self.rules.rules]
 
     def score_frame(self, features: pd.DataFrame, ids: pd.Series, *, reasons: bool = True,
-                    top: int = TOP_REASONS) -> pd.DataFrame:
-        """Score spec-typed features with the rules."""
+                    top: int = TOP_REASONS, structured: bool = False) -> pd.DataFrame:
+        """Score spec-typed features with the rules (`structured`: as `ModelScorer.score_frame`)."""
         p, each, text = self._score(features, reasons)
         pos, neg = _reason_strings(each, text, top) if each is not None else (None, None)
+        kept = _reason_lists(each, text, self._fields(), top) if each is not None and structured else None
         score = np.clip(np.rint(p * 100), 0, 100).astype(np.int64)
         return _frame_out(ids, self.spec.id_label, p, score, self.spec.grades.grade(p), pos, neg, self.kind,
-                          self.version)
+                          self.version, kept)
 
     def score_records(self, records: Iterable[Mapping[str, Any]], *, reasons: bool = True,
                       top: int = TOP_REASONS) -> list[LeadScore]:

@@ -37,7 +37,7 @@ class LoggedScore:
     probability: float
     score: int
     grade: str
-    reasons: list[dict[str, Any]] | None
+    reasons: list[dict[str, Any]] | None  # each {feature, text, contribution}: the API's Reason (see `stored_reasons`)
 
 
 def encode_cursor(scored_at: datetime, row_id: int) -> str:
@@ -75,9 +75,35 @@ def lead_scores(store: Store, *, lead_id: str, limit: int, cursor: str | None = 
         rows = conn.execute(query).all()
     page = [LoggedScore(id=int(r.id), scored_at=r.scored_at, as_of=r.as_of, model_name=r.model_name,
                         model_version=r.model_version, model_kind=r.model_kind, probability=float(r.probability),
-                        score=int(r.score), grade=r.grade, reasons=r.reasons) for r in rows[:limit]]
+                        score=int(r.score), grade=r.grade, reasons=stored_reasons(r.reasons)) for r in rows[:limit]]
     following = encode_cursor(page[-1].scored_at, page[-1].id) if len(rows) > limit and page else None
     return page, following
+
+
+def stored_reasons(stored: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Return a row's logged reasons as {feature, text, contribution}, reading the older shape too.
+
+    `leadcast score --log` used to log reasons parsed back from its file's "words: +n; words: -m" columns:
+    {text, contribution} with no feature, and a piece of words holding "; " as its own piece with contribution
+    null. Such a row reads with feature "" (the field was never recorded) and each null piece joined back to
+    the words after it. This is the one place that shape is read; rows logged since carry the feature.
+    """
+    if stored is None or all("feature" in r for r in stored):
+        return stored
+    out: list[dict[str, Any]] = []
+    pending: list[str] = []  # words of null pieces, waiting for the piece that carries their points
+    for r in stored:
+        if "feature" in r:
+            out.append(r)
+        elif r.get("contribution") is None:
+            pending.append(str(r.get("text", "")))
+        else:
+            out.append({"feature": "", "text": "; ".join([*pending, str(r.get("text", ""))]),
+                        "contribution": r["contribution"]})
+            pending = []
+    if pending and out:  # words with no points after them join the last reason (the old writer left none)
+        out[-1] = {**out[-1], "text": "; ".join([out[-1]["text"], *pending])}
+    return out
 
 
 _LATEST_ONE = (sa.select(predictions.c.score).where(predictions.c.lead_id == sa.bindparam("lead_id"))

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from api.settings import Settings
 from crmdata.files import json_text, write_text
 from crmdata.mapping import MappingFile
 from crmdata.stages import StagesFile, StagesTable
@@ -26,6 +27,9 @@ FORMATS: dict[str, tuple[Any, str, str]] = {
     "stages": (StagesFile | StagesTable, "leadcast pipeline stages",
                "Open stages in pipeline order, and the stages that mean won and lost: a [stages] table, or its "
                "keys at the top of the file."),
+    "settings": (Settings, "leadcast settings",
+                 "The settings file given with `leadcast --settings FILE`; LEADCAST_<KEY> environment variables "
+                 "override its keys."),
 }
 
 
@@ -39,7 +43,7 @@ def schema_texts() -> dict[str, str]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=SCHEMAS_DIR, show_default=True,
               help="Folder to write <format>.schema.json into.")
 def schemas(out: Path) -> None:
-    """Write the JSON Schema of the spec, rules, mapping and stages TOML formats (for editors' checks)."""
+    """Write the JSON Schema of the spec, rules, mapping, stages and settings TOML formats (for editors)."""
     for name, text in schema_texts().items():
         write_text(out / name, text)
         click.echo(f"wrote {out / name}")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,8 +12,13 @@ from click.testing import CliRunner
 
 from api.cli import cli
 from api.history import LatestScores, ScoreContext
+from api.openapi import build_openapi
+from api.schemas import ScoreHistoryResponse
 from crmdata.synthetic import generate_opportunities
+from scoring.batch import score_file
+from scoring.scorer import REASONS_COLUMN, Reason, load_scorer
 from store import Store
+from store.history import stored_reasons
 from store.schema import predictions
 from tests.api.conftest import Service, lead_records
 from tests.api.test_pipeline_api import records_of
@@ -187,3 +193,114 @@ def test_two_apps_on_one_store_see_each_others_scores_once_the_cache_bound_passe
     for service in (a, b):
         service.app.extensions["leadcast"].prediction_log.close()
         service.app.extensions["leadcast"].store.dispose()
+
+
+# Two leads the default cold-start rules score by hand (scoring/rules/default.toml, no activity fields sent):
+# L1's fit rules give 12 + 10 + 8 + 6 + 5 = 41 points, over the fit cap of 40, so each shrinks by 40/41
+# (12 -> 11.71, 10 -> 9.76, 8 -> 7.80, 6 -> 5.85, 5 -> 4.88: the same whole points); no email engagement
+# costs 6. Score 5 (base) + 40 - 6 = 39. L2: 5 - 15 (student) - 6 - 5 (12+ months) = -21, clipped to 0.
+LEADS_CSV = ("lead_id,job_level,employees,industry,budget_stated,purchase_timeframe\n"
+             "L1,vp,120,software,true,0-3 months\nL2,student,10,retail,false,12+ months\n")
+NO_ENGAGEMENT = {"feature": "last_engagement_at", "text": "No email engagement for over 45 days", "contribution": -6}
+L1_REASONS = [{"feature": "job_level", "text": "Senior role (vp)", "contribution": 12},
+              {"feature": "budget_stated", "text": "Has a budget", "contribution": 10},
+              {"feature": "purchase_timeframe", "text": "Plans to buy in 0-3 months", "contribution": 8},
+              {"feature": "employees", "text": "120 employees", "contribution": 6},
+              {"feature": "industry", "text": "Industry: software", "contribution": 5}, NO_ENGAGEMENT]
+L2_REASONS = [{"feature": "job_level", "text": "Student", "contribution": -15}, NO_ENGAGEMENT,
+              {"feature": "purchase_timeframe", "text": "Plans to buy in 12+ months", "contribution": -5}]
+
+
+def test_a_batch_logged_score_reads_back_with_the_reasons_the_api_answers(
+        tmp_path: Path, make_service: Callable[..., Service], database_url: str) -> None:
+    cli_home = tmp_path / "cli"  # no model there: the cold-start rules score the file
+    cli_home.mkdir()
+    with Store(database_url) as store:
+        store.upgrade()
+    (cli_home / "leads.csv").write_text(LEADS_CSV)
+    result = CliRunner().invoke(cli, ["score", "--data", str(cli_home / "leads.csv"), "--out",
+                                      str(cli_home / "s.csv"), "--log", "--as-of", "2026-11-30"],
+                                env={"LEADCAST_HOME": str(cli_home), "LEADCAST_DATABASE_URL": database_url})
+    assert result.exit_code == 0, result.output
+    # the file keeps its words-and-points columns, the same reasons as text
+    scored = pd.read_csv(cli_home / "s.csv", keep_default_na=False)
+    assert scored[["score", "reasons_negative"]].values.tolist() == [
+        [39, "No email engagement for over 45 days: -6"],
+        [0, "Student: -15; No email engagement for over 45 days: -6; Plans to buy in 12+ months: -5"]]
+    assert "reasons" not in scored.columns  # the Reason objects go to the log only
+    service = make_service(trained=False, database_url=database_url)
+    try:
+        for lead_id, score, reasons in (("L1", 39, L1_REASONS), ("L2", 0, L2_REASONS)):
+            body = service.get(f"/v1/leads/{lead_id}/scores").get_json()
+            assert [(s["score"], s["reasons"]) for s in body["scores"]] == [(score, reasons)]
+            typed = ScoreHistoryResponse.model_validate(body).scores[0].reasons
+            assert typed == [Reason(**r) for r in reasons]  # the scorer's own type, as the OpenAPI says
+        # the live answer for L1 carries the same reasons, field names included
+        lead = {"lead_id": "L1-live", "job_level": "vp", "employees": 120, "industry": "software",
+                "budget_stated": True, "purchase_timeframe": "0-3 months"}
+        live = service.post("/v1/leads/score", {"lead": lead, "as_of": "2026-11-30T00:00:00Z"}, who="score")
+        assert live.status_code == 200, live.get_json()
+        assert live.get_json()["scores"][0]["reasons"] == L1_REASONS
+        component = build_openapi(max_batch=10, version="0")["components"]["schemas"]
+        assert component["HistoryScore"]["properties"]["reasons"]["anyOf"][0] == {
+            "items": {"$ref": "#/components/schemas/Reason"}, "type": "array"}
+    finally:
+        service.app.extensions["leadcast"].prediction_log.close()
+        service.app.extensions["leadcast"].store.dispose()
+
+
+# What `leadcast score --log` logged before reasons carried their field: its file columns parsed back,
+# "Senior role (vp): +12; Notes: a; b: +3" and "Student: -15", split on "; " and at the last ": ", where the
+# piece "Notes: a" of words that themselves held "; " had no points.
+OLD_SHAPE = [{"text": "Senior role (vp)", "contribution": 12.0}, {"text": "Notes: a", "contribution": None},
+             {"text": "b", "contribution": 3.0}, {"text": "Student", "contribution": -15.0}]
+
+
+def test_a_score_logged_in_the_old_shape_still_reads(svc: Service) -> None:
+    with svc.app.extensions["leadcast"].store.begin() as conn:
+        for lead_id, reasons in (("OLD", OLD_SHAPE), ("NEW", L2_REASONS), ("NONE", None)):
+            conn.execute(predictions.insert().values(
+                lead_id=lead_id, scored_at=_now(), as_of=None, model_name=NAME, model_version="rules:default",
+                model_kind="rules", probability=0.1, score=10, grade="D", reasons=reasons, features={}))
+    old = svc.get("/v1/leads/OLD/scores")
+    assert old.status_code == 200
+    # no field was recorded: feature ""; the null piece joins the words after it, as the file said them
+    assert old.get_json()["scores"][0]["reasons"] == [
+        {"feature": "", "text": "Senior role (vp)", "contribution": 12.0},
+        {"feature": "", "text": "Notes: a; b", "contribution": 3.0},
+        {"feature": "", "text": "Student", "contribution": -15.0}]
+    assert ScoreHistoryResponse.model_validate(old.get_json()).scores[0].reasons == [
+        Reason("", "Senior role (vp)", 12.0), Reason("", "Notes: a; b", 3.0), Reason("", "Student", -15.0)]
+    assert svc.get("/v1/leads/NEW/scores").get_json()["scores"][0]["reasons"] == L2_REASONS  # read as stored
+    assert svc.get("/v1/leads/NONE/scores").get_json()["scores"][0]["reasons"] is None  # scored without reasons
+
+
+def test_stored_reasons_reads_each_shape_in_one_place() -> None:
+    assert stored_reasons(None) is None and stored_reasons([]) == []
+    assert stored_reasons(L1_REASONS) is L1_REASONS  # the current shape is returned as it is, not copied
+    # a trailing piece without points (never written so) keeps its words on the reason before it
+    assert stored_reasons([{"text": "x", "contribution": 2.0}, {"text": "y", "contribution": None}]) == [
+        {"feature": "", "text": "x; y", "contribution": 2.0}]
+
+
+def test_a_trained_models_batch_reasons_are_the_apis_reasons(tmp_path: Path, trained_dir: Path,
+                                                             sample_leads: pd.DataFrame) -> None:
+    scorer = load_scorer(models_dir=trained_dir)
+    assert scorer.kind == "model"
+    records = lead_records(sample_leads, 70)  # more than one chunk of 64, and a Parquet output
+    src = tmp_path / "leads.parquet"
+    pd.DataFrame.from_records(records).to_parquet(src)
+    seen: list[pd.DataFrame] = []
+    score_file(src, tmp_path / "out.parquet", scorer=scorer, chunk_rows=64, as_of="2026-11-30",
+               on_chunk=lambda raw, scored: seen.append(scored))
+    assert [len(s) for s in seen] == [64, 6]
+    logged = [r for s in seen for r in s[REASONS_COLUMN]]
+    live = scorer.score_records([{**r, "as_of": "2026-11-30"} for r in records])  # as the API scores them
+    assert logged == [s.reasons for s in live] and all(logged)
+    written = pd.read_parquet(tmp_path / "out.parquet")
+    assert REASONS_COLUMN not in written.columns
+    # the file's text columns say the same reasons in words and points
+    assert written["reasons_positive"].fillna("").tolist() == [
+        "; ".join(str(r) for r in reasons if r.contribution > 0) for reasons in logged]
+    assert written["reasons_negative"].fillna("").tolist() == [
+        "; ".join(str(r) for r in reasons if r.contribution < 0) for reasons in logged]

@@ -1,8 +1,11 @@
-"""Issue 11 item 7: the TOML formats are pydantic models; their JSON Schemas are generated and cannot drift."""
+"""Issue 11 item 7: the TOML formats (and the settings file) are pydantic models; their JSON Schemas are generated
+and cannot drift."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from click.testing import CliRunner
 
 from api.cli import cli
 from api.commands.schemas import FORMATS, schema_texts
+from api.settings import Settings, SettingsError, load_settings
 from crmdata.errors import DataValidationError
 from crmdata.mapping import ColumnMapping
 from crmdata.stages import StageConfig
@@ -29,7 +33,7 @@ def shipped(repo_root: Path) -> list[tuple[str, Path]]:
 def test_committed_schemas_are_the_generated_ones(repo_root: Path) -> None:
     committed = {p.name: p.read_text() for p in sorted((repo_root / "docs" / "schemas").glob("*.json"))}
     assert committed == schema_texts(), "run `leadcast schemas` and commit docs/schemas"
-    assert set(committed) == {f"{name}.schema.json" for name in ("spec", "rules", "mapping", "stages")}
+    assert set(committed) == {f"{name}.schema.json" for name in ("spec", "rules", "mapping", "stages", "settings")}
 
 
 def test_the_command_writes_one_schema_per_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +41,7 @@ def test_the_command_writes_one_schema_per_format(tmp_path: Path, monkeypatch: p
     result = CliRunner().invoke(cli, ["schemas", "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert {p.name: p.read_text() for p in (tmp_path / "s").iterdir()} == schema_texts()
-    assert len(result.output.splitlines()) == len(FORMATS) == 4
+    assert len(result.output.splitlines()) == len(FORMATS) == 5
 
 
 def test_every_shipped_file_reads_and_matches_its_schema(repo_root: Path) -> None:
@@ -103,3 +107,50 @@ def test_pydantic_errors_read_in_leadcast_words() -> None:
         "spec, field 'features': must have at least 1 item(s)",
         "spec, field 'grades.a': unknown key; known: A, B, C, method (value '0.5')",
         "spec, field 'decimal': must be one of '.', ',' (value ';')"]
+
+
+def settings_files(repo_root: Path) -> list[tuple[str, str]]:
+    """Every settings file leadcast ships or documents: the example file, and each TOML block of the README and
+    docs that is one (its first line names a leadcast.toml or trainer.toml)."""
+    found = [("docs/examples/leadcast.toml", (repo_root / "docs" / "examples" / "leadcast.toml").read_text())]
+    for doc in [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]:
+        for block in re.findall(r"```toml\n(.*?)```", doc.read_text(), flags=re.DOTALL):
+            if re.match(r"#.*\b(leadcast|trainer)\.toml\b", block):
+                found.append((doc.name, block))
+    return found
+
+
+def test_every_shipped_settings_file_reads_and_matches_its_schema(repo_root: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("LEADCAST_")]:
+        monkeypatch.delenv(name)  # the files alone, as a fresh shell reads them
+    files = settings_files(repo_root)
+    assert [where for where, _ in files] == ["docs/examples/leadcast.toml", "deploy.md"]
+    schema = jsonschema.Draft202012Validator(jsonschema_of("settings"))
+    for i, (where, text) in enumerate(files):
+        assert list(schema.iter_errors(tomllib.loads(text))) == [], where
+        (tmp_path / f"{i}.toml").write_text(text)
+        load_settings(tmp_path / f"{i}.toml")
+    deploy = load_settings(tmp_path / "1.toml")
+    assert (deploy.model_source, deploy.workers, deploy.reload_poll_seconds) == ("mlflow", 2, 5.0)
+    # `make run` passes no file: the defaults, which the example writes out, are valid too
+    defaults = Settings().model_dump(mode="json")
+    assert schema.is_valid(defaults) and schema.is_valid({})
+    example = load_settings(repo_root / "docs" / "examples" / "leadcast.toml").model_dump()
+    assert {k: v for k, v in example.items() if v != defaults[k] and k != "home"} == {}
+    assert example["home"] == Path(".")
+
+
+def test_the_settings_schema_refuses_what_the_reader_refuses(tmp_path: Path) -> None:
+    schema = jsonschema.Draft202012Validator(jsonschema_of("settings"))
+    good = 'port = 8001\nworkers = 4\nmodel_source = "files"\nreload_poll_seconds = 0.5\nhome = "/srv/x"\n'
+    assert schema.is_valid(tomllib.loads(good))
+    (tmp_path / "good.toml").write_text(good)
+    assert load_settings(tmp_path / "good.toml").port == 8001
+    for i, bad in enumerate(('port = "8000"\n', "workres = 2\n", 'prediction_log = "yes"\n', "workers = 0\n",
+                             'model_source = "mlfow"\n', 'retrain_every = "2x"\n', "max_batch = 2.5\n",
+                             "port = 70000\n", "[database]\nurl = 1\n", 'rate_limit_storage = "x"\n')):
+        assert not schema.is_valid(tomllib.loads(bad)), bad
+        (tmp_path / f"{i}.toml").write_text(bad)
+        with pytest.raises(SettingsError, match=r"1 problem\(s\) found"):
+            load_settings(tmp_path / f"{i}.toml")
