@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from api.cli import cli
 from api.history import LatestScores, ScoreContext
 from crmdata.synthetic import generate_opportunities
+from scoring.artifacts import load_trained, save_trained
 from store import Store
 from store.schema import predictions
 from tests.api.conftest import Service, lead_records
@@ -45,8 +46,9 @@ def _seed(service: Service, lead_id: str, score: int, *, ago: timedelta = timede
             features={"source": "web"}))
 
 
-def _score(service: Service, lead: dict[str, Any]) -> dict[str, Any]:
-    response = service.post("/v1/leads/score", {"lead": lead}, who="score")
+def _score(service: Service, lead: dict[str, Any], *, model: str | None = None) -> dict[str, Any]:
+    path = "/v1/leads/score" if model is None else f"/v1/leads/score?model={model}"
+    response = service.post(path, {"lead": lead}, who="score")
     assert response.status_code == 200, response.get_json()
     assert service.app.extensions["leadcast"].prediction_log.flush(timeout=10)
     item: dict[str, Any] = response.get_json()["scores"][0]
@@ -146,20 +148,63 @@ def test_db_purge_removes_predictions_older_than_the_retention(svc: Service) -> 
 def test_latest_scores_keep_the_newest_leads_and_expire_after_their_bound() -> None:
     now = [0.0]
     cache = LatestScores(capacity=2, ttl=10.0, clock=lambda: now[0])
-    cache.put([("A", 40), ("B", 50)])
-    cache.put([("C", 60)])  # capacity 2: A, the oldest written, is forgotten
-    assert (cache.get("A"), cache.get("B"), cache.get("C")) == (None, 50, 60)
+    cache.put("m", [("A", 40), ("B", 50)])
+    cache.put("m", [("C", 60)])  # capacity 2: A, the oldest written, is forgotten
+    assert (cache.get("m", "A"), cache.get("m", "B"), cache.get("m", "C")) == (None, 50, 60)
     now[0] = 5.0
-    cache.put([("B", 55)])  # rewritten at t = 5: now the newest
+    cache.put("m", [("B", 55)])  # rewritten at t = 5: now the newest
     now[0] = 10.0  # C (written at 0) is 10 s old: past its bound; B is 5 s old
-    assert (cache.get("B"), cache.get("C")) == (55, None)
-    cache.put([("D", 70)])  # writing drops every entry past its bound: C goes from memory too
-    assert list(cache._entries) == ["B", "D"]
+    assert (cache.get("m", "B"), cache.get("m", "C")) == (55, None)
+    cache.put("m", [("D", 70)])  # writing drops every entry past its bound: C goes from memory too
+    assert list(cache._entries) == [("m", "B"), ("m", "D")]
     cache.forget("B")
-    assert cache.get("B") is None
+    assert cache.get("m", "B") is None
     off = LatestScores(capacity=2, ttl=0.0, clock=lambda: now[0])
-    off.put([("A", 1)])  # a bound of 0 keeps nothing: every trend reads the store
-    assert off.get("A") is None and not off._entries
+    off.put("m", [("A", 1)])  # a bound of 0 keeps nothing: every trend reads the store
+    assert off.get("m", "A") is None and not off._entries
+
+
+def test_latest_scores_are_kept_per_model_name_and_a_lead_is_forgotten_under_every_name() -> None:
+    cache = LatestScores(capacity=10, ttl=10.0, clock=lambda: 0.0)
+    cache.put("a", [("X", 40)])
+    cache.put("b", [("X", 70)])
+    assert (cache.get("a", "X"), cache.get("b", "X"), cache.get("c", "X")) == (40, 70, None)
+    cache.forget("X")
+    assert (cache.get("a", "X"), cache.get("b", "X")) == (None, None) and not cache._entries
+
+
+@pytest.mark.parametrize("cache_seconds", [30.0, 0.0], ids=["worker-cache", "store-only"])
+def test_a_trend_compares_with_the_same_model_names_last_score_never_another_names(
+        make_service: Callable[..., Service], database_url: str, sample_leads: pd.DataFrame, tmp_path: Any,
+        trained_dir: Any, cache_seconds: float) -> None:
+    """Two champions, one per model name, score on their own scales: A, then B, then A again on one lead."""
+    with Store(database_url) as store:
+        store.upgrade()
+    service = make_service(database_url=database_url, percentile_refresh_seconds=0,
+                           trend_cache_seconds=cache_seconds, model_source="files")
+    # The second name's champion: the same artifact registered as "second" (its own registry and scores).
+    save_trained(load_trained(models_dir=trained_dir), models_dir=tmp_path / "models" / "second", name="second",
+                 aliases=["champion"])
+    records = lead_records(sample_leads, 40)
+    probes = [_score(service, {**r, "lead_id": "probe"})["score"] for r in records]
+    low, high = probes.index(min(probes)), probes.index(max(probes))
+    s, t = probes[low], probes[high]
+    assert t - s > 3  # more than the band of 3 points apart
+    lead_low, lead_high = {**records[low], "lead_id": "X"}, {**records[high], "lead_id": "X"}
+    first = _score(service, lead_low)  # A scores X at s: nothing of A's before
+    assert (first["score"], first["trend"]) == (s, "new")
+    b = _score(service, lead_high, model="second")  # B scores X at t: B never scored X, so "new"
+    # (against A's s it would say improving: t - s > 3)
+    assert (b["score"], b["trend"]) == (t, "new")
+    again = _score(service, lead_low)  # A again at s: against A's s (s - s = 0, steady), not B's t (declining)
+    assert (again["score"], again["trend"]) == (s, "steady")
+    b_again = _score(service, lead_low, model="second")  # B at s after B's t: s - t < -3 -> declining
+    assert (b_again["score"], b_again["trend"]) == (s, "declining")
+    page = service.get("/v1/leads/X/scores").get_json()["scores"]
+    assert [(p["model"]["name"], p["score"]) for p in page] == [("second", s), (NAME, s), ("second", t), (NAME, s)]
+    rt = service.app.extensions["leadcast"]
+    rt.prediction_log.close()
+    rt.store.dispose()
 
 
 def test_two_apps_on_one_store_see_each_others_scores_once_the_cache_bound_passes(
