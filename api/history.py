@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from store import Store, StoreUnavailable
-from store.history import Ranks, latest_scores, score_counts, trend
+from store.history import Ranks, latest_score, latest_scores, score_counts, trend
 
 if TYPE_CHECKING:
     from api.serving import Served
@@ -162,8 +162,11 @@ class ScoreContext:
                 for lead_id in lead_ids:
                     if lead_id is not None and (cached := self.latest.get(name, lead_id)) is not None:
                         previous[lead_id] = cached
-                missed = [i for i in lead_ids if i is not None and i not in previous]
-                if missed:
+                missed = list(dict.fromkeys(i for i in lead_ids if i is not None and i not in previous))
+                if len(missed) == 1:  # one lead: the driver's own lookup, the cheapest round trip
+                    if (found := latest_score(self.store, model_name=name, lead_id=missed[0])) is not None:
+                        previous[missed[0]] = found
+                elif missed:
                     with self.store.reading() as conn:
                         previous.update(latest_scores(conn, model_name=name, lead_ids=missed))
             except StoreUnavailable as exc:

@@ -88,6 +88,20 @@ _LATEST_ONE = (sa.select(predictions.c.score)
                .order_by(predictions.c.scored_at.desc(), predictions.c.id.desc()).limit(1))
 
 
+_LATEST_ONE_SQL = ("SELECT score FROM predictions WHERE lead_id = {p} AND model_name = {p} "
+                   "ORDER BY scored_at DESC, id DESC LIMIT 1")
+
+
+def latest_score(store: Store, *, model_name: str, lead_id: str) -> int | None:
+    """Return the newest stored score by `model_name` of one lead (None when it has none): the hot path's
+    lookup, `_LATEST_ONE` run by the driver itself (`Store.driver_reading`), faults raised as StoreUnavailable."""
+    with store.driver_reading() as driver:
+        cursor = driver.execute(_LATEST_ONE_SQL.format(p=store.placeholder), (lead_id, model_name))
+        found = cursor.fetchone()
+        cursor.close()
+    return None if found is None else int(found[0])
+
+
 def latest_scores(conn: Connection, *, model_name: str, lead_ids: Sequence[str]) -> dict[str, int]:
     """Return the newest stored score by `model_name` (any version) of each of `lead_ids` that has one.
 

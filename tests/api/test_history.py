@@ -232,3 +232,44 @@ def test_two_apps_on_one_store_see_each_others_scores_once_the_cache_bound_passe
     for service in (a, b):
         service.app.extensions["leadcast"].prediction_log.close()
         service.app.extensions["leadcast"].store.dispose()
+
+
+@pytest.mark.slow
+def test_a_first_score_while_postgresql_is_down_has_no_trend_and_trends_return_with_the_server(
+        make_service: Callable[..., Service], sample_leads: pd.DataFrame) -> None:
+    """The documented answer while the store is down: 200, trend and percentile null (docs/api.md); the cache
+    miss is the driver's own lookup, whose psycopg error must become that answer, never a 500."""
+    from tests.postgres import start_server
+
+    server = start_server()
+    if server is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) to start a server to stop")
+    try:
+        with Store(server.url) as store:
+            store.upgrade()
+        service = make_service(database_url=server.url, percentile_refresh_seconds=0)
+        rt = service.app.extensions["leadcast"]
+        # No pause after a fault, so the request right after the restart asks the store again; the percentiles'
+        # distribution is loaded once, so a lead's lookup is the only question a request asks the store.
+        rt.score_history = ScoreContext(rt.store, band_points=3, refresh_seconds=300, latest_seconds=30.0,
+                                        outage_pause_seconds=0.0)
+        lead = {**lead_records(sample_leads, 1)[0], "lead_id": "K"}
+        known = _score(service, lead)
+        assert known["trend"] == "new"  # the store was asked: K has no score yet
+        server.stop()
+        down = service.post("/v1/leads/score", {"lead": {**lead, "lead_id": "NEW-1"}}, who="score")
+        assert down.status_code == 200, down.get_json()  # a lead this worker never scored: the lookup fails
+        assert (down.get_json()["scores"][0]["trend"], down.get_json()["scores"][0]["percentile"]) == (None, None)
+        server.start()
+        after = _score(service, {**lead, "lead_id": "NEW-2"})  # the first lookup after the restart
+        assert after["trend"] == "new"  # answered by the store, not nulled by a fault
+        assert rt.prediction_log.flush(timeout=30)  # NEW-1's row, kept while the server was down, is written
+        # A worker that never scored NEW-1 (an empty cache) reads its logged score from the store: same record,
+        # same score, so the difference is 0 points: steady.
+        rt.score_history = ScoreContext(rt.store, band_points=3, refresh_seconds=300, latest_seconds=30.0)
+        back = _score(service, {**lead, "lead_id": "NEW-1"})
+        assert (back["score"], back["trend"]) == (known["score"], "steady")
+        rt.prediction_log.close()
+        rt.store.dispose()
+    finally:
+        server.remove()

@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
-from store import Store, StoreError
-from store.history import Ranks, decode_cursor, latest_scores, lead_scores, score_counts, trend
+from store import Store, StoreError, StoreUnavailable
+from store.history import Ranks, decode_cursor, latest_score, latest_scores, lead_scores, score_counts, trend
 from store.schema import predictions
 
 T0 = datetime(2026, 11, 1)
@@ -69,3 +70,26 @@ def test_latest_scores_are_the_newest_by_the_same_model_name_only(store: Store) 
         assert latest_scores(conn, model_name="n", lead_ids=["A", "B"]) == {"A": 90, "B": 55}
         assert latest_scores(conn, model_name="n", lead_ids=["B"]) == {"B": 55}
         assert latest_scores(conn, model_name="other", lead_ids=["A", "B"]) == {}
+
+
+def test_the_drivers_own_lookup_gives_the_same_answer_and_hands_the_connection_back_as_it_was(store: Store) -> None:
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("A", 0, 10), _row("A", 1, 80, name="n"), _row("A", 2, 30)])
+    # Seven lookups on one pooled connection: psycopg prepares the statement on the server from the fifth.
+    found = [latest_score(store, model_name="m", lead_id="A") for _ in range(7)]
+    assert found == [30] * 7  # m's newest of A (minute 2), not n's 80
+    assert latest_score(store, model_name="n", lead_id="A") == 80
+    assert latest_score(store, model_name="m", lead_id="nobody") is None
+    with store.begin() as conn:  # the pool's next user gets a connection in a transaction again, not autocommit
+        conn.execute(predictions.insert(), [_row("A", 3, 44)])
+        if not store.is_sqlite:
+            assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+    assert latest_score(store, model_name="m", lead_id="A") == 44
+
+
+def test_a_driver_error_of_the_lookup_is_store_unavailable(store: Store) -> None:
+    with store.begin() as conn:
+        conn.execute(sa.text("DROP TABLE predictions"))  # the schema looks current, the table is gone
+    # sqlite3.OperationalError / psycopg.errors.UndefinedTable, raised by the driver itself: mapped by faults()
+    with pytest.raises(StoreUnavailable, match=r"is unavailable: .*predictions"):
+        latest_score(store, model_name="m", lead_id="A")
