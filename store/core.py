@@ -154,7 +154,7 @@ class Store:
     @contextlib.contextmanager
     def faults(self) -> Iterator[None]:
         """Turn a database fault inside the block into StoreUnavailable (the detail kept for the log): an error of
-        SQLAlchemy's, or of the driver itself (sqlite3.Error, psycopg.Error) met on a `driver_reading` connection."""
+        SQLAlchemy's, or of the driver itself (sqlite3.Error, psycopg.Error) met on a `autocommit_driver` connection."""
         try:
             yield
         # (an except clause's classes are looked up when an exception arrives: by then the engine exists)
@@ -193,13 +193,15 @@ class Store:
                 yield conn
 
     @contextlib.contextmanager
-    def driver_reading(self) -> Iterator[Any]:
-        """Yield a pooled driver connection (sqlite3 or psycopg, in autocommit) for one quick read.
+    def autocommit_driver(self) -> Iterator[Any]:
+        """Yield a pooled driver connection (sqlite3, or psycopg in autocommit: each statement its own
+        transaction) for one statement run by the driver itself.
 
-        For the hot path's one-row lookups only: the driver's own execute skips SQLAlchemy's execution layer
-        (about a sixth of the client CPU of `reading` per lookup, measured in docs/store.md), and psycopg
-        prepares a statement on the server after its fifth use on a connection. The pool still hands it out
-        (idle ping included) and the driver's errors become StoreUnavailable; a connection that met one is
+        For the hot path's one-row lookup and the log writer's COPY: the driver's own execute skips
+        SQLAlchemy's execution layer (a quarter of the client CPU of `reading` per lookup, measured in
+        docs/store.md), psycopg prepares a repeated statement on the server after its fifth use on a
+        connection, and autocommit saves the BEGIN and COMMIT round trips. The pool still hands it out (idle
+        ping included), the driver's errors become StoreUnavailable, and a connection that met one is
         discarded. The caller writes the SQL in the driver's parameter style (`Store.placeholder`).
         """
         with self.faults():

@@ -94,8 +94,8 @@ _LATEST_ONE_SQL = ("SELECT score FROM predictions WHERE lead_id = {p} AND model_
 
 def latest_score(store: Store, *, model_name: str, lead_id: str) -> int | None:
     """Return the newest stored score by `model_name` of one lead (None when it has none): the hot path's
-    lookup, `_LATEST_ONE` run by the driver itself (`Store.driver_reading`), faults raised as StoreUnavailable."""
-    with store.driver_reading() as driver:
+    lookup, `_LATEST_ONE` run by the driver itself (`Store.autocommit_driver`), faults raised as StoreUnavailable."""
+    with store.autocommit_driver() as driver:
         cursor = driver.execute(_LATEST_ONE_SQL.format(p=store.placeholder), (lead_id, model_name))
         found = cursor.fetchone()
         cursor.close()
