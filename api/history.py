@@ -1,6 +1,7 @@
 """Trend and percentile of each score the API returns, read from the prediction log at request time.
 
-Trend compares a lead's score with its previous logged score (any model). Each worker keeps the latest score
+Trend compares a lead's score with its previous logged score by the same model name (any version: two
+champions, one per name, score on their own scales). Each worker keeps the latest score per (model name, lead)
 of the leads it scored itself (`LatestScores`: bounded, oldest forgotten first, each entry trusted for
 `cache_seconds`), filled when the log accepts the rows, so re-scoring a lead asks the store nothing; a lead
 this worker has not scored lately (a miss, or an entry older than `cache_seconds`) is read from the store with
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from store import Store, StoreUnavailable
-from store.history import Ranks, latest_scores, score_counts, trend
+from store.history import Ranks, latest_score, latest_scores, score_counts, trend
 
 if TYPE_CHECKING:
     from api.serving import Served
@@ -36,45 +37,55 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class LatestScores:
-    """The latest score this worker returned for each lead, for at most `capacity` leads and `ttl` seconds each.
+LeadKey = tuple[str, str]  # model name, lead id
 
-    Entries are kept in the order they were written, so the oldest is forgotten first and every entry past its
-    `ttl` is dropped when the next one is written: nothing older than `ttl` stays in memory while traffic flows
-    (an erased lead's score lingers in another worker for at most that long).
+
+class LatestScores:
+    """The latest score this worker returned for each (model name, lead), for at most `capacity` such pairs and
+    `ttl` seconds each.
+
+    Keyed by model name as well as lead: two champions (one per name) score the same lead on their own scales,
+    and a trend compares only with the same name's last score. Entries are kept in the order they were written,
+    so the oldest is forgotten first and every entry past its `ttl` is dropped when the next one is written:
+    nothing older than `ttl` stays in memory while traffic flows (an erased lead's score lingers in another
+    worker for at most that long).
     """
 
     def __init__(self, *, capacity: int, ttl: float, clock: Callable[[], float]) -> None:
         self.capacity = capacity
         self.ttl = ttl
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._entries: OrderedDict[LeadKey, tuple[int, float]] = OrderedDict()
+        self._names: set[str] = set()  # every model name ever cached, so erasing a lead finds all its entries
         self._lock = threading.Lock()
 
-    def get(self, lead_id: str) -> int | None:
-        """Return the lead's cached latest score while it is fresh, else None (ask the store)."""
-        found = self._entries.get(lead_id)
+    def get(self, model_name: str, lead_id: str) -> int | None:
+        """Return the lead's cached latest score by `model_name` while it is fresh, else None (ask the store)."""
+        found = self._entries.get((model_name, lead_id))
         if found is None or self._clock() - found[1] >= self.ttl:
             return None
         return found[0]
 
-    def put(self, items: Sequence[tuple[str, int]]) -> None:
-        """Remember each (lead id, score) as the lead's latest, as of now."""
+    def put(self, model_name: str, items: Sequence[tuple[str, int]]) -> None:
+        """Remember each (lead id, score) as the lead's latest by `model_name`, as of now."""
         if self.ttl <= 0:
             return
         now = self._clock()
         with self._lock:
+            self._names.add(model_name)
             entries = self._entries
             for lead_id, score in items:
-                entries[lead_id] = (score, now)
-                entries.move_to_end(lead_id)
+                key = (model_name, lead_id)
+                entries[key] = (score, now)
+                entries.move_to_end(key)
             while entries and (len(entries) > self.capacity or now - next(iter(entries.values()))[1] >= self.ttl):
                 entries.popitem(last=False)
 
     def forget(self, lead_id: str) -> None:
-        """Drop a lead (it was erased)."""
+        """Drop a lead's entries of every model name (it was erased)."""
         with self._lock:
-            self._entries.pop(lead_id, None)
+            for name in self._names:
+                self._entries.pop((name, lead_id), None)
 
 
 class ScoreContext:
@@ -147,13 +158,17 @@ class ScoreContext:
         if self._clock() >= self._paused_until:
             try:
                 ranks = self.ranks((model["name"], model["version"]))
+                name = model["name"]
                 for lead_id in lead_ids:
-                    if lead_id is not None and (cached := self.latest.get(lead_id)) is not None:
+                    if lead_id is not None and (cached := self.latest.get(name, lead_id)) is not None:
                         previous[lead_id] = cached
-                missed = [i for i in lead_ids if i is not None and i not in previous]
-                if missed:
+                missed = list(dict.fromkeys(i for i in lead_ids if i is not None and i not in previous))
+                if len(missed) == 1:  # one lead: the driver's own lookup, the cheapest round trip
+                    if (found := latest_score(self.store, model_name=name, lead_id=missed[0])) is not None:
+                        previous[missed[0]] = found
+                elif missed:
                     with self.store.reading() as conn:
-                        previous.update(latest_scores(conn, lead_ids=missed))
+                        previous.update(latest_scores(conn, model_name=name, lead_ids=missed))
             except StoreUnavailable as exc:
                 self._unavailable(exc)
                 ranks, previous = None, {}
@@ -163,10 +178,11 @@ class ScoreContext:
                              if stored and lead_id is not None else None)
             item["percentile"] = ranks.percentile(item["score"]) if ranks is not None else None
 
-    def logged(self, *, lead_ids: list[str | None], scores: list[dict[str, Any]]) -> None:
-        """Remember the scores the log accepted as their leads' latest (a dropped row never becomes one)."""
-        self.latest.put([(lead_id, int(item["score"])) for lead_id, item in zip(lead_ids, scores, strict=True)
-                         if lead_id is not None])
+    def logged(self, *, model_name: str, lead_ids: list[str | None], scores: list[dict[str, Any]]) -> None:
+        """Remember the scores the log accepted as their leads' latest by `model_name` (a dropped row never
+        becomes one)."""
+        self.latest.put(model_name, [(lead_id, int(item["score"]))
+                                     for lead_id, item in zip(lead_ids, scores, strict=True) if lead_id is not None])
 
 
 def annotate_scores(context: ScoreContext | None, served: Served, records: list[dict[str, Any]],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -18,7 +19,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import Connection
 
 from store.core import Store, StoreUnavailable
 from store.schema import predictions
@@ -33,10 +33,13 @@ class PredictionLog:
     """A bounded queue of prediction rows and the thread that writes them to `store` in batches.
 
     The thread starts on the first `record` in each process (a gunicorn worker forked from a master that
-    built the app gets its own), and the queue is flushed when the process exits.
+    built the app gets its own), and the queue is flushed when the process exits. Each write takes everything
+    queued, up to `batch_rows` (plus one request's rows): a writer that fell behind catches up with fewer,
+    larger writes instead of one request's rows per write (under gevent a write costs the writer a turn per
+    round trip, and it gets a turn per request scored: docs/store.md).
     """
 
-    def __init__(self, store: Store, *, capacity: int = 100_000, batch_rows: int = 1_000,
+    def __init__(self, store: Store, *, capacity: int = 100_000, batch_rows: int = 10_000,
                  interval_seconds: float = 0.2, max_backoff_seconds: float = 5.0,
                  on_drop: Callable[[int], None] | None = None) -> None:
         self.store = store
@@ -64,6 +67,7 @@ class PredictionLog:
         if self._pid != os.getpid():  # first use in this process, or a fork: nothing of the parent's is ours
             self._reset()
             self._pid = os.getpid()
+            self._turn = _gevent_turn()  # a gevent worker patches itself after the fork, before this runs
             self._thread = threading.Thread(target=self._run, name="leadcast-prediction-log", daemon=True)
             self._thread.start()
             atexit.register(self.close)
@@ -81,6 +85,12 @@ class PredictionLog:
             self._queued += count
             if self._queued >= self.batch_rows:
                 self._cond.notify()
+        if self._turn is not None:
+            # Give the writer a turn. Its greenlet, waiting on the database, otherwise runs only when a request's
+            # greenlet blocks on its socket, which a client sending request after request rarely makes it do:
+            # the log fell behind scoring (docs/store.md). gevent.idle polls the sockets without waiting and runs
+            # the greenlets they woke (sleep(0) would not poll them). Threads need no such turn.
+            self._turn()
         return True
 
     def _drop(self, count: int) -> None:
@@ -156,11 +166,15 @@ class PredictionLog:
                 self._cond.notify_all()
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        with self.store.begin() as conn:
-            if self.store.is_sqlite:
+        if self.store.is_sqlite:
+            with self.store.begin() as conn:
                 conn.execute(predictions.insert(), rows)
-            else:
-                copy_rows(conn, rows)
+            return
+        # One COPY in autocommit is atomic by itself: two round trips (COPY, its end) where a transaction took
+        # four. Under gevent each round trip is a yield, and the writer's greenlet runs again only when a
+        # request's greenlet yields in turn, after scoring a whole batch: see docs/store.md.
+        with self.store.autocommit_driver() as driver:
+            copy_rows(driver, rows)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is written (or `timeout` passes); return whether the queue is empty."""
@@ -196,6 +210,15 @@ class PredictionLog:
             log.warning("prediction log closed with %d row(s) unwritten (database unavailable)", left)
 
     _deadline = float("inf")
+    _turn: Callable[[], object] | None = None
+
+
+def _gevent_turn() -> Callable[[], object] | None:
+    """Return gevent.idle when gevent has patched this process (threads are greenlets), else None."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return None
+    return sys.modules["gevent"].idle
 
 
 _COLUMNS = ("lead_id", "scored_at", "as_of", "model_name", "model_version", "model_kind", "probability", "score",
@@ -205,14 +228,14 @@ _dumps = orjson.dumps
 _COPY = f"COPY predictions ({', '.join(_COLUMNS)}) FROM STDIN"
 
 
-def copy_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+def copy_rows(driver: Any, rows: Iterable[dict[str, Any]]) -> None:
     """Write prediction rows with PostgreSQL's COPY (psycopg 3): one statement, no per-row parameters.
 
     Measured (docs/store.md): a third of the writer's CPU of a multi-row INSERT, which matters because the
     writer shares the GIL with the requests it logs. JSON is stored as SQLAlchemy's JSON type stores it (None as
     JSON null); orjson writes a NaN as null, which PostgreSQL's json accepts (a bare NaN it refuses).
     """
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = driver.cursor()  # a psycopg 3 connection: Store.autocommit_driver, or a Connection's driver_connection
     with cursor, cursor.copy(_COPY) as copy:
         for row in rows:
             copy.write_row([_dumps(row[c], option=orjson.OPT_SERIALIZE_NUMPY).decode() if c in _JSON else row[c]

@@ -60,7 +60,8 @@ def score() -> Response:
     lead_ids = annotate_scores(context, served, records, result)
     if rt.prediction_log is not None and log_scores(rt.prediction_log, served, records, result,
                                                     as_of=as_of) and context is not None:
-        context.logged(lead_ids=lead_ids, scores=result["scores"])  # the next trend of these leads needs no query
+        # the next trend of these leads by this model name needs no query
+        context.logged(model_name=result["model"]["name"], lead_ids=lead_ids, scores=result["scores"])
     for grade, count in Counter(item["grade"] for item in result["scores"]).items():
         rt.metrics.scores.labels(grade=grade, model_version=result["model"]["version"],
                                  model_kind=result["model"]["kind"]).inc(count)

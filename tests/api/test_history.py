@@ -15,6 +15,7 @@ from api.history import LatestScores, ScoreContext
 from api.openapi import build_openapi
 from api.schemas import ScoreHistoryResponse
 from crmdata.synthetic import generate_opportunities
+from scoring.artifacts import load_trained, save_trained
 from scoring.batch import score_file
 from scoring.scorer import REASONS_COLUMN, Reason, load_scorer
 from store import Store
@@ -51,8 +52,9 @@ def _seed(service: Service, lead_id: str, score: int, *, ago: timedelta = timede
             features={"source": "web"}))
 
 
-def _score(service: Service, lead: dict[str, Any]) -> dict[str, Any]:
-    response = service.post("/v1/leads/score", {"lead": lead}, who="score")
+def _score(service: Service, lead: dict[str, Any], *, model: str | None = None) -> dict[str, Any]:
+    path = "/v1/leads/score" if model is None else f"/v1/leads/score?model={model}"
+    response = service.post(path, {"lead": lead}, who="score")
     assert response.status_code == 200, response.get_json()
     assert service.app.extensions["leadcast"].prediction_log.flush(timeout=10)
     item: dict[str, Any] = response.get_json()["scores"][0]
@@ -152,20 +154,63 @@ def test_db_purge_removes_predictions_older_than_the_retention(svc: Service) -> 
 def test_latest_scores_keep_the_newest_leads_and_expire_after_their_bound() -> None:
     now = [0.0]
     cache = LatestScores(capacity=2, ttl=10.0, clock=lambda: now[0])
-    cache.put([("A", 40), ("B", 50)])
-    cache.put([("C", 60)])  # capacity 2: A, the oldest written, is forgotten
-    assert (cache.get("A"), cache.get("B"), cache.get("C")) == (None, 50, 60)
+    cache.put("m", [("A", 40), ("B", 50)])
+    cache.put("m", [("C", 60)])  # capacity 2: A, the oldest written, is forgotten
+    assert (cache.get("m", "A"), cache.get("m", "B"), cache.get("m", "C")) == (None, 50, 60)
     now[0] = 5.0
-    cache.put([("B", 55)])  # rewritten at t = 5: now the newest
+    cache.put("m", [("B", 55)])  # rewritten at t = 5: now the newest
     now[0] = 10.0  # C (written at 0) is 10 s old: past its bound; B is 5 s old
-    assert (cache.get("B"), cache.get("C")) == (55, None)
-    cache.put([("D", 70)])  # writing drops every entry past its bound: C goes from memory too
-    assert list(cache._entries) == ["B", "D"]
+    assert (cache.get("m", "B"), cache.get("m", "C")) == (55, None)
+    cache.put("m", [("D", 70)])  # writing drops every entry past its bound: C goes from memory too
+    assert list(cache._entries) == [("m", "B"), ("m", "D")]
     cache.forget("B")
-    assert cache.get("B") is None
+    assert cache.get("m", "B") is None
     off = LatestScores(capacity=2, ttl=0.0, clock=lambda: now[0])
-    off.put([("A", 1)])  # a bound of 0 keeps nothing: every trend reads the store
-    assert off.get("A") is None and not off._entries
+    off.put("m", [("A", 1)])  # a bound of 0 keeps nothing: every trend reads the store
+    assert off.get("m", "A") is None and not off._entries
+
+
+def test_latest_scores_are_kept_per_model_name_and_a_lead_is_forgotten_under_every_name() -> None:
+    cache = LatestScores(capacity=10, ttl=10.0, clock=lambda: 0.0)
+    cache.put("a", [("X", 40)])
+    cache.put("b", [("X", 70)])
+    assert (cache.get("a", "X"), cache.get("b", "X"), cache.get("c", "X")) == (40, 70, None)
+    cache.forget("X")
+    assert (cache.get("a", "X"), cache.get("b", "X")) == (None, None) and not cache._entries
+
+
+@pytest.mark.parametrize("cache_seconds", [30.0, 0.0], ids=["worker-cache", "store-only"])
+def test_a_trend_compares_with_the_same_model_names_last_score_never_another_names(
+        make_service: Callable[..., Service], database_url: str, sample_leads: pd.DataFrame, tmp_path: Any,
+        trained_dir: Any, cache_seconds: float) -> None:
+    """Two champions, one per model name, score on their own scales: A, then B, then A again on one lead."""
+    with Store(database_url) as store:
+        store.upgrade()
+    service = make_service(database_url=database_url, percentile_refresh_seconds=0,
+                           trend_cache_seconds=cache_seconds, model_source="files")
+    # The second name's champion: the same artifact registered as "second" (its own registry and scores).
+    save_trained(load_trained(models_dir=trained_dir), models_dir=tmp_path / "models" / "second", name="second",
+                 aliases=["champion"])
+    records = lead_records(sample_leads, 40)
+    probes = [_score(service, {**r, "lead_id": "probe"})["score"] for r in records]
+    low, high = probes.index(min(probes)), probes.index(max(probes))
+    s, t = probes[low], probes[high]
+    assert t - s > 3  # more than the band of 3 points apart
+    lead_low, lead_high = {**records[low], "lead_id": "X"}, {**records[high], "lead_id": "X"}
+    first = _score(service, lead_low)  # A scores X at s: nothing of A's before
+    assert (first["score"], first["trend"]) == (s, "new")
+    b = _score(service, lead_high, model="second")  # B scores X at t: B never scored X, so "new"
+    # (against A's s it would say improving: t - s > 3)
+    assert (b["score"], b["trend"]) == (t, "new")
+    again = _score(service, lead_low)  # A again at s: against A's s (s - s = 0, steady), not B's t (declining)
+    assert (again["score"], again["trend"]) == (s, "steady")
+    b_again = _score(service, lead_low, model="second")  # B at s after B's t: s - t < -3 -> declining
+    assert (b_again["score"], b_again["trend"]) == (s, "declining")
+    page = service.get("/v1/leads/X/scores").get_json()["scores"]
+    assert [(p["model"]["name"], p["score"]) for p in page] == [("second", s), (NAME, s), ("second", t), (NAME, s)]
+    rt = service.app.extensions["leadcast"]
+    rt.prediction_log.close()
+    rt.store.dispose()
 
 
 def test_two_apps_on_one_store_see_each_others_scores_once_the_cache_bound_passes(
@@ -304,3 +349,44 @@ def test_a_trained_models_batch_reasons_are_the_apis_reasons(tmp_path: Path, tra
         "; ".join(str(r) for r in reasons if r.contribution > 0) for reasons in logged]
     assert written["reasons_negative"].fillna("").tolist() == [
         "; ".join(str(r) for r in reasons if r.contribution < 0) for reasons in logged]
+
+
+@pytest.mark.slow
+def test_a_first_score_while_postgresql_is_down_has_no_trend_and_trends_return_with_the_server(
+        make_service: Callable[..., Service], sample_leads: pd.DataFrame) -> None:
+    """The documented answer while the store is down: 200, trend and percentile null (docs/api.md); the cache
+    miss is the driver's own lookup, whose psycopg error must become that answer, never a 500."""
+    from tests.postgres import start_server
+
+    server = start_server()
+    if server is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) to start a server to stop")
+    try:
+        with Store(server.url) as store:
+            store.upgrade()
+        service = make_service(database_url=server.url, percentile_refresh_seconds=0)
+        rt = service.app.extensions["leadcast"]
+        # No pause after a fault, so the request right after the restart asks the store again; the percentiles'
+        # distribution is loaded once, so a lead's lookup is the only question a request asks the store.
+        rt.score_history = ScoreContext(rt.store, band_points=3, refresh_seconds=300, latest_seconds=30.0,
+                                        outage_pause_seconds=0.0)
+        lead = {**lead_records(sample_leads, 1)[0], "lead_id": "K"}
+        known = _score(service, lead)
+        assert known["trend"] == "new"  # the store was asked: K has no score yet
+        server.stop()
+        down = service.post("/v1/leads/score", {"lead": {**lead, "lead_id": "NEW-1"}}, who="score")
+        assert down.status_code == 200, down.get_json()  # a lead this worker never scored: the lookup fails
+        assert (down.get_json()["scores"][0]["trend"], down.get_json()["scores"][0]["percentile"]) == (None, None)
+        server.start()
+        after = _score(service, {**lead, "lead_id": "NEW-2"})  # the first lookup after the restart
+        assert after["trend"] == "new"  # answered by the store, not nulled by a fault
+        assert rt.prediction_log.flush(timeout=30)  # NEW-1's row, kept while the server was down, is written
+        # A worker that never scored NEW-1 (an empty cache) reads its logged score from the store: same record,
+        # same score, so the difference is 0 points: steady.
+        rt.score_history = ScoreContext(rt.store, band_points=3, refresh_seconds=300, latest_seconds=30.0)
+        back = _score(service, {**lead, "lead_id": "NEW-1"})
+        assert (back["score"], back["trend"]) == (known["score"], "steady")
+        rt.prediction_log.close()
+        rt.store.dispose()
+    finally:
+        server.remove()

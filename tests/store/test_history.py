@@ -3,16 +3,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
-from store import Store, StoreError
-from store.history import Ranks, decode_cursor, latest_scores, lead_scores, score_counts, trend
+from store import Store, StoreError, StoreUnavailable
+from store.history import Ranks, decode_cursor, latest_score, latest_scores, lead_scores, score_counts, trend
 from store.schema import predictions
 
 T0 = datetime(2026, 11, 1)
 
 
-def _row(lead_id: str, minute: int, score: int, version: str = "v1") -> dict[str, object]:
-    return {"lead_id": lead_id, "scored_at": T0 + timedelta(minutes=minute), "as_of": None, "model_name": "m",
+def _row(lead_id: str, minute: int, score: int, version: str = "v1", name: str = "m") -> dict[str, object]:
+    return {"lead_id": lead_id, "scored_at": T0 + timedelta(minutes=minute), "as_of": None, "model_name": name,
             "model_version": version, "model_kind": "trained", "probability": score / 100, "score": score,
             "grade": "B", "reasons": None, "features": {}}
 
@@ -47,10 +48,48 @@ def test_history_pages_newest_first_and_latest_scores_per_lead(store: Store) -> 
     with pytest.raises(StoreError, match="cursor"):
         decode_cursor("not-a-cursor")
     with store.begin() as conn:
-        assert latest_scores(conn, lead_ids=["A"]) == {"A": 14}
-        assert latest_scores(conn, lead_ids=["A", "B", "C"]) == {"A": 14, "B": 40}  # B's newest is v2's 40
+        assert latest_scores(conn, model_name="m", lead_ids=["A"]) == {"A": 14}
+        # B's newest is v2's 40 (any version of the name counts)
+        assert latest_scores(conn, model_name="m", lead_ids=["A", "B", "C"]) == {"A": 14, "B": 40}
         # v1's leads since minute 0, each once with its newest v1 score: A 14, B 70
         counts = score_counts(conn, model_name="m", model_version="v1", since=T0)
         assert sum(counts) == 2 and counts[14] == 1 and counts[70] == 1
         later = score_counts(conn, model_name="m", model_version="v1", since=T0 + timedelta(minutes=3))
         assert sum(later) == 1 and later[14] == 1  # only A's minutes 3 and 4; its newest is 14
+
+
+def test_latest_scores_are_the_newest_by_the_same_model_name_only(store: Store) -> None:
+    # Lead A scored by m (10, then 30 at minute 2) and by n (80 at minute 1, 90 at minute 3, the newest overall).
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("A", 0, 10), _row("A", 1, 80, name="n"), _row("A", 2, 30),
+                                            _row("A", 3, 90, name="n"), _row("B", 0, 55, name="n")])
+    with store.reading() as conn:
+        # m's newest of A is 30 (minute 2), though n's 90 at minute 3 is newer; B has no score by m at all
+        assert latest_scores(conn, model_name="m", lead_ids=["A"]) == {"A": 30}
+        assert latest_scores(conn, model_name="m", lead_ids=["A", "B"]) == {"A": 30}
+        assert latest_scores(conn, model_name="n", lead_ids=["A", "B"]) == {"A": 90, "B": 55}
+        assert latest_scores(conn, model_name="n", lead_ids=["B"]) == {"B": 55}
+        assert latest_scores(conn, model_name="other", lead_ids=["A", "B"]) == {}
+
+
+def test_the_drivers_own_lookup_gives_the_same_answer_and_hands_the_connection_back_as_it_was(store: Store) -> None:
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("A", 0, 10), _row("A", 1, 80, name="n"), _row("A", 2, 30)])
+    # Seven lookups on one pooled connection: psycopg prepares the statement on the server from the fifth.
+    found = [latest_score(store, model_name="m", lead_id="A") for _ in range(7)]
+    assert found == [30] * 7  # m's newest of A (minute 2), not n's 80
+    assert latest_score(store, model_name="n", lead_id="A") == 80
+    assert latest_score(store, model_name="m", lead_id="nobody") is None
+    with store.begin() as conn:  # the pool's next user gets a connection in a transaction again, not autocommit
+        conn.execute(predictions.insert(), [_row("A", 3, 44)])
+        if not store.is_sqlite:
+            assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+    assert latest_score(store, model_name="m", lead_id="A") == 44
+
+
+def test_a_driver_error_of_the_lookup_is_store_unavailable(store: Store) -> None:
+    with store.begin() as conn:
+        conn.execute(sa.text("DROP TABLE predictions"))  # the schema looks current, the table is gone
+    # sqlite3.OperationalError / psycopg.errors.UndefinedTable, raised by the driver itself: mapped by faults()
+    with pytest.raises(StoreUnavailable, match=r"is unavailable: .*predictions"):
+        latest_score(store, model_name="m", lead_id="A")

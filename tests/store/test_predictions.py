@@ -82,10 +82,86 @@ def test_copy_stores_each_row_as_the_insert_would(store: Store) -> None:
     row = {**_row("C1"), "as_of": None, "reasons": None, "features": {"web_visits": 4, "source": "web, \"ads\"\t\\"}}
     with store.begin() as conn:
         conn.execute(predictions.insert(), [{**row, "lead_id": "by-insert"}])
-        copy_rows(conn, [{**row, "lead_id": "by-copy"}])
+        copy_rows(conn.connection.driver_connection, [{**row, "lead_id": "by-copy"}])
         raw = {r.lead_id: r[1:] for r in conn.execute(sa.text(
             "SELECT lead_id, scored_at, as_of, probability, score, grade, reasons::text, features::jsonb::text, "
             "reasons IS NULL FROM predictions ORDER BY lead_id"))}
     # Same values; a None reasons is JSON null (not SQL NULL) either way, as SQLAlchemy's JSON type stores it.
     assert raw["by-copy"] == raw["by-insert"]
     assert raw["by-copy"][-1] is False and raw["by-copy"][1] is None
+
+
+def test_a_writer_behind_takes_everything_queued_in_one_write(store: Store) -> None:
+    log = PredictionLog(store, interval_seconds=0.5)  # the default batch: up to 10,000 rows per write
+    writes: list[int] = []
+    write = log._write
+
+    def counted(rows: list[dict[str, Any]]) -> None:
+        writes.append(len(rows))
+        write(rows)
+
+    log._write = counted  # type: ignore[method-assign]
+    for request in range(3):  # three requests of 1,000 rows, queued within the writer's 0.5 s wait
+        log.record(1_000, lambda r=request: [_row(f"R{r}-{i}") for i in range(1_000)])
+    assert log.flush(timeout=30)
+    # 3 x 1,000 = 3,000 rows <= 10,000: one write (one request's rows per write could not keep up with scoring)
+    assert writes == [3_000] and _count(store) == 3_000
+    log.close()
+
+
+def test_the_postgresql_writer_copies_without_a_transaction_around_it(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite's writer is one INSERT in a transaction: no round trips to save")
+    begun: list[object] = []
+    sa.event.listen(store.engine, "begin", lambda conn: begun.append(conn))
+    log = PredictionLog(store, interval_seconds=0.01)
+    log.record(2, lambda: [_row("A"), _row("B")])
+    assert log.flush(timeout=30)
+    assert begun == []  # the COPY ran in autocommit: no BEGIN before it, no COMMIT after it (two round trips)
+    assert _count(store) == 2
+    log.close()
+
+
+GREENLETS = """
+import sys, time
+from gevent import monkey
+monkey.patch_all()
+from datetime import datetime
+from store import Store
+from store.predictions import PredictionLog
+
+store = Store(sys.argv[1])
+log = PredictionLog(store, interval_seconds=0.05)
+row = {"lead_id": "G", "scored_at": datetime(2026, 12, 1), "as_of": None, "model_name": "m", "model_version": "1",
+       "model_kind": "trained", "probability": 0.5, "score": 50, "grade": "B", "reasons": None, "features": {}}
+for _ in range(40):  # 40 requests of 100 rows, each followed by 30 ms of scoring that never yields
+    log.record(100, lambda: [row] * 100)
+    end = time.perf_counter() + 0.03
+    while time.perf_counter() < end:
+        pass
+print(log.written)  # before flushing: what the writer's greenlet wrote while the requests ran
+log.close()
+"""
+
+
+def test_a_greenlet_writer_writes_while_requests_never_block(postgres_admin_url: str | None, tmp_path: Path) -> None:
+    """Under gevent the writer is a greenlet: it must get turns from the requests themselves (a PostgreSQL
+    write waits on the server, a yield each time), or it writes nothing while they keep the worker busy."""
+    import subprocess
+    import sys
+
+    if postgres_admin_url is None:
+        pytest.skip("no PostgreSQL server: an SQLite write never yields, so it never waits for a turn")
+    from tests.postgres import create_database
+
+    url = create_database(postgres_admin_url)
+    with Store(url) as db:
+        db.upgrade()
+    script = tmp_path / "greenlets.py"
+    script.write_text(GREENLETS)
+    done = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    # 40 x 100 = 4,000 rows queued over about 1.2 s; the writer wakes every 0.05 s. Without a turn per request
+    # it wrote 0; with one, at least one batch of 100 is written before the loop ends.
+    assert int(done.stdout.strip().splitlines()[-1]) >= 100, done.stdout
