@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from crmdata.synthetic import generate_leads
-from scoring.monitoring import PSI_ALERT, health, profile_feature, psi
+from scoring.monitoring import FAST_METRICS, PSI_ALERT, health, outcome_health, profile_feature, psi
 from scoring.scorer import ModelScorer
-from scoring.spec import ModelSpec, prepare
+from scoring.spec import Grades, ModelSpec, prepare
 from scoring.training import TrainingResult
 
 
@@ -30,6 +30,34 @@ def test_feature_profiles() -> None:
     # shares of the present values: a 2/3, b 1/3, nothing left for other
     assert text["categories"] == ["a", "b"] and text["shares"] == pytest.approx([2 / 3, 1 / 3, 0.0])
     assert text["known"] == ["a", "b"]
+
+
+def test_outcome_health_by_hand() -> None:
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8])
+    out = outcome_health(y=y, probability=p, grades=Grades(a=0.7, b=0.3, c=0.15),
+                         base_rate_training=0.25, rng=np.random.default_rng(0), n_boot=20)
+    # AUC: of the 4 (converted, not) pairs, 0.35 > 0.1, 0.8 > 0.1, 0.8 > 0.4 are ordered right, 0.35 < 0.4 not: 3/4.
+    assert out["roc_auc"] == pytest.approx(0.75, abs=1e-15)
+    # Brier: (0.1^2 + 0.4^2 + 0.65^2 + 0.2^2) / 4 = (0.01 + 0.16 + 0.4225 + 0.04) / 4 = 0.158125
+    assert out["brier"] == pytest.approx(0.158125, abs=1e-15)
+    # log loss: -(ln 0.9 + ln 0.6 + ln 0.35 + ln 0.8) / 4
+    assert out["log_loss"] == pytest.approx(-(math.log(0.9) + math.log(0.6) + math.log(0.35) + math.log(0.8)) / 4,
+                                            abs=1e-15)
+    # ECE over 10 bins, one lead each in bins 1, 3, 4, 8: (|0 - 0.1| + |1 - 0.35| + |0 - 0.4| + |1 - 0.8|) / 4
+    assert out["ece"] == pytest.approx((0.1 + 0.65 + 0.4 + 0.2) / 4)
+    assert out["base_rate"] == 0.5 and out["mean_probability"] == pytest.approx(0.4125)
+
+
+def test_fast_metrics_equal_scikit_learns() -> None:
+    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    p = np.round(rng.uniform(0, 1, 5000), 2)  # rounded: many ties, which both count as half
+    y = (rng.uniform(0, 1, 5000) < p).astype(np.int64)
+    assert FAST_METRICS["roc_auc"](y, p) == pytest.approx(roc_auc_score(y, p), rel=1e-12)
+    assert FAST_METRICS["brier"](y, p) == pytest.approx(brier_score_loss(y, p), rel=1e-12)
+    assert FAST_METRICS["log_loss"](y, p) == pytest.approx(log_loss(y, np.clip(p, 1e-12, 1 - 1e-12)), rel=1e-12)
 
 
 @pytest.fixture(scope="module")
