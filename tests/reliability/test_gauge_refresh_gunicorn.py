@@ -155,3 +155,5 @@ def test_each_worker_refreshes_its_gauges_and_a_replacement_worker_does_too(
         assert not (folder / f"gauge_mostrecent_{master}.db").exists()
         assert not (folder / f"gauge_mostrecent_{server.running.pid}.db").exists()
         assert "model-health gauges not refreshed" not in server.output()
+        # a graceful stop (SIGTERM), so `leadcast serve` removes its instance folder
+        assert server.terminate(timeout=60) == 0
