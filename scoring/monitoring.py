@@ -14,20 +14,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from scoring.evaluation import calibration_table, expected_calibration_error
+from scoring.scorer import unseen_mask
 from scoring.spec import Grades, ModelSpec
 
 PSI_WARNING = 0.1
 PSI_ALERT = 0.25
 ECE_ALERT = 0.05
 MISSING_SHIFT = 0.1  # a change in a field's missing rate worth a warning, in share of leads
-UNSEEN_WARNING = 0.05  # share of leads whose category training never saw: a warning from here
+UNSEEN_WARNING = 0.05  # share of leads with an unseen category (scorer.kept_categories): a warning from here
 UNSEEN_ALERT = 0.20  # and an alert from here: one lead in five scored on a value the model has no weight for
 BINS = 10
 TOP_CATEGORIES = 50
-KNOWN_CATEGORIES = 1_000  # beyond this many distinct values, unseen categories are not counted
+KNOWN_CATEGORIES = 1_000  # a profile without the model's kept categories (before 0.x) lists at most this many
 SHARE_FLOOR = 1e-4
 BOOTSTRAP_ROWS = 10_000
 BASE_RATE_SHIFT = 1.5  # realised conversion this many times the training rate (or 1/x of it) is worth a warning
@@ -51,8 +51,10 @@ def _category_shares(text: pd.Series, categories: Sequence[str]) -> list[float]:
     return [*shares, max(0.0, 1.0 - sum(shares))]
 
 
-def profile_feature(values: pd.Series, *, column: str, kind: str) -> dict[str, Any]:
-    """Return one field's training distribution: missing rate, and quantile-bin or category shares."""
+def profile_feature(values: pd.Series, *, column: str, kind: str,
+                    kept: Sequence[str] | None = None) -> dict[str, Any]:
+    """Return one field's training distribution: missing rate, and quantile-bin or category shares (with the
+    categories the model keeps, `kept`, against which model health counts unseen values)."""
     out: dict[str, Any] = {"column": column, "kind": kind, "missing_rate": float(values.isna().mean())}
     if kind == "categorical":
         text = values.astype("string")
@@ -61,6 +63,8 @@ def profile_feature(values: pd.Series, *, column: str, kind: str) -> dict[str, A
         out["categories"] = top
         out["shares"] = _category_shares(text, top)
         out["known"] = sorted(map(str, counts.index)) if len(counts) <= KNOWN_CATEGORIES else None
+        if kept is not None:
+            out["kept"] = [str(c) for c in kept]
         out["top"] = top[0] if top else None
     elif kind in ("numeric", "boolean"):
         numbers = _numbers(values)
@@ -72,17 +76,20 @@ def profile_feature(values: pd.Series, *, column: str, kind: str) -> dict[str, A
     return out  # timestamps: the missing rate only, since every date drifts as time passes
 
 
-def reference_profile(*, features: pd.DataFrame, probability: np.ndarray, y: np.ndarray,
-                      spec: ModelSpec) -> dict[str, Any]:
-    """Return the profile saved with a model: each feature's distribution, the score deciles, the base rate.
+def reference_profile(*, features: pd.DataFrame, probability: np.ndarray, y: np.ndarray, spec: ModelSpec,
+                      kept: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Return the profile saved with a model: each feature's distribution, the score deciles, the base rate,
+    and per categorical field the categories the model keeps (`kept`, from `scorer.kept_categories`).
 
     Built on the held-out leads, so the score distribution is the one new leads will get, not the fitted one.
     """
+    kept = kept or {}
     p = np.asarray(probability, dtype=np.float64)
     edges = np.unique(np.quantile(p, np.linspace(0, 1, BINS + 1)[1:-1])).tolist()
     return {"rows": len(p), "base_rate": float(np.mean(y)), "mean_probability": float(p.mean()),
             "score": {"edges": edges, "shares": _bin_shares(p, edges)},
-            "features": [profile_feature(features[f.column], column=f.column, kind=f.kind) for f in spec.features]}
+            "features": [profile_feature(features[f.column], column=f.column, kind=f.kind, kept=kept.get(f.column))
+                         for f in spec.features]}
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
@@ -97,7 +104,7 @@ def _level(value: float) -> str:
 
 
 def unseen_level(share: float | None) -> str:
-    """Return "alert", "warning" or "ok" for a share of leads whose category training never saw."""
+    """Return "alert", "warning" or "ok" for a share of leads with an unseen category."""
     if share is None:
         return "ok"
     return "alert" if share >= UNSEEN_ALERT else "warning" if share >= UNSEEN_WARNING else "ok"
@@ -115,8 +122,11 @@ def _feature_health(ref: Mapping[str, Any], values: pd.Series,
         if ref["kind"] == "categorical":
             text = values.astype("string")
             shares = _category_shares(text, ref["categories"])
-            if ref.get("known") is not None and text.notna().any():
-                entry["unseen_share"] = float((~text.dropna().isin(ref["known"])).mean())
+            # The model's kept categories: what scoring warns about too. A profile saved before they were in it
+            # has only the held-out leads' values ("known"): then only values never seen there are counted.
+            kept = ref.get("kept", ref.get("known"))
+            if kept is not None and text.notna().any():
+                entry["unseen_share"] = float(unseen_mask(text.dropna(), kept).mean())
         else:
             numbers = _numbers(values)
             shares = _bin_shares(numbers, ref["edges"])
@@ -133,8 +143,9 @@ def _feature_health(ref: Mapping[str, Any], values: pd.Series,
     if entry["unseen_level"] != "ok":
         # its own level: a field can keep its category shares (low PSI) while new values pour into "other"
         (shifted[0] if entry["unseen_level"] == "alert" else shifted[1]).append(
-            f"{entry['unseen_share']:.0%} of leads have a {label} value training never saw; the model scores them "
-            "as a rare value and their reasons on it say little: map the new values to known ones or retrain")
+            f"{entry['unseen_share']:.0%} of leads have a {label} value training never saw or saw too rarely; the "
+            "model scores them as 'other' and their reasons on it say little: map the new values to known ones "
+            "or retrain")
     return entry, shifted[0], shifted[1]
 
 
@@ -151,12 +162,15 @@ def _how(ref: Mapping[str, Any], entry: Mapping[str, Any], shares: Sequence[floa
 
 
 def _fast_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Return ROC AUC by the rank-sum (Mann-Whitney) formula, ties at half: (R1 - n1(n1+1)/2) / (n1 n0)."""
-    from scipy.stats import rankdata
-
-    n1 = float(y.sum())
-    n0 = float(len(y) - n1)
-    return float((rankdata(p)[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    """Return ROC AUC as the Mann-Whitney count: the share of (converted, not converted) pairs the scores order
+    right, ties at half. Both counts are whole numbers (exact in float64), so this is the rank-sum formula's value
+    to the last bit, without ranking every lead: the not-converted scores sorted once, the converted looked up."""
+    positive = y == 1
+    negatives = np.sort(p[~positive])
+    scores = p[positive]
+    below = int(np.searchsorted(negatives, scores, side="left").sum())
+    not_above = int(np.searchsorted(negatives, scores, side="right").sum())
+    return (below + not_above) / 2 / (len(scores) * len(negatives))
 
 
 def _fast_log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -210,8 +224,6 @@ def outcome_health(*, y: np.ndarray, probability: np.ndarray, grades: Grades, ba
     p = np.asarray(probability, dtype=np.float64)
     grade = grades.grade(p)
     both = 0 < y.sum() < len(y)
-    metrics = {"roc_auc": roc_auc_score, "brier": brier_score_loss,
-               "log_loss": lambda t, q: log_loss(t, np.clip(q, 1e-12, 1 - 1e-12), labels=[0, 1])}
     out: dict[str, Any] = {
         "leads": len(y), "base_rate": float(y.mean()), "base_rate_training": base_rate_training,
         "mean_probability": float(p.mean()), "ece": expected_calibration_error(y, p),
@@ -221,7 +233,9 @@ def outcome_health(*, y: np.ndarray, probability: np.ndarray, grades: Grades, ba
         "by_probability_bin": calibration_table(y, p),
         "by_decile": by_decile(y, p),
     }
-    for name, metric in metrics.items():
+    # The point values by the same numpy formulas as the bootstrap: scikit-learn's input checks on a million
+    # leads cost more than the sums (test_the_bootstrap_metrics_equal_scikit_learns checks they agree).
+    for name, metric in FAST_METRICS.items():
         out[name] = float(metric(y, p)) if both or name != "roc_auc" else None
         out[f"{name}_interval"] = _interval(y, p, FAST_METRICS[name], rng, n_boot, out[name])
     return out

@@ -29,6 +29,7 @@ from scoring.compiled import CompiledModel
 from scoring.evaluation import best_f1_threshold, evaluate
 from scoring.model import Calibrator, LeadScoringModel
 from scoring.monitoring import reference_profile
+from scoring.scorer import kept_categories
 from scoring.spec import ModelSpec, prepare
 from scoring.tracking import Decision
 from scoring.training import TrainingResult, check_outcomes, train
@@ -267,7 +268,8 @@ def recalibrate(raw: pd.DataFrame, *, champion: TrainedModel, rng: np.random.Gen
     headline = {k: float(report_one[k]) for k in ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "base_rate")}
     headline["f1"] = float(report_one["confusion"]["f1"])
     card["metrics"] = {"selected": headline, card["selected"]: headline}
-    card["profile"] = reference_profile(features=gate_prepared.features, probability=p_gate, y=y_gate, spec=spec)
+    card["profile"] = reference_profile(features=gate_prepared.features, probability=p_gate, y=y_gate, spec=spec,
+                                        kept=kept_categories(pipeline.named_steps["features"]))
     card["gate"] = {"mode": "recalibrate", **(gate.as_dict() if gate else {}), "gate_from": protocol["holdout_from"],
                     "fit_log_loss": float(log_loss(y, np.clip(p_fit, 1e-12, 1 - 1e-12), labels=[0, 1]))}
     result = TrainingResult(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -270,10 +270,31 @@ def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[list[s
     return out[0], out[1]
 
 
+def kept_categories(features: LeadFeatures) -> dict[str, list[str]]:
+    """Return, per categorical field, the categories the model keeps (seen at least `rare_min_count` times).
+
+    The one definition of an unseen category, for scoring and model health alike: a present value outside
+    these, new or too rare in training, which the model scores as "other" (`unseen_mask`).
+    """
+    cats = [f.column for f in features.spec.features if f.kind == "categorical"]
+    return {c: list(features.grouper_.lookup_[j]) for j, c in enumerate(cats)}
+
+
+def unseen_mask(values: pd.Series, kept: Collection[str]) -> np.ndarray:
+    """Return, per value, whether it is an unseen category: present, and its text not among `kept`.
+
+    The grouper encodes a value by its text the same way, so this marks exactly the values coded "other".
+    """
+    text = values.astype("string")
+    return np.asarray(text.notna() & ~text.isin(list(kept)), dtype=bool)
+
+
 def unseen_categories(features: LeadFeatures, base: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Return, per categorical field with any, the positions of leads whose value training did not keep.
 
-    Such a value (new, or too rare in training) is scored as "other"; the caller says so to the user.
+    Such a value (new, or too rare in training) is scored as "other"; the caller says so to the user. Read off
+    the codes already computed for scoring: the "other" code is the code of every value `unseen_mask` marks
+    for `kept_categories` (the grouper's own lookup).
     """
     out: dict[str, np.ndarray] = {}
     cats = [f.column for f in features.spec.features if f.kind == "categorical"]

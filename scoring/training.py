@@ -23,6 +23,7 @@ from scoring.features import LeadFeatures, describe_columns, feature_layout
 from scoring.model import CANDIDATES, LeadScoringModel
 from scoring.monitoring import reference_profile
 from scoring.rules import DEFAULT_RULES
+from scoring.scorer import kept_categories
 from scoring.spec import ModelSpec, Prepared, prepare, resolve_grades
 
 MIN_PER_CLASS = 40
@@ -284,7 +285,8 @@ def train(
         "field_auc": field_auc,
         "notes": messages,
         "warnings": warnings,
-        "profile": reference_profile(features=features.iloc[evaluated], probability=p_eval, y=y_eval, spec=spec),
+        "profile": reference_profile(features=features.iloc[evaluated], probability=p_eval, y=y_eval, spec=spec,
+                                     kept=kept_categories(final.named_steps["features"])),
     }
     trained = TrainedModel(pipeline=final, spec=spec, card=card, train_ids=np.sort(hash_ids(prepared.ids)))
     return TrainingResult(

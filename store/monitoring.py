@@ -8,8 +8,8 @@ than the window with no conversion are left out of every outcome figure: they ma
 
 from __future__ import annotations
 
-import io
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from store.core import Store
@@ -34,7 +32,7 @@ FEATURE_CHUNK = 30_000  # ids per IN (...) query on SQLite (its limit is 32,766 
 class Logged:
     """The leads a model version scored in a window: one row per lead (its first score), and sampled features.
 
-    `scores` columns: lead_id, scored_at (UTC, naive), probability, converted (1, 0, or NaN while the
+    `scores` columns, in time order: scored_at (UTC, naive), probability, converted (1, 0, or NaN while the
     outcome has not matured). `features` holds the logged feature values of a sample of the logged rows, with
     `as_of` and the time scored; `rows` counts every logged row (rescored leads included).
     """
@@ -44,9 +42,9 @@ class Logged:
     rows: int
 
 
-def _epoch(store: Store, column: Any) -> Any:
+def _epoch(conn: Any, column: Any) -> Any:
     """Return a SQL expression of a naive-UTC timestamp column as float seconds since 1970 (no per-row parsing)."""
-    if store.is_sqlite:
+    if conn.dialect.name != "postgresql":
         return (sa.func.julianday(column) - 2440587.5) * 86400.0
     return sa.cast(sa.extract("epoch", column), sa.Float)
 
@@ -74,73 +72,98 @@ def _raw_rows(conn: Any, query: Any) -> list[tuple[Any, ...]]:
     return rows
 
 
-def _columns(conn: Any, query: Any, names: Sequence[str], types: Sequence[pa.DataType]) -> list[np.ndarray]:
-    """Return the columns of `query` as numpy arrays (text as object arrays).
+def _first_scores_postgres(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]]:
+    """Return the count of logged rows and (id, seconds, probability, converted) of each lead's first score.
 
-    On PostgreSQL the rows travel as `COPY (query) TO STDOUT` CSV parsed by Arrow: a million rows in well under
-    a second, where building a Python tuple per row through the driver takes seconds. SQLite's driver has no
-    such path, and its tuples are cheap.
+    The server does the work: ix_predictions_first_score yields a version's rows in (lead, time) order, DISTINCT
+    ON keeps each lead's first, and a merge join with the outcomes' primary key (in the same lead order) marks
+    the converted. Each column comes back as one bytea of its values in binary (float8send and the like,
+    concatenated), read by numpy in one step: a row per lead would cost a Python object per value, and a
+    COPY a protocol message per row.
     """
-    empty = [np.asarray([], dtype=object if t == pa.string() else t.to_pandas_dtype()) for t in types]
-    if conn.dialect.name != "postgresql":
-        rows = _raw_rows(conn, query)
-        return [np.asarray(c) for c in zip(*rows, strict=True)] if rows else empty
-    compiled = query.compile(dialect=conn.dialect)
-    buffer = io.BytesIO()
-    cursor = conn.connection.driver_connection.cursor()
+    from sqlalchemy.dialects.postgresql import BYTEA, distinct_on
+
+    total = int(conn.execute(sa.select(sa.func.count()).select_from(predictions).where(*where)).scalar())
+    if not total:
+        return 0, []
+    converted = sa.cast(sa.cast(outcomes.c.lead_id.is_not(None), sa.Integer), sa.SmallInteger)
+    first = (sa.select(predictions.c.id.label("id"), _epoch(conn, predictions.c.scored_at).label("seconds"),
+                       predictions.c.probability.label("probability"), converted.label("converted"))
+             .select_from(predictions.outerjoin(outcomes, sa.and_(outcomes.c.lead_id == predictions.c.lead_id,
+                                                                  outcomes.c.converted)))
+             .where(*where).ext(distinct_on(predictions.c.lead_id))
+             .order_by(predictions.c.lead_id, predictions.c.scored_at, predictions.c.id)).subquery()
+    empty = sa.literal(b"", BYTEA)
+    packed = [sa.func.string_agg(getattr(sa.func, send)(first.c[name]), empty)
+              for send, name in (("int8send", "id"), ("float8send", "seconds"), ("float8send", "probability"),
+                                 ("int2send", "converted"))]
+    compiled = sa.select(*packed).compile(dialect=conn.dialect)
+    cursor = conn.connection.driver_connection.cursor(binary=True)  # bytea as raw bytes, not hex text
     try:
-        with cursor.copy(f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv)", compiled.params) as copy:
-            for block in copy:
-                buffer.write(block)
+        row = cursor.execute(str(compiled), compiled.params).fetchone()
     finally:
         cursor.close()
-    if not buffer.tell():
-        return empty  # no rows: Arrow refuses an empty CSV
-    buffer.seek(0)
-    table = pa_csv.read_csv(buffer, read_options=pa_csv.ReadOptions(column_names=list(names)),
-                            convert_options=pa_csv.ConvertOptions(
-                                column_types=dict(zip(names, types, strict=True)),
-                                strings_can_be_null=False, quoted_strings_can_be_null=False))
-    return [table.column(n).to_numpy(zero_copy_only=False) for n in names]
+    return total, [np.frombuffer(row[k], dtype=dtype).astype(cast)
+                   for k, (dtype, cast) in enumerate(((">i8", np.int64), (">f8", np.float64), (">f8", np.float64),
+                                                      (">i2", bool)))]
+
+
+def _first_scores_sqlite(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]]:
+    """Return the count of logged rows and (id, seconds, probability, converted) of each lead's first score.
+
+    SQLite reads the rows from ix_predictions_first_score in (lead, time) order, so a lead's first score is the
+    row whose lead differs from the one before; the converted leads are a set looked up once per lead. Both are
+    cheaper here than SQLite's window functions or a join of a million index look-ups (measured).
+    """
+    query = (sa.select(predictions.c.id, predictions.c.lead_id, _epoch(conn, predictions.c.scored_at),
+                       predictions.c.probability)
+             .where(*where).order_by(predictions.c.lead_id, predictions.c.scored_at, predictions.c.id))
+    rows = _raw_rows(conn, query)
+    if not rows:
+        return 0, []
+    n = len(rows)
+    lead_ids = np.asarray(list(map(operator.itemgetter(1), rows)), dtype=object)
+    first = np.ones(n, dtype=bool)
+    first[1:] = lead_ids[1:] != lead_ids[:-1]
+    ids, seconds, probability = (np.fromiter(map(operator.itemgetter(k), rows), dtype, n)[first]
+                                 for k, dtype in ((0, np.int64), (2, np.float64), (3, np.float64)))
+    lead_ids = lead_ids[first]
+    del rows
+    converted_ids = {r[0] for r in _raw_rows(conn, sa.select(outcomes.c.lead_id).where(outcomes.c.converted))}
+    converted = np.fromiter(map(converted_ids.__contains__, lead_ids), bool, len(lead_ids))
+    return n, [ids, seconds, probability, converted]
 
 
 def logged_scores(store: Store, *, model_name: str | None, model_version: str | None, since: datetime | None,
                   now: datetime, maturity_days: float, feature_rows: int = FEATURE_SAMPLE_ROWS) -> Logged:
     """Return each lead's first logged score (with its matured outcome) and a sample of the logged features.
 
-    The scores come from the covering index ix_predictions_monitoring (time order, no table read); the converted
-    leads from the outcomes table; the features of an even sample of the first scores, fetched by id.
+    A lead's first score is its earliest by (scored_at, id) within the window; the scores come back in that
+    time order. The features are those of an even sample of the first scores (every k-th in time order),
+    fetched by id.
     """
     where = _filters(model_name, model_version, since)
-    query = (sa.select(predictions.c.id, predictions.c.lead_id, _epoch(store, predictions.c.scored_at),
-                       predictions.c.probability)
-             .where(*where).order_by(predictions.c.scored_at, predictions.c.id))
     with store.begin() as conn:
-        ids, lead_ids, seconds, probability = _columns(conn, query, ("id", "lead_id", "seconds", "probability"),
-                                                       (pa.int64(), pa.string(), pa.float64(), pa.float64()))
-        total = len(ids)
+        first_scores = _first_scores_postgres if conn.dialect.name == "postgresql" else _first_scores_sqlite
+        total, columns = first_scores(conn, where)
         if not total:
-            return Logged(scores=pd.DataFrame(columns=["lead_id", "scored_at", "probability", "converted"]),
+            return Logged(scores=pd.DataFrame(columns=["scored_at", "probability", "converted"]),
                           features=pd.DataFrame(), rows=0)
-        first = ~pd.Series(lead_ids, dtype=object).duplicated(keep="first").to_numpy(bool)  # time order: first
-        lead_ids, seconds, probability, ids = (a[first] for a in (lead_ids, seconds, probability, ids))
-        [converted_ids] = _columns(conn, sa.select(outcomes.c.lead_id).where(outcomes.c.converted), ("lead_id",),
-                                   (pa.string(),))
+        order = np.lexsort((columns[0], columns[1]))  # by time, then id: the order the log was written in
+        ids, seconds, probability, converted = (c[order] for c in columns)
         step = max(1, math.ceil(len(ids) / feature_rows)) if feature_rows else 0
         sample = _feature_rows(conn, ids[::step].tolist() if step else [])
-    # object dtype: a hash lookup per id (pandas 3's default Arrow strings compare by a Python-level loop here)
-    converted = pd.Series(lead_ids, dtype=object).isin(set(converted_ids.tolist())).to_numpy(bool)
-    age_days = (pd.Timestamp(now.replace(tzinfo=None)).value / 1e9 - seconds.astype(np.float64)) / 86400.0
+    age_days = (pd.Timestamp(now.replace(tzinfo=None)).value / 1e9 - seconds) / 86400.0
     y = np.where(converted, 1.0, np.where(age_days > maturity_days, 0.0, np.nan))
-    scores = pd.DataFrame({"lead_id": lead_ids, "scored_at": _times(seconds), "probability":
-                           probability.astype(np.float64), "converted": y})
+    scores = pd.DataFrame({"scored_at": _times(seconds), "probability": probability, "converted": y})
     return Logged(scores=scores, features=_feature_frame(sample), rows=total)
 
 
 def _feature_rows(conn: Any, ids: list[int]) -> list[tuple[Any, ...]]:
     """Return (features text, as_of text, lead_id) of the logged rows `ids`: on PostgreSQL one query with the ids
     as one array parameter, on SQLite a query per 30,000 ids."""
-    columns = (sa.type_coerce(predictions.c.features, sa.Text), sa.type_coerce(predictions.c.as_of, sa.Text),
+    # As text on the server too: psycopg would otherwise parse each JSON value with the standard json module.
+    columns = (sa.cast(predictions.c.features, sa.Text), sa.type_coerce(predictions.c.as_of, sa.Text),
                predictions.c.lead_id)
     if not ids:
         return []

@@ -53,9 +53,9 @@ predictions = sa.Table(
     sa.Column("features", sa.JSON, nullable=False),
     sa.Index("ix_predictions_lead_id_scored_at", "lead_id", "scored_at"),
     sa.Index("ix_predictions_model_version_scored_at", "model_version", "scored_at"),
-    # model health reads a version's scores from this index alone (migration 0004)
-    sa.Index("ix_predictions_monitoring", "model_version", "model_name", "scored_at", "id", "lead_id", "probability",
-             "grade"),
+    # model health reads each lead's first score by a version from this index alone (migration 0006)
+    sa.Index("ix_predictions_first_score", "model_version", "model_name", "lead_id", "scored_at", "id",
+             "probability"),
 )
 
 # What the CRM reported of each lead: converted or not, and when. One row per lead, replaced by a newer report

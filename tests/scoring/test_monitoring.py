@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from crmdata.synthetic import generate_leads
-from scoring.monitoring import PSI_ALERT, health, profile_feature, psi
+from scoring.monitoring import PSI_ALERT, health, outcome_health, profile_feature, psi
 from scoring.scorer import ModelScorer
-from scoring.spec import ModelSpec, prepare
+from scoring.spec import Grades, ModelSpec, prepare
 from scoring.training import TrainingResult
 
 
@@ -30,6 +30,23 @@ def test_feature_profiles() -> None:
     # shares of the present values: a 2/3, b 1/3, nothing left for other
     assert text["categories"] == ["a", "b"] and text["shares"] == pytest.approx([2 / 3, 1 / 3, 0.0])
     assert text["known"] == ["a", "b"]
+
+
+def test_outcome_health_by_hand() -> None:
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8])
+    out = outcome_health(y=y, probability=p, grades=Grades(a=0.7, b=0.3, c=0.15),
+                         base_rate_training=0.25, rng=np.random.default_rng(0), n_boot=20)
+    # AUC: of the 4 (converted, not) pairs, 0.35 > 0.1, 0.8 > 0.1, 0.8 > 0.4 are ordered right, 0.35 < 0.4 not: 3/4.
+    assert out["roc_auc"] == pytest.approx(0.75, abs=1e-15)
+    # Brier: (0.1^2 + 0.4^2 + 0.65^2 + 0.2^2) / 4 = (0.01 + 0.16 + 0.4225 + 0.04) / 4 = 0.158125
+    assert out["brier"] == pytest.approx(0.158125, abs=1e-15)
+    # log loss: -(ln 0.9 + ln 0.6 + ln 0.35 + ln 0.8) / 4
+    assert out["log_loss"] == pytest.approx(-(math.log(0.9) + math.log(0.6) + math.log(0.35) + math.log(0.8)) / 4,
+                                            abs=1e-15)
+    # ECE over 10 bins, one lead each in bins 1, 3, 4, 8: (|0 - 0.1| + |1 - 0.35| + |0 - 0.4| + |1 - 0.8|) / 4
+    assert out["ece"] == pytest.approx((0.1 + 0.65 + 0.4 + 0.2) / 4)
+    assert out["base_rate"] == 0.5 and out["mean_probability"] == pytest.approx(0.4125)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +124,34 @@ def test_unseen_categories_per_field_with_their_own_warning_and_alert(scorer: Mo
     warned = f"{300 / present:.0%} of leads have a Industry value training never saw"
     assert any(w.startswith(warned) for w in report["warnings"])
     assert not any("Industry value" in a for a in report["alerts"])
+
+
+def test_a_rare_category_and_a_new_one_are_unseen_alike_in_scoring_warnings_and_model_health(
+        leads: pd.DataFrame, spec: ModelSpec) -> None:
+    from scoring.scorer import kept_categories
+    from scoring.training import train
+    from tests.scoring.conftest import FAST
+
+    training = leads.copy()
+    # 5 leads from 'fax': rarer than rare_min_count (20), so not kept; the newest, so among the held-out
+    # leads the profile is built on (its "known" values hold 'fax': counting against those would miss it)
+    newest = training.sort_values(spec.created_at_column).index[-5:]
+    training.loc[newest, "source"] = "fax"
+    model = ModelScorer(train(training, spec=spec, params=FAST).trained)
+    assert "fax" not in kept_categories(model.compiled.features)["source"]
+    source = next(f for f in model.trained.card["profile"]["features"] if f["column"] == "source")
+    assert "fax" in source["known"] and "fax" not in source["kept"]
+    # 100 new leads: 8 from 'fax' (rare in training), 12 from 'carrier pigeon' (never seen), 80 from 'referral'.
+    new = leads.head(100).copy()
+    new["source"] = ["fax"] * 8 + ["carrier pigeon"] * 12 + ["referral"] * 80
+    assert "referral" in kept_categories(model.compiled.features)["source"]
+    records = new.drop(columns=[spec.target.column]).to_dict(orient="records")
+    scored = model.score_records(records, reasons=False)  # what POST /v1/leads/score answers
+    warned = [s.warnings for s in scored if any(w.startswith("Source:") for w in s.warnings or ())]
+    assert len(warned) == 8 + 12
+    prepared = prepare(new, spec=spec, with_target=True)
+    assert model.unseen_counts(prepared.features) == {"Source 'fax'": 8, "Source 'carrier pigeon'": 12}
+    report = _health(model, new)
+    # model health: (8 + 12) / 100 leads with a source = 20%, the alert level
+    assert report["unseen_categories"]["source"] == pytest.approx(0.20)
+    assert {f["column"]: f for f in report["features"]}["source"]["unseen_level"] == "alert"
