@@ -11,6 +11,7 @@ every child is busy the request is refused at once with 503 and Retry-After; a c
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import math
 import multiprocessing
@@ -48,9 +49,20 @@ def _watch_parent(parent: int) -> None:
             os._exit(0)
 
 
+def _lowest_priority() -> None:
+    """Run this process at the lowest CPU priority there is: SCHED_IDLE on Linux, else nice 19."""
+    # Forecasts take the cores scoring leaves idle. At nice 19 a busy child still held a core slice (weight 15 of
+    # a request's 1024) and a woken worker waited for the tick to preempt it; a SCHED_IDLE one is preempted on
+    # every wake-up of a normal task. The nice value is set too, for tools that show only it.
+    os.nice(19)
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):  # a container may refuse the policy: nice 19 stays
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def _child_main(conn: multiprocessing.connection.Connection, parent: int, preload: tuple[str, ...]) -> None:
     """Import `preload`, then serve calls sent on `conn` one at a time until the worker closes its end or dies."""
-    os.nice(19)  # forecasts take the cores scoring leaves idle
+    _lowest_priority()
     for module in preload:  # before "ready": a call's timeout bounds the call, not the imports it needs
         importlib.import_module(module)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
