@@ -82,7 +82,7 @@ Points on the diagonal mean the probabilities mean what they say.</p>
 <td class="num">{{ pct(f.unseen_share) }}</td></tr>
 {% endfor %}</table>
 {% if unseen %}
-<table id="{{ pre }}unseen"><caption>Unseen categories: leads whose value training never saw</caption>
+<table id="{{ pre }}unseen"><caption>Unseen categories: leads whose value training never saw or saw too rarely</caption>
 <tr><th>field</th><th class="num">share of leads</th><th class="num">warning from</th>
 <th class="num">alert from</th></tr>
 {% for f in unseen %}<tr class="{{ f.unseen_level }}"><td>{{ f.column }}</td>

@@ -104,7 +104,7 @@ def _print(report: dict[str, Any]) -> None:
                    f"Brier {matured['brier']:.3f}, log loss {matured['log_loss']:.3f}")
     unseen = {c: share for c, share in (report.get("unseen_categories") or {}).items() if share}
     if unseen:
-        click.echo("unseen categories (share of leads with a value training never saw): "
+        click.echo("unseen categories (share of leads with a value training never saw or saw too rarely): "
                    + ", ".join(f"{c} {share:.1%}" for c, share in sorted(unseen.items(), key=lambda kv: -kv[1])))
     for sentence in report["alerts"]:
         click.echo(f"ALERT: {sentence}")

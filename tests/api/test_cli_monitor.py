@@ -34,7 +34,8 @@ def test_monitor_names_the_shifted_field_and_the_calibration(runner: CliRunner, 
     assert "ALERT: calibration: these leads converted at" in result.output
     report = json.loads((tmp_path / "health.json").read_text())
     assert report["features"][0]["column"] == "web_visits" and report["outcomes"]["leads"] == 2000
-    assert "unseen categories (share of leads with a value training never saw): source 25.0%" in result.output
+    assert ("unseen categories (share of leads with a value training never saw or saw too rarely): source 25.0%"
+            in result.output)
     assert "ALERT: 25% of leads have a Source value training never saw" in result.output
     assert report["unseen_categories"]["source"] == 0.25
 
