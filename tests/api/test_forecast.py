@@ -218,15 +218,14 @@ SPANNING = [  # the deals schemathesis sent, in ASCII: a stay from 1907 still op
     {"opportunity_id": "A", "owner": "a", "product": "p", "stage": "retention", "created_at": "1928-02-08",
      "closed_at": "1928-02-08", "stage_entered_at": "2004-01-07"},
     {"opportunity_id": "B", "owner": "b", "product": "p", "stage": "won", "created_at": "1974-10-08",
-     "closed_at": "2083-12-27", "amount": 1e-250, "won_amount": 9.5e307},
+     "closed_at": "2083-12-27", "amount": 1e-250, "won_amount": 9.5e14},
     {"opportunity_id": "C", "owner": "c", "product": "p", "stage": "lead_generation", "created_at": None},
     {"opportunity_id": "D", "owner": "d", "product": "p", "stage": "lead_generation", "created_at": "1907-12-30",
      "stage_entered_at": "2043-04-07"},
 ]
 FORECAST_IN_A_SUBPROCESS = f"""
-import resource, numpy as np, warnings
+import resource, numpy as np
 resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
-warnings.simplefilter("ignore")  # 9.5e307 overflows sums to inf: answered as null, not this test's business
 from api.blueprints.forecast import forecast_records
 from crmdata.stages import DEFAULT_STAGES
 forecast_records(records={SPANNING!r}, history=None, stages=DEFAULT_STAGES, as_of="2099-12-31", horizon="10Q",
