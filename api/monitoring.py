@@ -38,7 +38,7 @@ def parse_since(text: str | None, *, field: str = "since") -> datetime | None:
     if text is None or not str(text).strip():
         return None
     try:
-        stamp = pd.Timestamp(str(text).strip())
+        stamp = pd.Timestamp(datetime.fromisoformat(str(text).strip()))  # ISO 8601 only: "1970-" is no date
     except (ValueError, TypeError) as exc:
         raise MonitoringError(f"{field} must be an ISO 8601 date or time such as 2026-11-01, not {text!r}") from exc
     if stamp is pd.NaT or not isinstance(stamp, pd.Timestamp) or not 1970 <= stamp.year <= 9999:

@@ -7,7 +7,10 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from api.blueprints.forecast import FORM_FIELDS
 from api.schemas import (
+    COMPONENTS,
+    RECORD_SCHEMAS,
     AccuracyQuery,
     DealFlowQuery,
     DealFlowResponse,
@@ -32,7 +35,7 @@ from api.schemas import (
     SyncResponse,
 )
 
-REF = "#/components/schemas/{model}"
+REF = COMPONENTS + "{model}"
 JSON = "application/json"
 
 
@@ -73,6 +76,23 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def _object(description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": {"type": "object"}}}}
+
+
+def _form_schema(defs: dict[str, Any]) -> dict[str, Any]:
+    """Return the schema of a forecast upload: a CSV `file` and ForecastRequest's own schema of each form field."""
+    properties = defs[ForecastRequest.__name__]["properties"]
+    fields = {}
+    for name in FORM_FIELDS:
+        prop = dict(properties[name])
+        # A form field is text or absent, never null: keep the value's branch of `X | None`.
+        branches = [b for b in prop.pop("anyOf", []) if b != {"type": "null"}]
+        if branches and prop.get("default", 0) is None:
+            del prop["default"]
+        fields[name] = {**prop, **(branches[0] if branches else {})}
+    csv = {"type": "string", "contentMediaType": "text/csv",
+           "description": "Opportunities as a CSV export with a header row, each row in the opportunity contract "
+                          "(the `Opportunity` schema)."}
+    return {"type": "object", "required": ["file", "as_of"], "properties": {"file": csv, **fields}}
 
 
 def _query(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -198,10 +218,7 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {
                 JSON: {"schema": _ref(ForecastRequest),
                        **_example("Four deals, forecast for three months", FORECAST_EXAMPLE)},
-                "multipart/form-data": {"schema": {"type": "object", "required": ["file", "as_of"], "properties": {
-                    "file": {"type": "string", "contentMediaType": "text/csv"}, "as_of": {"type": "string"},
-                    "horizon": {"type": "string"}, "target": {"type": "number"}, "group_by": {"type": "string"},
-                    "seed": {"type": "integer"}, "simulations": {"type": "integer"}}}},
+                "multipart/form-data": {"schema": _form_schema(defs["$defs"])},
             }},
             "responses": {"200": {"description": "The forecast", "content": {JSON: {"schema": _ref(ForecastResponse)}}},
                           **_errors(*body_errors, 503)},
@@ -251,8 +268,9 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
                                 "version or alias (champion, challenger) of the default spec's model; default the "
                                 "default spec's champion. An unknown name is a 404 listing the known names."},
                 {"name": "since", "in": "query", "required": False,
-                 "schema": {"type": "string", "minLength": 1, "maxLength": 64},
-                 "description": "Only leads scored from this ISO 8601 date or time"},
+                 "schema": {"anyOf": [{"type": "string", "format": f, "pattern": r"^(19[7-9][0-9]|20[0-9]{2})-"}
+                                      for f in ("date", "date-time")]},
+                 "description": "Only leads scored from this day (ISO 8601; a time is read too), from 1970"},
             ],
             "responses": {"200": _object("The health report"), **_errors(401, 403, 404, 422, 429, 503)},
         }},
@@ -267,6 +285,6 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
                  "description": "Lead scoring and revenue forecasting. Every error is "
                                 "`{\"error\": {\"code\", \"message\", \"details\": [{\"loc\", \"msg\"}]}}`."},
         "paths": paths,
-        "components": {"schemas": defs["$defs"],
+        "components": {"schemas": {**defs["$defs"], **RECORD_SCHEMAS},
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -12,14 +13,27 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
 
-from crmdata.values import ValueProblem, datetime_ns
+from crmdata.contracts import LEAD, OPPORTUNITY, STAGE_HISTORY, Contract
+from crmdata.stages import DEFAULT_STAGES, StageConfig
+from crmdata.values import (
+    MAX_AMOUNT,
+    MAX_TEXT_LENGTH,
+    PIPELINE_FIRST_DAY,
+    PIPELINE_LAST_DAY,
+    ValueProblem,
+    datetime_ns,
+    outside_pipeline,
+)
 from forecasting.forecast import forecast_methods
+from forecasting.periods import MAX_DAYS
 from scoring import scorer  # its Reason types the history's reasons too, by the module's name: no second Reason
 from scoring.scorer import LeadScore  # the library's result type is the response item: one definition
+from scoring.spec import ModelSpec, load_spec, rules_of
 
 LEAD_SHAPES = ("lead", "leads", "dataframe_records", "dataframe_split")
 
@@ -33,14 +47,39 @@ def _handled_day(value: date) -> date:
     return value
 
 
-def _day_as_text(value: Any) -> Any:
-    """Refuse a number where a day is asked for: lax pydantic would read 0 as 1970-01-01 (seconds since 1970)."""
-    if isinstance(value, int | float):
-        raise ValueError("must be a date as text (YYYY-MM-DD), not a number")
+def _pipeline_day(value: date) -> date:
+    """Refuse a day outside the years a pipeline may span, by the contract's rule and message."""
+    if not PIPELINE_FIRST_DAY.date() <= value <= PIPELINE_LAST_DAY.date():
+        raise ValueError(outside_pipeline().message)
     return value
 
 
-PipelineDay = Annotated[date, BeforeValidator(_day_as_text), AfterValidator(_handled_day)]
+def _day_as_text(value: Any) -> Any:
+    """Refuse a number, or text other than YYYY-MM-DD, where a day is asked for: lax pydantic would read 0 and
+    "0" as 1970-01-01 (seconds since 1970)."""
+    if isinstance(value, int | float):
+        raise ValueError("must be a date as text (YYYY-MM-DD), not a number")
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("must be a date as text (YYYY-MM-DD)")
+    return value
+
+
+def _time_as_text(value: Any) -> Any:
+    """Refuse a number, or text not starting YYYY-MM-DD, where a time is asked for (lax pydantic reads 0 and "0"
+    as 1970-01-01T00:00Z)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and not re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+                                                                                  value)):
+        raise ValueError("must be a time as ISO 8601 text, e.g. 2026-03-01T10:00:00Z")
+    return value
+
+
+# A day in the years a pipeline spans: written YYYY-MM-DD (the pattern states those years to JSON Schema, which
+# has no date bounds; tests/api/test_forecast.py checks it against the constants).
+PIPELINE_DAY_PATTERN = r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+PIPELINE_TIME_PATTERN = r"^(19|20)[0-9]{2}-"  # a date-time in the same years
+PipelineDay = Annotated[date, BeforeValidator(_day_as_text), AfterValidator(_handled_day),
+                        AfterValidator(_pipeline_day),
+                        WithJsonSchema({"type": "string", "format": "date", "pattern": PIPELINE_DAY_PATTERN})]
 
 
 def _handled_time(value: datetime) -> datetime:
@@ -52,7 +91,130 @@ def _handled_time(value: datetime) -> datetime:
     return value
 
 
-HandledTime = Annotated[datetime, AfterValidator(_handled_time)]
+# The schema states a subset (the years of a pipeline); the service reads any time datetime64[ns] holds.
+HandledTime = Annotated[datetime, BeforeValidator(_time_as_text), AfterValidator(_handled_time),
+                        WithJsonSchema({"type": "string", "format": "date-time", "pattern": PIPELINE_TIME_PATTERN})]
+
+
+# The range is checked where the scorer reads it (api/scoring_io.py), with the value layer's own message.
+ScoreTime = Annotated[datetime, BeforeValidator(_time_as_text),
+                      WithJsonSchema({"type": "string", "format": "date-time", "pattern": PIPELINE_TIME_PATTERN})]
+
+
+def _pipeline_time(value: datetime) -> datetime:
+    """Refuse a time outside the years a pipeline may span, by the contract's rule and message."""
+    _pipeline_day(value.date())
+    return value
+
+
+PipelineTime = Annotated[HandledTime, AfterValidator(_pipeline_time)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    """Return a stored time (naive means UTC) with its offset, as a JSON Schema date-time needs one."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcTime = Annotated[datetime, AfterValidator(_in_utc)]
+
+
+COMPONENTS = "#/components/schemas/"
+
+
+def _text(*, nullable: bool) -> dict[str, Any]:
+    # Text is stripped and capped; blank text is missing, so a required one needs a character that is not space.
+    if nullable:
+        return {"type": ["string", "null"], "maxLength": MAX_TEXT_LENGTH}
+    return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": r"\S"}
+
+
+def _pipeline_date(*, nullable: bool) -> dict[str, Any]:
+    day = {"type": "string", "format": "date", "pattern": PIPELINE_DAY_PATTERN}
+    return {"anyOf": [day, {"type": "null"}]} if nullable else day
+
+
+def _column_schema(contract: Contract, name: str, *, nullable: bool | None = None) -> dict[str, Any]:
+    """Return the JSON Schema of one contract column's value, as the value layer reads it (JSON types only)."""
+    col = contract.column(name)
+    empty = col.nullable if nullable is None else nullable
+    if col.kind == "string":
+        schema = _text(nullable=empty)
+    elif col.kind == "datetime":
+        schema = _pipeline_date(nullable=empty)
+    elif col.kind == "bool":
+        schema = {"type": ["boolean", "null"] if empty else "boolean"}
+    else:  # float and int: JSON numbers are finite; a measure or count may not be negative
+        schema = {"type": ["number", "null"] if empty else "number", **({"minimum": 0} if col.non_negative else {}),
+                  **({"maximum": MAX_AMOUNT} if contract is OPPORTUNITY else {})}
+    return {**schema, "description": col.description}
+
+
+def record_schema(contract: Contract, *, stages: StageConfig = DEFAULT_STAGES) -> dict[str, Any]:
+    """Return the JSON Schema of one record of a pipeline contract (opportunities, stage changes): its columns'
+    types and the rules the loaders check (crmdata.loaders), with the stages of `stages`."""
+    properties = {c.name: _column_schema(contract, c.name) for c in contract.columns}
+    properties["stage"] = {"enum": list(stages.all), "description": contract.column("stage").description +
+                           " Without `stages` in the request, one of leadcast's default stages."}
+    schema: dict[str, Any] = {"type": "object", "title": contract.name, "properties": properties,
+                              "required": [c.name for c in contract.columns if c.required]}
+    if contract is OPPORTUNITY:
+        # What check_opportunities refuses across columns, as one branch per outcome: closed deals need both
+        # dates, open ones have no close date, and a given outcome agrees with the stage.
+        branches = []
+        for outcome, names in (("open", stages.open), ("won", stages.won), ("lost", stages.lost)):
+            branch: dict[str, Any] = {"title": f"{outcome} deal", "properties": {
+                "stage": {"enum": list(names)}, "outcome": {"enum": [outcome, None]}}}
+            if outcome == "open":
+                branch["properties"]["closed_at"] = {"type": "null"}
+            else:
+                branch["properties"] |= {"closed_at": _pipeline_date(nullable=False),
+                                         "created_at": _pipeline_date(nullable=False)}
+                branch["required"] = ["closed_at"]
+            branches.append(branch)
+        schema["anyOf"] = branches
+        schema["description"] = (
+            "An opportunity in the data contract. Also refused, beyond what JSON Schema states: an "
+            "`opportunity_id` sent twice in one request, a `closed_at` or `stage_entered_at` before `created_at`. "
+            "Fields outside the contract are kept and ignored.")
+    return schema
+
+
+def lead_schema(spec: ModelSpec) -> dict[str, Any]:
+    """Return the JSON Schema of a lead to score by `spec`: each column it reads, by the rule it reads it with
+    (scoring.spec.rules_of); other fields are ignored (listed in `warnings`)."""
+    properties: dict[str, Any] = {}
+    for name, rule in rules_of(spec).items():
+        described = {"description": LEAD.column(name).description} if name in LEAD.names else {}
+        if name == spec.id_column:
+            properties[name] = {**_text(nullable=False), **described}
+        elif rule.kind == "string":
+            properties[name] = {**_text(nullable=True), **described}
+        elif rule.kind == "datetime":
+            time = {"type": "string", "format": "date-time", "pattern": PIPELINE_TIME_PATTERN}
+            properties[name] = {"anyOf": [time, {"type": "null"}], **described}
+        elif rule.kind == "bool":
+            properties[name] = {"type": ["boolean", "null"], **described}
+        else:
+            bounds = {k: v for k, v in (("minimum", 0 if rule.non_negative else None), ("minimum", rule.minimum),
+                                        ("maximum", rule.maximum)) if v is not None}
+            properties[name] = {"type": ["number", "null"], **bounds, **described}
+    return {"type": "object", "title": "lead", "properties": properties,
+            "required": [spec.id_column] if spec.id_column else [],
+            "description": f"A lead in the fields of the default model's spec ({spec.name}); other fields are "
+                           "ignored and listed in `warnings`."}
+
+
+def _record_ref(name: str) -> Any:
+    return WithJsonSchema({"$ref": COMPONENTS + name})
+
+
+# The components the pipeline bodies refer to, generated from the contracts (build_openapi adds them).
+RECORD_SCHEMAS: dict[str, dict[str, Any]] = {"Opportunity": record_schema(OPPORTUNITY),
+                                             "StageChange": record_schema(STAGE_HISTORY),
+                                             "Lead": lead_schema(load_spec())}
+OpportunityRecord = Annotated[dict[str, Any], _record_ref("Opportunity")]
+StageChangeRecord = Annotated[dict[str, Any], _record_ref("StageChange")]
+LeadRecord = Annotated[dict[str, Any], _record_ref("Lead")]
 
 
 class DataframeSplit(BaseModel):
@@ -74,13 +236,15 @@ class DataframeSplit(BaseModel):
 class ScoreRequest(BaseModel):
     """Leads to score: one `lead`, a batch of `leads`, or MLflow's `dataframe_records` / `dataframe_split`."""
 
-    model_config = ConfigDict(extra="forbid")
-    lead: dict[str, Any] | None = None
-    leads: list[dict[str, Any]] | None = Field(default=None, min_length=1)
-    dataframe_records: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    # What `_one_shape` refuses, for JSON Schema: exactly one of the shapes is given and not null.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in LEAD_SHAPES]})
+    lead: LeadRecord | None = None
+    leads: list[LeadRecord] | None = Field(default=None, min_length=1)
+    dataframe_records: list[LeadRecord] | None = Field(default=None, min_length=1)
     dataframe_split: DataframeSplit | None = None
     reasons: bool = Field(default=True, description="Include the top positive and negative reasons per lead.")
-    as_of: datetime | None = Field(default=None, description="Time to measure recency from; default: now (UTC).")
+    as_of: ScoreTime | None = Field(default=None, description="Time to measure recency from; default: now (UTC).")
 
     @model_validator(mode="after")
     def _one_shape(self) -> ScoreRequest:
@@ -128,7 +292,9 @@ class ScoreResponse(BaseModel):
 class OutcomeIn(BaseModel):
     """What became of one lead: converted or not, and when it converted (optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # What the validator below refuses, for JSON Schema: converted is true, or converted_at is absent or null.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"properties": {"converted": {"const": True}}}, {"properties": {"converted_at": {"type": "null"}}}]})
     lead_id: str = Field(min_length=1, max_length=256)
     converted: StrictBool
     converted_at: HandledTime | None = Field(default=None, description="When it converted (ISO 8601; UTC if no "
@@ -204,8 +370,30 @@ def _not_a_boolean(value: Any) -> Any:
 
 
 # Lax still, as a form upload's fields arrive as text; only a boolean is refused.
-Number = Annotated[float, BeforeValidator(_not_a_boolean)]
-Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+# Bounds go before the validator: after it, pydantic writes them as "ge"/"le", which JSON Schema does not know, so
+# the document allowed a negative target that the service refused.
+Amount = Annotated[float, Field(ge=0), BeforeValidator(_not_a_boolean)]
+Seed = Annotated[int, Field(ge=0), BeforeValidator(_not_a_boolean)]
+Simulations = Annotated[int, Field(ge=100, le=200_000), BeforeValidator(_not_a_boolean)]
+
+def _one_to(n: int) -> str:
+    """Return a regular expression of the whole numbers 1..n written without leading zeros."""
+    text, parts = str(n), []
+    parts += ["[1-9]" + (f"[0-9]{{{k - 1}}}" if k > 1 else "") for k in range(1, len(text))]
+    for i, digit in enumerate(text):
+        low, rest = (1 if i == 0 else 0), len(text) - i - 1
+        if int(digit) > low:
+            parts.append(f"{text[:i]}[{low}-{int(digit) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "(" + "|".join([*parts, text]) + ")"
+
+
+# The horizons forecasting.periods.parse_horizon accepts (at most MAX_DAYS, a month counted as 31 days and a
+# quarter as 92), as a pattern; tests/api/test_forecast.py checks the two agree for every count.
+HORIZON_PATTERN = "^(" + "|".join(f"{_one_to(MAX_DAYS // days)}[{unit}{unit.lower()}]"
+                                  for unit, days in (("D", 1), ("W", 7), ("M", 31), ("Q", 92))) + ")$"
+Horizon = Annotated[str, WithJsonSchema({"type": "string", "pattern": HORIZON_PATTERN, "default": "1Q",
+                                         "description": "30D, 6W, 3M or 1Q: days, weeks, months or quarters "
+                                                        "(three years at most)."})]
 
 GroupBy = Literal["owner", "team", "region", "product", "product_category"]
 
@@ -214,26 +402,35 @@ class ForecastRequest(BaseModel):
     """A pipeline (opportunity records in the data contract) and what to forecast from it."""
 
     model_config = ConfigDict(extra="forbid")
-    opportunities: list[dict[str, Any]] = Field(min_length=1)
-    stage_history: list[dict[str, Any]] | None = None
+    # The forecast learns deal sizes and win rates from the deals won before as_of (forecasting.snapshot's
+    # require_history refuses a pipeline without): JSON Schema states that one is won, not when.
+    opportunities: list[OpportunityRecord] = Field(
+        min_length=1, description="At least one deal won (closed) before `as_of`, to learn from.",
+        json_schema_extra={"contains": {"properties": {"stage": {"enum": list(DEFAULT_STAGES.won)}},
+                                        "required": ["stage"]}})
+    stage_history: list[StageChangeRecord] | None = None
     stages: StagesBody | None = None
     as_of: PipelineDay
-    horizon: str = Field(default="1Q", description="30D, 6W, 3M or 1Q: days, weeks, months or quarters.")
-    target: Number | None = Field(default=None, ge=0, description="Revenue target for the horizon, in $.")
+    horizon: Horizon = "1Q"
+    target: Amount | None = Field(default=None, description="Revenue target for the "
+                                                                                   "horizon, in $.")
     group_by: GroupBy | None = None
-    seed: Integer = Field(default=0, ge=0)
-    simulations: Integer | None = Field(default=None, ge=100, le=200_000)
+    seed: Seed = 0
+    simulations: Simulations | None = Field(
+        default=None, description="Monte Carlo runs (default: the service's forecast_simulations). Open deals x "
+                                  "simulations x periods may not exceed the service's max_forecast_cells.")
 
 
 class MetricsRequest(BaseModel):
     """A pipeline and how to group its metrics."""
 
     model_config = ConfigDict(extra="forbid")
-    opportunities: list[dict[str, Any]] = Field(min_length=1)
+    opportunities: list[OpportunityRecord] = Field(min_length=1)
     stages: StagesBody | None = None
     as_of: PipelineDay | None = None
     group_by: GroupBy | None = None
-    spend: Number | None = Field(default=None, ge=0, description="Sales and marketing spend, for acquisition cost.")
+    spend: Amount | None = Field(default=None, description="Sales and marketing spend, for "
+                                                                                  "acquisition cost.")
 
 
 class ErrorDetail(BaseModel):
@@ -355,10 +552,10 @@ class OpportunitiesRequest(BaseModel):
     """A batch of opportunity records in the data contract to upsert into the stored pipeline."""
 
     model_config = ConfigDict(extra="forbid")
-    opportunities: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    opportunities: list[OpportunityRecord] = Field(min_length=1, max_length=100_000)
     stages: StagesBody | None = Field(default=None, description="Stage names, when not leadcast's defaults; "
                                                                 "kept as the stored pipeline's configuration.")
-    observed_at: HandledTime | None = Field(
+    observed_at: PipelineTime | None = Field(
         default=None, description="When the records describe the pipeline (default: now): the time of a change "
                                   "whose record gives no date of its own.")
 
@@ -382,7 +579,7 @@ class StoredForecastQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     as_of: PipelineDay | None = Field(default=None, description="Default: the day after the pipeline's last date.")
-    horizon: str = "1Q"
+    horizon: Horizon = "1Q"
     group_by: GroupBy | None = None
     target: float | None = Field(default=None, ge=0)
     seed: int = Field(default=0, ge=0, le=STORED_INT, description="Random seed; saved with the forecast.")
@@ -408,7 +605,7 @@ class SnapshotOut(BaseModel):
     """A saved forecast: when and as of when it was made, how, by which stage model, and what it said."""
 
     id: int
-    made_at: datetime
+    made_at: UtcTime
     as_of: date
     horizon: str
     method: str

@@ -16,7 +16,18 @@ from crmdata.errors import DataValidationError, Problem
 from crmdata.files import atomic_write
 from crmdata.mapping import ColumnMapping, Join
 from crmdata.stages import DEFAULT_STAGES, StageConfig
-from crmdata.values import FALSE_VALUES, MAX_PROBLEMS, TRUE_VALUES, Rule, parse_series
+from crmdata.values import (
+    FALSE_VALUES,
+    MAX_AMOUNT,
+    MAX_PROBLEMS,
+    PIPELINE_FIRST_DAY,
+    PIPELINE_LAST_DAY,
+    TRUE_VALUES,
+    Rule,
+    above_max_amount,
+    outside_pipeline,
+    parse_series,
+)
 
 
 @dataclass(frozen=True)
@@ -194,8 +205,11 @@ def conform(
             frame[col.name] = pd.Series(pd.NA, index=frame.index, dtype="object")
 
     for col in contract.columns:
-        absent = frame[col.name].isna()
         parsed, col_problems = _parse_column(frame[col.name], col, mapping, table)
+        # Missing once read: blank text ("  ", a form feed) is missing too, which the raw value did not show (a
+        # required product of "\f" reached the store's NOT NULL and was a 500); a refused value is reported once.
+        absent = parsed.isna()
+        absent.iloc[[p.row - 1 for p in col_problems if p.row is not None]] = False
         frame[col.name] = parsed
         problems += col_problems
         if not col.nullable and col.name not in absent_columns:
@@ -251,9 +265,35 @@ def _check_order(
     ]
 
 
+def _check_window(frame: pd.DataFrame, contract: Contract, table: str) -> list[Problem]:
+    """Refuse a pipeline date outside the years a pipeline may span (their differences must fit datetime64[ns])."""
+    problems = []
+    first, end = pd.Timestamp(PIPELINE_FIRST_DAY), pd.Timestamp(PIPELINE_LAST_DAY) + pd.Timedelta(days=1)
+    for col in contract.columns:
+        if col.kind == "datetime":
+            values = frame[col.name]
+            problems += [Problem(table, col.name, outside_pipeline().message, row=int(i) + 1,
+                                 value=f"{values.iloc[i]:%Y-%m-%d}", code="bad_date")
+                         for i in _rows((values < first) | (values >= end))]
+    return problems
+
+
+def _check_amounts(frame: pd.DataFrame, table: str) -> list[Problem]:
+    """Refuse an amount above MAX_AMOUNT (the pipeline's sums and squares must stay finite)."""
+    problems = []
+    for col in OPPORTUNITY.columns:
+        if col.kind == "float":
+            values = frame[col.name]
+            problems += [Problem(table, col.name, above_max_amount().message, row=int(i) + 1,
+                                 value=str(values.iloc[i]), code="wrong_value") for i in _rows(values > MAX_AMOUNT)]
+    return problems
+
+
 def check_opportunities(frame: pd.DataFrame, stages: StageConfig, table: str) -> list[Problem]:
     """Check the rules that span columns of an opportunity table and derive its outcome from its stage."""
     problems = _check_stages(frame, stages, table, stages.all)
+    problems += _check_window(frame, OPPORTUNITY, table)
+    problems += _check_amounts(frame, table)
     problems += _check_order(frame, "created_at", "closed_at", table, "close date")
     problems += _check_order(frame, "created_at", "stage_entered_at", table, "stage entry date")
     derived = frame["stage"].map({s: stages.outcome(s) for s in stages.all}).astype("string")
@@ -316,6 +356,7 @@ def load_stage_history(
     frame, problems = conform(raw, contract=STAGE_HISTORY, mapping=m, source=path.name, base=path.parent)
     config = stages or m.stages or DEFAULT_STAGES
     problems += _check_stages(frame, config, path.name, config.all)
+    problems += _check_window(frame, STAGE_HISTORY, path.name)
     raise_if_any(problems, source=path.name, mapping=m)
     return frame.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True)
 
@@ -376,6 +417,7 @@ def frame_from_records(
         problems += check_leads(frame, config, source)
     elif contract is STAGE_HISTORY:
         problems += _check_stages(frame, config, source, config.all)
+        problems += _check_window(frame, STAGE_HISTORY, source)
     raise_if_any(problems, source=source)
     return frame
 

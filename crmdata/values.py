@@ -34,6 +34,14 @@ SHOWN_LENGTH = 60  # characters of an offending value echoed back in a problem
 EPOCH = datetime(1970, 1, 1)
 FIRST_DAY = pd.Timestamp.min.ceil("D").to_pydatetime()  # 1677-09-22: the first whole day datetime64[ns] holds
 LAST_DAY = pd.Timestamp.max.floor("D").to_pydatetime()  # 2262-04-11 00:00
+# A pipeline's dates (opportunities, stage changes, a forecast's as_of) are held to 1900-2099: pandas subtracts
+# datetime64[ns] values, and a difference past 292 years overflows (a deal of 1678 against an as_of of 2258 was a
+# 500); 200 years and a three-year horizon fit.
+PIPELINE_FIRST_DAY = datetime(1900, 1, 1)
+PIPELINE_LAST_DAY = datetime(2099, 12, 31)
+# The largest amount of a deal: sums and squares of amounts over a pipeline stay finite (1.8e308 overflowed the
+# forecast's variance to inf).
+MAX_AMOUNT = 1e15
 ISO_EXAMPLE = "ISO 8601, e.g. 2024-03-01 or 2024-03-01T10:00:00+02:00"
 
 
@@ -115,6 +123,17 @@ def out_of_range(rule: Rule) -> ValueProblem:
     """Return the problem of a date leadcast cannot hold."""
     return ValueProblem(f"is a date outside {FIRST_DAY:%Y-%m-%d} to {LAST_DAY:%Y-%m-%d}, the dates leadcast handles",
                         "bad_date")
+
+
+def outside_pipeline() -> ValueProblem:
+    """Return the problem of a pipeline date outside the years a pipeline may span."""
+    return ValueProblem(f"is a date outside {PIPELINE_FIRST_DAY:%Y-%m-%d} to {PIPELINE_LAST_DAY:%Y-%m-%d}, the dates "
+                        "a pipeline may hold", "bad_date")
+
+
+def above_max_amount() -> ValueProblem:
+    """Return the problem of an amount too large for a pipeline's sums."""
+    return ValueProblem(f"is above {MAX_AMOUNT:,.0f}, the largest amount leadcast handles", "wrong_value")
 
 
 def container(rule: Rule, value: object) -> ValueProblem:

@@ -72,7 +72,9 @@ def pipeline_metrics(
         out["target"] = target
         out["pipeline_coverage"] = m.pipeline_coverage(pipeline=pipe, target=target)
     if spend is not None:
-        out["customer_acquisition_cost"] = m.customer_acquisition_cost(spend=spend, new_customers=new_customers)
+        # Undefined before the first won deal: null, as the other undefined metrics (it was a 422 of valid input).
+        out["customer_acquisition_cost"] = (m.customer_acquisition_cost(spend=spend, new_customers=new_customers)
+                                            if new_customers > 0 else None)
     if margin is not None and churn is not None:
         out["customer_lifetime_value"] = m.customer_lifetime_value(revenue_per_period=ads, gross_margin=margin,
                                                                    churn_rate=churn)

@@ -74,14 +74,18 @@ def _forecast_request() -> tuple[ForecastRequest, Any]:
     """Read a forecast request from JSON, or from a multipart form with a CSV `file`."""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
-        if upload is None:
+        if upload is not None:
+            try:
+                data = upload.read()
+            finally:  # a large upload is spooled to a temporary file: close it as soon as it is read
+                upload.close()
+            name = upload.filename or "upload.csv"
+        elif "file" in request.form:  # the CSV as a plain field, as `curl -F 'file=<deals.csv'` sends it
+            data, name = request.form["file"].encode(), "file"
+        else:
             raise ApiError(422, "invalid_input", "attach the opportunities CSV as the form field 'file'",
                            [{"loc": ["file"], "msg": "missing"}])
-        try:
-            data = upload.read()
-        finally:  # a large upload is spooled to a temporary file: close it as soon as it is read
-            upload.close()
-        raw = read_csv(io.BytesIO(data), name=upload.filename or "upload.csv")
+        raw = read_csv(io.BytesIO(data), name=name)
         fields: dict[str, Any] = {k: request.form[k] for k in FORM_FIELDS if request.form.get(k) not in (None, "")}
         return ForecastRequest.model_validate({**fields, "opportunities": [{}]}), raw
     body = ForecastRequest.model_validate(json_body())

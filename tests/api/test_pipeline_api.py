@@ -172,3 +172,33 @@ def test_integers_beyond_what_the_store_holds_are_422_not_500(service: Service, 
     # Regression: found by the schema test; SQLite refused the integer and the service answered 500.
     response = service.get(query, who="forecast")
     assert response.status_code == 422 and "less than or equal to 9223372036854775807" in json.dumps(response.json)
+
+
+DEAL = {"opportunity_id": "A", "owner": "Ann", "product": "X", "amount": 100, "created_at": "2026-01-01",
+        "stage": "won", "closed_at": "2026-01-11", "won_amount": 100}
+
+
+@pytest.mark.parametrize("blank", ["\f", "   ", "\t\n"])
+def test_a_blank_required_text_is_422_naming_it_not_a_500(service: Service, blank: str) -> None:
+    # Blank text is missing once read; the required check looked at the raw value, so a product of "\f" reached
+    # the store's NOT NULL and was a 500 (schemathesis).
+    response = put(service, {"opportunities": [{**DEAL, "product": blank}]})
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["details"][0]["loc"] == ["opportunities", 0, "product"]
+
+
+def test_saved_forecasts_state_their_time_with_an_offset(service: Service) -> None:
+    # made_at came out naive ("2026-12-02T14:50:46"), which is no JSON Schema date-time (schemathesis).
+    assert put(service, {"opportunities": [DEAL, {**DEAL, "opportunity_id": "B", "stage": "proposal",
+                                                  "closed_at": None}]}).status_code == 200
+    assert service.get("/v1/forecast?as_of=2026-02-01&simulations=100").status_code == 200
+    made_at = service.get("/v1/forecasts").json["forecasts"][0]["made_at"]
+    assert datetime.fromisoformat(made_at).utcoffset() is not None, made_at
+
+
+@pytest.mark.parametrize("observed_at", [0, "0", 1_700_000_000])
+def test_observed_at_is_a_time_as_text_not_a_number(service: Service, observed_at: Any) -> None:
+    # Lax pydantic read 0 and "0" as 1970-01-01T00:00Z (schemathesis, negative data).
+    response = put(service, {"opportunities": [DEAL], "observed_at": observed_at})
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["loc"][:1] == ["observed_at"]
