@@ -34,6 +34,7 @@ from api.schemas import (
     StoredMetricsQuery,
     SyncResponse,
 )
+from scoring.artifacts import MODEL_NAME
 
 REF = COMPONENTS + "{model}"
 JSON = "application/json"
@@ -116,8 +117,10 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     body_errors = (400, 401, 403, 413, 415, 422, 429)
     # One champion per model name (the spec's); without `model`, the default spec's model answers.
+    # The names check_model_name accepts: MODEL_NAME's characters, no "..".
+    name_pattern = rf"(?!.*\.\.){MODEL_NAME.pattern}"
     model = {"name": "model", "in": "query", "required": False,
-             "schema": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+             "schema": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": f"^{name_pattern}$"},
              "description": "Model name (its spec's `name`; GET /v1/models lists them); default the default spec's "
                             "model. An unknown name is a 404 listing the known names."}
     paths: dict[str, Any] = {
@@ -263,7 +266,8 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
             "security": secured,
             "parameters": [
                 {"name": "model", "in": "query", "required": False,
-                 "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 200,
+                            "pattern": f"^{name_pattern}(@[A-Za-z0-9._-]{{1,99}})?$"},
                  "description": "A model name (its champion; GET /v1/models lists them), NAME@VERSION, or a "
                                 "version or alias (champion, challenger) of the default spec's model; default the "
                                 "default spec's champion. An unknown name is a 404 listing the known names."},

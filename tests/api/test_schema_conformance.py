@@ -80,6 +80,26 @@ def test_the_document_refuses_what_the_service_refuses(component: str, value: An
     assert not _valid(component, value)
 
 
+def _query_schema(path: str, name: str) -> dict[str, Any]:
+    [parameter] = [p for p in DOCUMENT["paths"][path]["get"]["parameters"] if p["name"] == name]
+    return dict(parameter["schema"])
+
+
+@pytest.mark.parametrize(("path", "value", "valid"), [
+    # GET /v1/models/monitoring?model=+\U000edc55 was valid by the document (any string) and a 422 by the service
+    ("/v1/models/monitoring", "+\U000edc55", False),
+    ("/v1/models/monitoring", "a..b", False),  # check_model_name refuses ".."
+    ("/v1/models/monitoring", "web-signups@", False),
+    ("/v1/models/monitoring", "web-signups@champion", True),
+    ("/v1/models/monitoring", "3", True),
+    ("/v1/models/current", "a..b", False),
+    ("/v1/models/current", "web-signups@3", False),  # the champion of a name: no version here
+    ("/v1/models/current", "web-signups", True),
+])
+def test_the_model_parameter_is_documented_as_the_service_reads_it(path: str, value: str, valid: bool) -> None:
+    assert Draft202012Validator(_query_schema(path, "model")).is_valid(value) is valid
+
+
 def test_the_documented_examples_are_valid_by_the_document() -> None:
     from api.openapi import FORECAST_EXAMPLE, METRICS_EXAMPLE
 
