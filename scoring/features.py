@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -645,6 +645,15 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
         parts = [compute(column, inputs) for compute, column in _layout_of(self).plan]
         n = len(next(iter(base.values()))) if base else 0
         return _columns(parts) if parts else np.empty((n, 0))
+
+    def derive_columns(self, base: Base, columns: Sequence[int]) -> np.ndarray:
+        """Build only the listed model-matrix columns, one row per column: (len(columns), leads).
+
+        `base` needs only the fields those columns read; each value is the one `derive` computes.
+        """
+        inputs = Inputs(base, half_life=self._half_life(), fitted=self.index_scales_)
+        plan = _layout_of(self).plan
+        return np.array([plan[k][0](plan[k][1], inputs) for k in columns], dtype=np.float64, ndmin=2)
 
     def transform(self, X: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """Return the model matrix."""

@@ -74,6 +74,52 @@ class Splits:
         return np.asarray(np.add.reduceat(left * self.weight[:, None], self.starts, axis=0))
 
 
+class ColumnBins:
+    """The splits reading a few columns as lookup tables: a value's bin picks its code bits in every tree.
+
+    For a numeric column with sorted split thresholds u, a value's bin is the number of thresholds below
+    it (a split at u_k sends it left exactly when bin <= k), and missing values have a bin of their own
+    (`missing_left`). A categorical column's bin is its code, 256 for missing, negative or unknown ones, as
+    in `Splits.codes`. `tables[c][bin, i]` is the sum of the weights of column c's splits in tree `trees[i]`
+    that send the value left, so a row's code bits in all those trees are one row gather per column.
+    """
+
+    def __init__(self, splits: Splits, n_columns: int, categorical: np.ndarray, cat_table: np.ndarray) -> None:
+        self.trees = splits.trees
+        tree_index = np.searchsorted(self.trees, splits.tree)
+        self.columns: list[tuple[int, np.ndarray | None, np.ndarray]] = []
+        for c in range(n_columns):
+            on = np.flatnonzero(splits.column == c)
+            if not on.size:
+                continue
+            thresholds: np.ndarray | None = None
+            if categorical[c]:
+                left = cat_table[splits.cat_row[on]]  # (splits, 257): go-left per code, 256 = missing or unknown
+            else:
+                thresholds = np.unique(splits.threshold[on])
+                rank = np.searchsorted(thresholds, splits.threshold[on])
+                left = np.column_stack([np.arange(thresholds.size + 1)[None, :] <= rank[:, None],
+                                        splits.missing_left[on]])
+            table = np.zeros((left.shape[1], self.trees.size), dtype=np.int64)
+            for k, s in enumerate(on.tolist()):
+                table[:, tree_index[s]] += left[k] * splits.weight[s]
+            self.columns.append((c, thresholds, table))
+
+    def bits(self, XT: np.ndarray) -> np.ndarray:
+        """Return (rows, trees): each row's code bits from these splits, for rows given transposed (`XT[c]`)."""
+        out = np.zeros((XT.shape[1], self.trees.size), dtype=np.int64)
+        for c, thresholds, table in self.columns:
+            values = XT[c]
+            nan = np.isnan(values)
+            if thresholds is None:
+                bad = nan | (values < 0) | (values > 255)
+                at = np.where(bad, 256.0, values).astype(np.int64)
+            else:
+                at = np.searchsorted(thresholds, values)
+                at[nan] = thresholds.size + 1
+            out += table[at]
+        return out
+
 
 @dataclass(frozen=True)
 class LeafTables:

@@ -87,11 +87,9 @@ def test_one_pass_matches_separate_probabilities_and_contributions(compiled: Com
         assert np.max(np.abs(c_one[0] - contrib[i])) < 1e-12
 
 
-def test_blocks_and_stacked_passes_do_not_change_reasons(compiled: CompiledModel, base: Base,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocks_do_not_change_reasons(compiled: CompiledModel, base: Base, monkeypatch: pytest.MonkeyPatch) -> None:
     p, contrib = compiled.proba_and_contributions(base)
     monkeypatch.setattr(contributions, "SPLIT_BLOCK", 64)
-    monkeypatch.setattr(contributions, "STACK_ROWS", 50)
     monkeypatch.setattr(trees, "CODE_CELLS", 1)  # leaf codes 64 rows at a time
     p_small, contrib_small = compiled.proba_and_contributions(base)
     assert np.max(np.abs(p_small - p)) < 1e-12
