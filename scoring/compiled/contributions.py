@@ -266,6 +266,18 @@ class Contributions:
             self._group_cache = cached
         return cached
 
+    def _tree_groups(self, parts: list[FieldPart]) -> np.ndarray:
+        """Return the (trees, fields) 0/1 matrix of the trees holding a split that reads each field's columns."""
+        cached = getattr(self, "_tree_group_cache", None)
+        if cached is None:
+            assert self.trees is not None
+            cached = np.zeros((len(self.trees.roots), len(self.fields)))
+            for j, part in enumerate(parts):
+                if part.splits is not None:
+                    cached[part.splits.trees, j] = 1.0
+            self._tree_group_cache = cached
+        return cached
+
     def _by_split(self) -> bool:
         return self.trees is None or self.trees.leaf_tables() is not None
 
@@ -302,10 +314,12 @@ class Contributions:
         trees = self.trees
         tables = trees.leaf_tables() if trees is not None else None
         coded = np.empty((0, 0), dtype=np.int64)
+        leaves = np.empty((0, X.shape[0]))
         if trees is not None and tables is not None:
             # Codes with each tree's table offset added: (trees, n), a code's bits never touch the offset.
             coded = trees.leaf_codes(trees.prepare_t(X)) + tables.offset[:, None]
-            logit += (1 - self.weight) * (tables.table[coded].sum(axis=0) + trees.baseline)
+            leaves = tables.table[coded]
+            logit += (1 - self.weight) * (leaves.sum(axis=0) + trees.baseline)
         if p is None:
             p = self.calibrator(logit)
         if not subs:
@@ -317,12 +331,14 @@ class Contributions:
         # Every field's linear share of every lead at once (one product per kind of term), for the old side.
         shares = self.linear.group_shares(X, self._groups()) if self.linear is not None else None
         coded_t = np.ascontiguousarray(coded.T)
+        # And every field's old leaves: per lead, the summed leaves of the trees each field's splits are in.
+        old_leaves = leaves.T @ self._tree_groups(parts) if leaves.size else None
         for k, (j, rows) in enumerate(subs):
             at = slice(ends[k] - rows.size, ends[k])
             if parts[j].fixed:
                 new_logit[at] -= self._fixed_delta(parts[j], shares, j, rows, coded)
             else:
-                new_logit[at] -= self._local_delta(parts[j], base, shares, j, rows, coded_t)
+                new_logit[at] -= self._local_delta(parts[j], base, shares, old_leaves, j, rows, coded_t)
         which = np.repeat([j for j, _ in subs], [rows.size for _, rows in subs])
         out[rows_all, which] = p[rows_all] - self.calibrator(new_logit)
         return p, out
@@ -334,12 +350,15 @@ class Contributions:
         if part.linear is not None and shares is not None:
             delta += self.weight * (shares[rows, j] - part.fixed_linear)
         if part.delta_table is not None and part.splits is not None and part.delta_shift is not None:
-            at = coded[part.splits.trees[:, None], rows] + part.delta_shift[:, None]
+            # Two one-axis takes (rows first only if some lead is at the neutral value): much faster than a
+            # broadcast (trees, rows) fancy index.
+            picked = coded[part.splits.trees]
+            at = (picked if rows.size == picked.shape[1] else picked[:, rows]) + part.delta_shift[:, None]
             delta += (1 - self.weight) * part.delta_table[at].sum(axis=0)
         return delta
 
-    def _local_delta(self, part: FieldPart, base: Base, shares: np.ndarray | None, j: int, rows: np.ndarray,
-                     coded_t: np.ndarray) -> np.ndarray:
+    def _local_delta(self, part: FieldPart, base: Base, shares: np.ndarray | None, old_leaves: np.ndarray | None,
+                     j: int, rows: np.ndarray, coded_t: np.ndarray) -> np.ndarray:
         """Return logit(x) - logit(x with field j neutral) for a `local` field: only its columns derived again."""
         sub = {name: base[name][rows] for name in part.reads}
         sub[self.fields[j]] = np.full(rows.size, self.neutral[self.fields[j]])
@@ -350,15 +369,15 @@ class Contributions:
         if part.local_linear is not None and shares is not None:
             delta += self.weight * (shares[rows, j] - part.local_linear.total(XT.T))
         bins = part.local_bins
-        if bins is not None and part.splits is not None and self.trees is not None:
+        if bins is not None and part.splits is not None and self.trees is not None and old_leaves is not None:
             tables = self.trees.leaf_tables()
             assert tables is not None
             if part.local_cats.size:
                 XT = XT.copy()
                 XT[part.local_cats[:, 0]] = self.trees._recode(XT[part.local_cats[:, 0]], part.local_cats[:, 1:])
-            old = coded_t[rows[:, None], bins.trees[None, :]]
+            old = (coded_t if rows.size == coded_t.shape[0] else coded_t[rows])[:, bins.trees]
             new_codes = (old & part.keep) | bins.bits(XT)
-            delta += (1 - self.weight) * (tables.table[old] - tables.table[new_codes]).sum(axis=1)
+            delta += (1 - self.weight) * (old_leaves[rows, j] - tables.table[new_codes].sum(axis=1))
         return delta
 
 
