@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,8 +231,8 @@ class LinearBasis(TransformerMixin, BaseEstimator):
         self._fit_raw(X)
         return self
 
-    def _fit_raw(self, X: Any, dtype: Any = np.float64) -> np.ndarray:
-        """Learn knots, medians, codes and scaling; return the unstandardised basis of X as `dtype`."""
+    def _fit_raw(self, X: Any, dtype: Any = np.float64, rows: np.ndarray | None = None) -> np.ndarray:
+        """Learn knots, medians, codes and scaling; return the unstandardised basis of X (or of its `rows`)."""
         X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
         cats = set(self.categorical)
         self.medians_ = np.zeros(X.shape[1])
@@ -242,7 +242,7 @@ class LinearBasis(TransformerMixin, BaseEstimator):
         if hasattr(self, "slices_"):
             del self.slices_
         for j in range(X.shape[1]):
-            col = X[:, j]
+            col = X[:, j] if rows is None else X[rows, j]
             finite = col[~np.isnan(col)]
             self.has_missing_[j] = finite.size < col.size
             if j in cats:
@@ -259,7 +259,7 @@ class LinearBasis(TransformerMixin, BaseEstimator):
             else:
                 knots = np.empty(0)
             self.knots_.append(knots)
-        raw = self._expand(X, dtype)
+        raw = self._expand(X, dtype, rows)
         self._fit_scaling(raw)
         return raw
 
@@ -280,7 +280,15 @@ class LinearBasis(TransformerMixin, BaseEstimator):
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Learn the basis and return it standardised as `fit_dtype`, expanding X once (the widest matrix)."""
-        out = self._fit_raw(X, np.dtype(getattr(self, "fit_dtype", "float64")))
+        return self.fit_transform_rows(X, None)
+
+    def fit_transform_rows(self, X: Any, rows: np.ndarray | None) -> np.ndarray:
+        """Return `fit_transform(X[rows])` without a copy of those rows of X: each column is taken alone.
+
+        Cross-validation fits a basis per fold; `X[train]` was a second model matrix in memory (a quarter
+        of a GB at a million leads) while that fold's basis was built.
+        """
+        out = self._fit_raw(X, np.dtype(getattr(self, "fit_dtype", "float64")), rows)
         out -= self.mean_.astype(out.dtype)
         out /= self.scale_.astype(out.dtype)
         return out
@@ -319,16 +327,16 @@ class LinearBasis(TransformerMixin, BaseEstimator):
             return self.codes_[j].size + int(self.has_missing_[j])
         return 1 + self.knots_[j].size + int(self.has_missing_[j])
 
-    def _expand(self, X: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    def _expand(self, X: np.ndarray, dtype: Any = np.float64, rows: np.ndarray | None = None) -> np.ndarray:
         # One output array filled column block by column block: a million leads expand to hundreds of
         # columns, and stacking separate blocks would hold that matrix twice.
         if not hasattr(self, "slices_"):
             edges = np.cumsum([0, *[self._width(j) for j in range(X.shape[1])]])
             self.slices_ = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
         width = self.slices_[-1].stop if self.slices_ else 0
-        out = np.empty((X.shape[0], width), dtype=dtype)
+        out = np.empty((X.shape[0] if rows is None else rows.size, width), dtype=dtype)
         for j, sl in enumerate(self.slices_):
-            self._fill_column(j, X[:, j], out[:, sl])
+            self._fill_column(j, X[:, j] if rows is None else X[rows, j], out[:, sl])
         return out
 
     def transform(self, X: Any) -> np.ndarray:
@@ -645,6 +653,15 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
         parts = [compute(column, inputs) for compute, column in _layout_of(self).plan]
         n = len(next(iter(base.values()))) if base else 0
         return _columns(parts) if parts else np.empty((n, 0))
+
+    def derive_columns(self, base: Base, columns: Sequence[int]) -> np.ndarray:
+        """Build only the listed model-matrix columns, one row per column: (len(columns), leads).
+
+        `base` needs only the fields those columns read; each value is the one `derive` computes.
+        """
+        inputs = Inputs(base, half_life=self._half_life(), fitted=self.index_scales_)
+        plan = _layout_of(self).plan
+        return np.array([plan[k][0](plan[k][1], inputs) for k in columns], dtype=np.float64, ndmin=2)
 
     def transform(self, X: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """Return the model matrix."""

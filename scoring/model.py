@@ -291,7 +291,11 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         tree = np.zeros(len(y))
         for train, test in splits:
             if use_linear:
-                lin[test] = clone(self._linear()).fit(X[train], y[train]).decision_function(X[test])
+                # What `clone(self._linear()).fit(X[train], y[train])` fits, without the copy of X[train].
+                linear = clone(self._linear())
+                basis, logistic = linear.named_steps["basis"], linear.named_steps["logistic"]
+                logistic.fit(basis.fit_transform_rows(X, train), y[train])
+                lin[test] = logistic.decision_function(basis.transform(X[test]))
             if use_trees:
                 tree[test] = self._trees(X.shape[1]).fit(X[train], y[train]).decision_function(X[test])
         return lin[rows], tree[rows], rows

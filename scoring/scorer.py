@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from crmdata.errors import DataValidationError, Problem
@@ -239,34 +241,37 @@ def _make_reasons(jj: list[int], words: list[Any], pts: list[int], fields: list[
     return [known(key) or new(key) for key in zip(jj, words, pts, strict=True)]
 
 
-POINT_TEXT = np.asarray([f": {v:+d}" for v in range(-100, 101)], dtype=object)
+POINT_TEXT = pa.array([f": {v:+d}" for v in range(-100, 101)], type=pa.string())
 
 
-def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[list[str], list[str]]:
+def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[pd.api.extensions.ExtensionArray,
+                                                                          pd.api.extensions.ExtensionArray]:
     """Return, per lead, its top positive and negative reasons as "words: +n; words: +m" strings.
 
     `words(j, rows)` returns the words for field j's value of the given leads; it is asked only for the
-    reasons shown. Strings are assembled column by column (rank 1, then 2, ...) as numpy object arrays.
+    reasons shown. The pieces ("words: +n") and each lead's "; "-joined list are assembled by Arrow's string
+    kernels in one pass over all leads: a Python string operation per lead and rank cost about 10 us a lead.
     """
     n = contrib.shape[0]
     points = np.clip(np.rint(contrib * 100), -100, 100).astype(np.int64)
     k = min(top, contrib.shape[1])
-    out: list[list[str]] = []
+    out = []
     for sign in (1, -1):
         order = np.argsort(-sign * contrib, axis=1, kind="stable")[:, :k]
         pts = np.take_along_axis(points, order, axis=1)
         keep = sign * pts >= 1
-        texts = np.full((n, k), "", dtype=object)
-        ii, rr = np.nonzero(keep)
+        ii, rr = np.nonzero(keep)  # lead by lead, best first
         jj = order[ii, rr]
-        for j in np.unique(jj):
-            sel = jj == j
-            texts[ii[sel], rr[sel]] = words(int(j), ii[sel])
-        pieces = texts + POINT_TEXT[pts + 100]
-        result = np.where(keep[:, 0], pieces[:, 0], "").astype(object)
-        for r in range(1, k):
-            result = np.where(keep[:, r], result + "; " + pieces[:, r], result)
-        out.append(result.tolist())
+        texts = np.empty(ii.size, dtype=object)
+        for j in np.unique(jj).tolist():
+            at = np.flatnonzero(jj == j)
+            texts[at] = words(j, ii[at])
+        pieces = pc.binary_join_element_wise(pa.array(texts, type=pa.string()),
+                                             POINT_TEXT.take(pa.array(pts[ii, rr] + 100)), "")
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(keep.sum(axis=1), out=offsets[1:])
+        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), pieces), "; ")
+        out.append(pd.array(joined, dtype="str"))
     return out[0], out[1]
 
 
@@ -313,8 +318,8 @@ def unseen_warning(label: str, value: Any) -> str:
 
 
 def _frame_out(ids: pd.Series, id_column: str, p: np.ndarray, score: np.ndarray, grade: np.ndarray,
-               pos: list[str] | None, neg: list[str] | None, kind: str, version: str,
-               structured: list[list[Reason]] | None = None) -> pd.DataFrame:
+               pos: pd.api.extensions.ExtensionArray | None, neg: pd.api.extensions.ExtensionArray | None,
+               kind: str, version: str, structured: list[list[Reason]] | None = None) -> pd.DataFrame:
     out = pd.DataFrame({id_column: ids.to_numpy(), "probability": np.round(p, 6), "score": score,
                         "grade": grade})
     if pos is not None and neg is not None:

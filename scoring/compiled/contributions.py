@@ -8,25 +8,27 @@ that field's columns, so only those are recomputed (`_contributions_by_split`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from scoring.compiled.linear import SMALL_BATCH, CompiledLinear, LinearTerms
-from scoring.compiled.trees import CompiledTrees, Splits
+from scoring.compiled.trees import ColumnBins, CompiledTrees, LeafTables, Splits
 from scoring.features import Base, LeadFeatures
 from scoring.model import Calibrator, LeadScoringModel
 
 REASON_BLOCK = 16_384
 SPLIT_BLOCK = 2_048  # leads per pass when computing reasons from leaf codes (keeps temporaries in cache)
-STACK_ROWS = 4_096  # substituted leads derived per pass when computing reasons
 
 
 @dataclass
 class FieldPart:
     """What one field's neutral value can change: its linear terms, the splits that read its columns and,
     per tree of those splits, the mask of the code bits they do not set. A field whose columns depend on
-    it alone is `fixed`: its new linear share and split decisions are the same for every lead."""
+    it alone is `fixed`: its new linear share and split decisions are the same for every lead, so per tree
+    a table from a lead's code to its leaf's change (`delta_table`, read at `code + delta_shift`) holds the
+    field's whole tree effect. Otherwise only its own columns (`columns`, from the fields in `reads`) are
+    derived again per lead, with `local_linear` and `local_bins` reading that small matrix."""
 
     linear: LinearTerms | None
     splits: Splits | None
@@ -34,7 +36,14 @@ class FieldPart:
     fixed: bool = False
     fixed_linear: float = 0.0
     fixed_bits: np.ndarray | None = None
-
+    delta_table: np.ndarray | None = None
+    delta_shift: np.ndarray | None = None
+    columns: list[int] = field(default_factory=list)
+    reads: tuple[str, ...] = ()
+    blank: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    local_linear: LinearTerms | None = None
+    local_bins: ColumnBins | None = None
+    local_cats: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # (row, trees' category column)
 
 
 class Contributions:
@@ -208,7 +217,7 @@ class Contributions:
                 if reads.any():
                     splits = tables.splits.subset(reads)
                     keep = ~np.add.reduceat(splits.weight, splits.starts)
-            part = FieldPart(linear, splits, keep)
+            part = FieldPart(linear, splits, keep, columns=cols)
             if all(column_fields[k] == {name} for k in cols):
                 # Its columns are computed from this field alone: with the field neutral they are the same
                 # for every lead, so their linear terms and split decisions are worked out once, here.
@@ -217,11 +226,57 @@ class Contributions:
                 X = self.model._blank(self.features.derive(one))
                 part.fixed = True
                 part.fixed_linear = float(linear.total(X)[0]) if linear is not None else 0.0
-                if splits is not None and trees is not None:
+                if splits is not None and trees is not None and tables is not None:
                     part.fixed_bits = splits.codes(trees.prepare_t(X), trees.cat_table)
+                    part.delta_table, part.delta_shift = _delta_tables(tables, splits, keep, part.fixed_bits)
+            else:
+                self._localise(part, column_fields, position)
             parts.append(part)
         self._field_part_cache = parts
         return parts
+
+    def _localise(self, part: FieldPart, column_fields: list[frozenset[str]], position: np.ndarray) -> None:
+        """Make `part` read a matrix of its own columns only, its splits as `ColumnBins`."""
+        cols = part.columns
+        part.reads = tuple(sorted(set().union(*(column_fields[k] for k in cols))))
+        empty = set(np.asarray(getattr(self.model, "empty_columns_", ()), dtype=np.int64).tolist())
+        part.blank = np.asarray([i for i, k in enumerate(cols) if k in empty], dtype=np.int64)
+        if self.linear is not None:
+            part.local_linear = self.linear.local_part(cols)
+        if part.splits is not None and self.trees is not None:
+            # A split's column is a position in the trees' order (categorical columns first); here it is the
+            # row of the field's own matrix, whose categorical rows are recoded as the trees read them.
+            where = {k: i for i, k in enumerate(cols)}
+            model_column = self.trees.column_order[part.splits.column]
+            s = part.splits
+            local = Splits(np.asarray([where[int(c)] for c in model_column], dtype=np.int64),
+                           s.threshold, s.missing_left, s.cat_row, s.weight, s.tree)
+            at = position[cols]
+            categorical = at < len(self.trees.category_maps)
+            part.local_cats = np.column_stack([np.flatnonzero(categorical), at[categorical]]).astype(np.int64)
+            part.local_bins = ColumnBins(local, len(cols), categorical, self.trees.cat_table)
+
+    def _groups(self) -> np.ndarray:
+        """Return the (model-matrix columns, fields) 0/1 matrix of which field each column reads."""
+        cached = getattr(self, "_group_cache", None)
+        if cached is None:
+            column_fields = self.features.column_fields()
+            cached = np.asarray([[name in fields for name in self.fields] for fields in column_fields],
+                                dtype=np.float64).reshape(len(column_fields), len(self.fields))
+            self._group_cache = cached
+        return cached
+
+    def _tree_groups(self, parts: list[FieldPart]) -> np.ndarray:
+        """Return the (trees, fields) 0/1 matrix of the trees holding a split that reads each field's columns."""
+        cached = getattr(self, "_tree_group_cache", None)
+        if cached is None:
+            assert self.trees is not None
+            cached = np.zeros((len(self.trees.roots), len(self.fields)))
+            for j, part in enumerate(parts):
+                if part.splits is not None:
+                    cached[part.splits.trees, j] = 1.0
+            self._tree_group_cache = cached
+        return cached
 
     def _by_split(self) -> bool:
         return self.trees is None or self.trees.leaf_tables() is not None
@@ -248,8 +303,8 @@ class Contributions:
         Every lead's leaf code of every tree is computed once; with field j neutral, a tree's code keeps
         the bits of the splits that do not read field j and takes new bits from those that do, so
         logit(x with field j neutral) = logit(x) - w (linear terms old - new) - (1 - w) (leaves old - new):
-        exact. Substituted leads are derived in stacked passes of up to STACK_ROWS leads (fields whose
-        columns depend on themselves alone need none) and all are calibrated at once. Without `p`, the
+        exact. A field read alone costs a table lookup per tree it reaches; another has only its own columns
+        derived again for the leads off its neutral value; all are calibrated at once. Without `p`, the
         probabilities are computed here too (from the same leaf codes) and returned with `out`.
         """
         X = self.model._blank(self.features.derive(base))
@@ -259,10 +314,12 @@ class Contributions:
         trees = self.trees
         tables = trees.leaf_tables() if trees is not None else None
         coded = np.empty((0, 0), dtype=np.int64)
+        leaves = np.empty((0, X.shape[0]))
         if trees is not None and tables is not None:
             # Codes with each tree's table offset added: (trees, n), a code's bits never touch the offset.
             coded = trees.leaf_codes(trees.prepare_t(X)) + tables.offset[:, None]
-            logit += (1 - self.weight) * (tables.table[coded].sum(axis=0) + trees.baseline)
+            leaves = tables.table[coded]
+            logit += (1 - self.weight) * (leaves.sum(axis=0) + trees.baseline)
         if p is None:
             p = self.calibrator(logit)
         if not subs:
@@ -271,53 +328,70 @@ class Contributions:
         ends = np.cumsum([rows.size for _, rows in subs])
         rows_all = np.concatenate([rows for _, rows in subs])
         new_logit = logit[rows_all]
-        groups: list[list[int]] = []
-        size = 0
+        # Every field's linear share of every lead at once (one product per kind of term), for the old side.
+        shares = self.linear.group_shares(X, self._groups()) if self.linear is not None else None
+        coded_t = np.ascontiguousarray(coded.T)
+        # And every field's old leaves: per lead, the summed leaves of the trees each field's splits are in.
+        old_leaves = leaves.T @ self._tree_groups(parts) if leaves.size else None
         for k, (j, rows) in enumerate(subs):
+            at = slice(ends[k] - rows.size, ends[k])
             if parts[j].fixed:
-                new_logit[ends[k] - rows.size:ends[k]] -= self._field_delta(parts[j], X, rows, coded)
-            elif groups and size + rows.size <= STACK_ROWS:
-                groups[-1].append(k)
-                size += rows.size
+                new_logit[at] -= self._fixed_delta(parts[j], shares, j, rows, coded)
             else:
-                groups.append([k])
-                size = rows.size
-        for group in groups:
-            Xs = self.model._blank(self.features.derive(self._stack(base, [subs[k] for k in group],
-                                                                     include_base=False)))
-            XsT = trees.prepare_t(Xs) if trees is not None else None
-            start = 0
-            for k in group:
-                j, rows = subs[k]
-                block = slice(start, start + rows.size)
-                start += rows.size
-                new_logit[ends[k] - rows.size:ends[k]] -= self._field_delta(
-                    parts[j], X, rows, coded, Xs[block], None if XsT is None else XsT[:, block])
-        field = np.repeat([j for j, _ in subs], [rows.size for _, rows in subs])
-        out[rows_all, field] = p[rows_all] - self.calibrator(new_logit)
+                new_logit[at] -= self._local_delta(parts[j], base, shares, old_leaves, j, rows, coded_t)
+        which = np.repeat([j for j, _ in subs], [rows.size for _, rows in subs])
+        out[rows_all, which] = p[rows_all] - self.calibrator(new_logit)
         return p, out
 
-    def _field_delta(self, part: FieldPart, X: np.ndarray, rows: np.ndarray, coded: np.ndarray,
-                     Xs: np.ndarray | None = None, XsT: np.ndarray | None = None) -> np.ndarray:
-        """Return logit(x) - logit(x with the field neutral) of the given leads (substituted rows: Xs)."""
+    def _fixed_delta(self, part: FieldPart, shares: np.ndarray | None, j: int, rows: np.ndarray,
+                     coded: np.ndarray) -> np.ndarray:
+        """Return logit(x) - logit(x with field j neutral) for a `fixed` field: a lookup per tree it reaches."""
         delta = np.zeros(rows.size)
-        if part.linear is not None:
-            if part.fixed:
-                new: float | np.ndarray = part.fixed_linear
-            else:
-                assert Xs is not None
-                new = part.linear.total(Xs)
-            delta += self.weight * (part.linear.total(X[rows]) - new)
-        splits = part.splits
-        if splits is not None and self.trees is not None:
+        if part.linear is not None and shares is not None:
+            delta += self.weight * (shares[rows, j] - part.fixed_linear)
+        if part.delta_table is not None and part.splits is not None and part.delta_shift is not None:
+            # Two one-axis takes (rows first only if some lead is at the neutral value): much faster than a
+            # broadcast (trees, rows) fancy index.
+            picked = coded[part.splits.trees]
+            at = (picked if rows.size == picked.shape[1] else picked[:, rows]) + part.delta_shift[:, None]
+            delta += (1 - self.weight) * part.delta_table[at].sum(axis=0)
+        return delta
+
+    def _local_delta(self, part: FieldPart, base: Base, shares: np.ndarray | None, old_leaves: np.ndarray | None,
+                     j: int, rows: np.ndarray, coded_t: np.ndarray) -> np.ndarray:
+        """Return logit(x) - logit(x with field j neutral) for a `local` field: only its columns derived again."""
+        sub = {name: base[name][rows] for name in part.reads}
+        sub[self.fields[j]] = np.full(rows.size, self.neutral[self.fields[j]])
+        XT = self.features.derive_columns(sub, part.columns)
+        if part.blank.size:
+            XT[part.blank] = 0.0
+        delta = np.zeros(rows.size)
+        if part.local_linear is not None and shares is not None:
+            delta += self.weight * (shares[rows, j] - part.local_linear.total(XT.T))
+        bins = part.local_bins
+        if bins is not None and part.splits is not None and self.trees is not None and old_leaves is not None:
             tables = self.trees.leaf_tables()
             assert tables is not None
-            old = np.take(coded[splits.trees], rows, axis=1)
-            if part.fixed:
-                bits = part.fixed_bits
-            else:
-                assert XsT is not None
-                bits = splits.codes(XsT, self.trees.cat_table)
-            new_codes = (old & part.keep[:, None]) | bits
-            delta += (1 - self.weight) * (tables.table[old] - tables.table[new_codes]).sum(axis=0)
+            if part.local_cats.size:
+                XT = XT.copy()
+                XT[part.local_cats[:, 0]] = self.trees._recode(XT[part.local_cats[:, 0]], part.local_cats[:, 1:])
+            old = (coded_t if rows.size == coded_t.shape[0] else coded_t[rows])[:, bins.trees]
+            new_codes = (old & part.keep) | bins.bits(XT)
+            delta += (1 - self.weight) * (old_leaves[rows, j] - tables.table[new_codes].sum(axis=1))
         return delta
+
+
+def _delta_tables(tables: LeafTables, splits: Splits, keep: np.ndarray, bits: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per tree of a fixed field's splits, code -> leaf(code) - leaf(code with the field's bits set to `bits`).
+
+    Returns the tables end to end and, per tree, the shift from a lead's offset code (as `coded` holds it)
+    to its entry: tree i of the splits reads `table[code - offset[t] + i * stride]`.
+    """
+    stride = tables.table.size // tables.offset.size
+    code = np.arange(stride, dtype=np.int64)
+    offsets = tables.offset[splits.trees]
+    new = (code[None, :] & keep[:, None]) | bits.reshape(-1, 1)
+    table = tables.table[offsets[:, None] + code[None, :]] - tables.table[offsets[:, None] + new]
+    shift = np.arange(splits.trees.size, dtype=np.int64) * stride - offsets
+    return table.ravel(), shift

@@ -107,6 +107,39 @@ class CompiledLinear:
                            t.knot_val[knots], t.knot_w[knots], t.miss_cols[miss], t.miss_w[miss], t.cat_cols[cat],
                            t.cat_codes[cat], t.cat_w[cat])
 
+    def local_part(self, columns: list[int]) -> LinearTerms:
+        """Return `part(columns)` reading a matrix of those columns only, in the given order."""
+        t = self.part(columns)
+        where = {c: k for k, c in enumerate(columns)}
+        local = lambda cols: np.asarray([where[int(c)] for c in cols], dtype=np.int64)  # noqa: E731
+        return LinearTerms(local(t.num_cols), t.wz, t.medians, t.knot_pos, t.knot_val, t.knot_w,
+                           local(t.miss_cols), t.miss_w, local(t.cat_cols), t.cat_codes, t.cat_w)
+
+    def group_shares(self, X: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Return, per row, each group's summed terms: (n, groups), for a 0/1 (columns, groups) matrix.
+
+        Each kind of term (value, knots, missing, category) is one matrix product with the group matrix
+        weighted by that term's coefficients, so all groups' shares cost about one linear pass.
+        """
+        weighted = self.__dict__.get("_group_weights")
+        if weighted is None or weighted[0] is not groups:
+            t = self.terms
+            weighted = (groups, t.wz[:, None] * groups[t.num_cols], t.knot_w[:, None] * groups[t.num_cols[t.knot_pos]],
+                        t.miss_w[:, None] * groups[t.miss_cols], t.cat_w[:, None] * groups[t.cat_cols])
+            self.__dict__["_group_weights"] = weighted
+        _, wz, wk, wm, wc = weighted
+        t = self.terms
+        Xn = X[:, t.num_cols]
+        Z = np.where(np.isnan(Xn), t.medians, np.sign(Xn) * np.log1p(np.abs(Xn)))
+        out = Z @ wz
+        if t.knot_pos.size:
+            out += np.maximum(Z[:, t.knot_pos] - t.knot_val, 0.0) @ wk
+        if t.miss_cols.size:
+            out += np.isnan(X[:, t.miss_cols]) @ wm
+        if t.cat_cols.size:
+            out += (X[:, t.cat_cols] == t.cat_codes) @ wc
+        return np.asarray(out)
+
     def column_terms(self, X: np.ndarray, columns: list[int]) -> np.ndarray:
         """Return each listed model-matrix column's additive share of the log-odds, (n, len(columns))."""
         slices = self.basis.column_slices()

@@ -87,16 +87,18 @@ def test_one_pass_matches_separate_probabilities_and_contributions(compiled: Com
         assert np.max(np.abs(c_one[0] - contrib[i])) < 1e-12
 
 
-def test_blocks_and_stacked_passes_do_not_change_reasons(compiled: CompiledModel, base: Base,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocks_do_not_change_reasons(compiled: CompiledModel, base: Base, monkeypatch: pytest.MonkeyPatch) -> None:
     p, contrib = compiled.proba_and_contributions(base)
     monkeypatch.setattr(contributions, "SPLIT_BLOCK", 64)
-    monkeypatch.setattr(contributions, "STACK_ROWS", 50)
-    monkeypatch.setattr(trees, "CODE_CELLS", 1)  # leaf codes 64 rows at a time
+    monkeypatch.setattr(trees, "BIN_BLOCK", 7)  # leaf codes from column bins, 7 rows at a time
     p_small, contrib_small = compiled.proba_and_contributions(base)
     assert np.max(np.abs(p_small - p)) < 1e-12
     assert np.max(np.abs(contrib_small - contrib)) < 1e-12
     assert np.max(np.abs(compiled.contributions(base, p) - contrib)) < 1e-12
+    monkeypatch.setattr(trees, "BIN_ROWS", 10**9)  # every leaf code split by split
+    p_split, contrib_split = compiled.proba_and_contributions(base)
+    assert np.max(np.abs(p_split - p)) < 1e-12
+    assert np.max(np.abs(contrib_split - contrib)) < 1e-12
 
 
 @pytest.mark.parametrize("weight", [0.0, 1.0])

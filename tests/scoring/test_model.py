@@ -92,3 +92,21 @@ def test_float32_training_keeps_the_held_out_auc() -> None:
     p_now, p_before = now.predict_proba(X[test])[:, 1], before.predict_proba(X[test])[:, 1]
     assert abs(roc_auc_score(y[test], p_now) - roc_auc_score(y[test], p_before)) < 0.002
     assert np.abs(p_now - p_before).max() < 1e-3
+
+
+def test_a_basis_fitted_on_rows_of_a_matrix_is_the_one_fitted_on_their_copy() -> None:
+    # The cross-validation folds fit the basis on X's train rows without copying them: same knots, codes,
+    # scaling and float32 basis, bit for bit, as fitting on X[rows].
+    rng = np.random.default_rng(5)
+    X = np.column_stack([rng.integers(0, 4, 400).astype(float), rng.exponential(3.0, 400), rng.normal(size=400)])
+    X[rng.random(400) < 0.1, 1] = np.nan
+    rows = np.sort(rng.choice(400, size=300, replace=False))
+    copied = LinearBasis(categorical=(0,), n_knots=3, fit_dtype="float32")
+    expected = copied.fit_transform(X[rows])
+    taken = LinearBasis(categorical=(0,), n_knots=3, fit_dtype="float32")
+    got = taken.fit_transform_rows(X, rows)
+    assert got.dtype == np.float32 and got.tobytes() == expected.tobytes()
+    assert taken.n_features_in_ == 3
+    assert np.array_equal(taken.mean_, copied.mean_) and np.array_equal(taken.scale_, copied.scale_)
+    assert all(np.array_equal(a, b) for a, b in zip(taken.knots_, copied.knots_, strict=True))
+    assert np.array_equal(taken.transform(X), copied.transform(X))

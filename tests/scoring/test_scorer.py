@@ -220,3 +220,21 @@ def test_few_leads_get_the_same_reasons_as_many(monkeypatch: pytest.MonkeyPatch)
     assert few[0][1] == [] and few[1][1] == []
     # lead 2: -0.025 rounds to -2 (half to even), -0.015 to -2
     assert [(r.feature, r.contribution) for r in few[1][2]] == [("f5", -50), ("f1", -2), ("f0", -2)]
+
+
+def test_a_lead_gets_the_same_reasons_alone_through_the_api_path_as_in_a_batch(scorer: ModelScorer,
+                                                                              leads: pd.DataFrame) -> None:
+    # The batch writes "words: +n; words: +m" per side; the API answers Reason objects. For each of 40 leads
+    # scored alone (the one-record path), its reasons written out must be the batch's strings for that lead.
+    head = leads.head(40)
+    prepared = prepare(head, spec=scorer.spec)
+    batch = scorer.score_frame(prepared.features, prepared.ids)
+    records = [{str(k): (None if pd.isna(v) else (v.isoformat() if isinstance(v, pd.Timestamp) else v))
+                for k, v in r.items()} for r in head.to_dict("records")]
+    shown = 0
+    for i, record in enumerate(records):
+        (alone,) = scorer.score_records([record])
+        assert "; ".join(map(str, alone.positive)) == batch["reasons_positive"].iloc[i]
+        assert "; ".join(map(str, alone.negative)) == batch["reasons_negative"].iloc[i]
+        shown += len(alone.reasons or ())
+    assert shown >= 40 * 3  # most leads have several reasons, so the comparison is not of empty strings
