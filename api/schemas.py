@@ -421,10 +421,18 @@ class ForecastRequest(BaseModel):
                                   "simulations x periods may not exceed the service's max_forecast_cells.")
 
 
+# Metrics are as of `as_of`, by default the day after the latest date the records give (forecasting.snapshot's
+# last_known_date): without `as_of`, one record must give a day.
+_SOME_DAY: dict[str, Any] = {"anyOf": [{"required": [c], "properties": {c: {"type": "string"}}}
+                       for c in ("created_at", "stage_entered_at", "closed_at")]}
+
+
 class MetricsRequest(BaseModel):
     """A pipeline and how to group its metrics."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["as_of"], "properties": {"as_of": {"type": "string"}}},
+        {"properties": {"opportunities": {"contains": _SOME_DAY}}}]})
     opportunities: list[OpportunityRecord] = Field(min_length=1)
     stages: StagesBody | None = None
     as_of: PipelineDay | None = None

@@ -482,14 +482,21 @@ def _spec_derived_columns(spec: ModelSpec) -> list[Column]:
     return [Column(r.name, (r.numerator, r.denominator), option=(getattr(r, "op", "ratio"),)) for r in spec.ratios]
 
 
+FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
 def _spec_derived(column: Column, inputs: Inputs) -> np.ndarray:
     num, den = inputs.base[column.reads[0]], inputs.base[column.reads[1]]
-    if column.option[0] == "difference":
-        return np.asarray(num - den)  # missing when either side is
-    ratio = np.full(num.shape, np.nan)
-    ok = den > 0
-    ratio[ok] = num[ok] / den[ok]
-    return ratio
+    # Finite inputs can give an infinite result (1e308 / 1e-167): kept at the largest float, as a field of that
+    # size is, rather than an inf that the linear part turns into a nan probability.
+    with np.errstate(over="ignore"):
+        if column.option[0] == "difference":
+            out = np.asarray(num - den)  # missing when either side is
+        else:
+            out = np.full(num.shape, np.nan)
+            ok = den > 0
+            out[ok] = num[ok] / den[ok]
+    return np.clip(out, -FLOAT_MAX, FLOAT_MAX)
 
 
 # The model matrix, column kind by column kind, in this order. Adding a derived feature = one entry here.

@@ -75,6 +75,9 @@ DEAL = {"opportunity_id": "A", "owner": "Ann", "product": "X", "created_at": "20
     ("ScoreRequest", {"lead": {"lead_id": "a"}, "leads": [{"lead_id": "b"}]}),  # two of them
     ("ScoreRequest", {"lead": {"lead_id": "a", "age": -3}}),
     ("OutcomesRequest", {"outcomes": [{"lead_id": "a", "converted": False, "converted_at": "2026-01-01T00:00:00Z"}]}),
+    # an open deal with no day and no as_of: "the pipeline has no dates to measure from" (422)
+    ("MetricsRequest", {"opportunities": [{"opportunity_id": "A", "owner": "Ann", "product": "X",
+                                           "stage": "closing", "created_at": None}]}),
 ])
 def test_the_document_refuses_what_the_service_refuses(component: str, value: Any) -> None:
     assert not _valid(component, value)
