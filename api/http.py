@@ -85,6 +85,14 @@ def requires(scope: str, *others: str) -> Callable[[F], F]:
     return decorate
 
 
+def refuse_unknown_query(*allowed: str) -> None:
+    """Refuse (422) a query parameter other than `allowed`: a misspelt one (`?reason=false`) is never ignored."""
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        raise ApiError(422, "invalid_input", f"unknown query parameter(s); use {' and '.join(allowed)}",
+                       [{"loc": ["query", name[:40]], "msg": "unknown query parameter"} for name in unknown[:10]])
+
+
 def json_body() -> Any:
     """Return the parsed JSON body, or raise 415 (not JSON), 413 (too large) or 400 (malformed)."""
     if request.mimetype != "application/json":

@@ -125,7 +125,8 @@ def _text(*, nullable: bool) -> dict[str, Any]:
     # Text is stripped and capped; blank text is missing, so a required one needs a character that is not space.
     if nullable:
         return {"type": ["string", "null"], "maxLength": MAX_TEXT_LENGTH}
-    return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": r"\S"}
+    # Blank as str.strip() reads it, which also strips \x1c-\x1f and \x85 (not space to JSON Schema's \s).
+    return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": r"[^\s\x1c-\x1f\x85]"}
 
 
 def _pipeline_date(*, nullable: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from werkzeug.routing import PathConverter
 from api.blueprints.models import current_model, requested_model
 from api.errors import ApiError
 from api.history import annotate_scores
-from api.http import Runtime, json_body, requires, runtime
+from api.http import Runtime, json_body, refuse_unknown_query, requires, runtime
 from api.predictions import log_scores
 from api.schemas import ScoreRequest
 from api.scoring_io import score_payload
@@ -46,6 +46,7 @@ def score() -> Response:
     if len(records) > rt.settings.max_batch:
         raise ApiError(422, "invalid_input", f"at most {rt.settings.max_batch:,} leads per request",
                        [{"loc": ["leads"], "msg": f"{len(records):,} leads sent"}])
+    refuse_unknown_query("reasons", "model")
     query = request.args.get("reasons", "true")
     if query not in ("true", "false"):
         raise ApiError(422, "invalid_input", "the query parameter reasons must be true or false",
@@ -75,10 +76,7 @@ MAX_PAGE = 500
 @requires("score")
 def history(lead_id: str) -> Response:
     """Return a lead's logged scores, newest first, `limit` at a time (default 50), continued with `cursor`."""
-    unknown = sorted(set(request.args) - {"limit", "cursor"})
-    if unknown:
-        raise ApiError(422, "invalid_input", "unknown query parameter(s); use limit and cursor",
-                       [{"loc": ["query", name[:40]], "msg": "unknown query parameter"} for name in unknown[:10]])
+    refuse_unknown_query("limit", "cursor")
     text = request.args.get("limit", "50")
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
         raise ApiError(422, "invalid_input", f"limit must be a whole number from 1 to {MAX_PAGE}",

@@ -316,3 +316,13 @@ def test_an_array_1000_levels_deep_is_a_422_naming_the_field(service: Service, s
                                        headers=service.headers("all"))
         assert response.status_code == 422, response.json
         assert response.json["error"]["details"][0]["loc"][-1] == "web_visits"
+
+
+def test_a_misspelt_query_parameter_is_refused_naming_it(service: Service, sample_leads: pd.DataFrame) -> None:
+    # ?reason=false (for reasons) was ignored and every reason sent; schemathesis sent ?=0 and got a 200.
+    body = {"leads": lead_records(sample_leads, 1)}
+    answer = service.post("/v1/leads/score?reason=false", body)
+    assert answer.status_code == 422
+    assert answer.json["error"]["message"] == "unknown query parameter(s); use reasons and model"
+    assert answer.json["error"]["details"] == [{"loc": ["query", "reason"], "msg": "unknown query parameter"}]
+    assert service.post("/v1/leads/score?reasons=false&model=leadcast-lead-scoring", body).status_code == 200
