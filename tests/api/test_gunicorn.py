@@ -155,7 +155,7 @@ def test_serve_scores_reloads_under_load_and_stops_gracefully(
         def probe(n: int) -> None:
             with JsonClient(port, headers={"Authorization": f"Bearer {crm}"}) as client:
                 for i in range(n):
-                    status, body = client.call("POST", "/v1/leads/score?probe=1", {"lead": records[i % 60]})
+                    status, body = client.call("POST", "/v1/leads/score?reasons=true", {"lead": records[i % 60]})
                     with lock:
                         probes.append((status, body["model"]["version"] if status == 200 else str(body)))
 
@@ -166,7 +166,7 @@ def test_serve_scores_reloads_under_load_and_stops_gracefully(
                 t.start()
             for t in workers:
                 t.join(timeout=60)
-            pids = set(re.findall(r"^(<\d+>) /v1/leads/score probe=1 200$", access_log.read_text(), re.M))
+            pids = set(re.findall(r"^(<\d+>) /v1/leads/score reasons=true 200$", access_log.read_text(), re.M))
             if len(pids) >= WORKERS:
                 break
         assert probes and set(probes) == {(200, "2")}
