@@ -482,13 +482,10 @@ def _spec_derived_columns(spec: ModelSpec) -> list[Column]:
     return [Column(r.name, (r.numerator, r.denominator), option=(getattr(r, "op", "ratio"),)) for r in spec.ratios]
 
 
-FLOAT_MAX = float(np.finfo(np.float64).max)
-
-
 def _spec_derived(column: Column, inputs: Inputs) -> np.ndarray:
     num, den = inputs.base[column.reads[0]], inputs.base[column.reads[1]]
-    # Finite inputs can give an infinite result (1e308 / 1e-167): kept at the largest float, as a field of that
-    # size is, rather than an inf that the linear part turns into a nan probability.
+    # Finite inputs can overflow (1e308 / 1e-167): that result is kept at the largest float, as a field of that
+    # size is, since an inf from finite values made the linear part a nan (a 500). An infinite input stays inf.
     with np.errstate(over="ignore"):
         if column.option[0] == "difference":
             out = np.asarray(num - den)  # missing when either side is
@@ -496,7 +493,10 @@ def _spec_derived(column: Column, inputs: Inputs) -> np.ndarray:
             out = np.full(num.shape, np.nan)
             ok = den > 0
             out[ok] = num[ok] / den[ok]
-    return np.clip(out, -FLOAT_MAX, FLOAT_MAX)
+    overflowed = np.isinf(out) & np.isfinite(num) & np.isfinite(den)
+    if overflowed.any():
+        out = np.where(overflowed, np.copysign(np.finfo(np.float64).max, out), out)
+    return out
 
 
 # The model matrix, column kind by column kind, in this order. Adding a derived feature = one entry here.

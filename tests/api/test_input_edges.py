@@ -82,7 +82,7 @@ def test_a_10000_lead_batch_with_every_kind_of_bad_value_is_a_422(service: Servi
 
 def test_a_ratio_that_overflows_is_scored_not_a_500(service: Service) -> None:
     # Found by schemathesis: time_on_site 1.32e308 over web_visits 1.34e-167 overflowed the spec's ratio (a
-    # RuntimeWarning, a 500 in a test and an inf in production). The ratio is now the largest float.
+    # RuntimeWarning, then a nan in the linear part: a 500). It is now kept at the largest float.
     lead = {"lead_id": "x", "web_visits": 1.3441697712291974e-167, "time_on_site": 1.321475736995649e308,
             "form_submissions": 5.723793841175415e16, "demo_requested": False}
     answer = service.post("/v1/leads/score?reasons=true", {"dataframe_records": [lead]})
