@@ -133,8 +133,8 @@ def test_each_worker_refreshes_its_gauges_and_a_replacement_worker_does_too(
         def on_metrics() -> bool:
             with JsonClient(port) as client:
                 status, raw = client.send("GET", "/metrics")
-            return status == 200 and b'leadcast_score_psi{model_version="1"}' in raw \
-                and b'leadcast_live_ece{model_version="1"}' in raw
+            labels = f'{{model_name="{MODEL_NAME}",model_version="1"}}'.encode()
+            return status == 200 and b"leadcast_score_psi" + labels in raw and b"leadcast_live_ece" + labels in raw
         wait_for("leadcast_score_psi on /metrics", on_metrics)
         # and each worker published them itself
         wanted = {"leadcast_score_psi", "leadcast_live_ece", "leadcast_feature_psi", "leadcast_monitoring_alerts"}
