@@ -108,19 +108,14 @@ def stored_reasons(stored: list[dict[str, Any]] | None) -> list[dict[str, Any]] 
 
 # The newest score of one lead by one model name: a backward walk of the lead's (lead_id, scored_at) index
 # entries, skipping the scores of other names (a lead is scored by a handful of names at most).
-_LATEST_ONE = (sa.select(predictions.c.score)
-               .where(predictions.c.lead_id == sa.bindparam("lead_id"),
-                      predictions.c.model_name == sa.bindparam("model_name"))
-               .order_by(predictions.c.scored_at.desc(), predictions.c.id.desc()).limit(1))
-
-
 _LATEST_ONE_SQL = ("SELECT score FROM predictions WHERE lead_id = {p} AND model_name = {p} "
                    "ORDER BY scored_at DESC, id DESC LIMIT 1")
 
 
 def latest_score(store: Store, *, model_name: str, lead_id: str) -> int | None:
     """Return the newest stored score by `model_name` of one lead (None when it has none): the hot path's
-    lookup, `_LATEST_ONE` run by the driver itself (`Store.autocommit_driver`), faults raised as StoreUnavailable."""
+    lookup, `_LATEST_ONE_SQL` run by the driver itself (`Store.autocommit_driver`), faults raised as
+    StoreUnavailable."""
     with store.autocommit_driver() as driver:
         cursor = driver.execute(_LATEST_ONE_SQL.format(p=store.placeholder), (lead_id, model_name))
         found = cursor.fetchone()
@@ -133,10 +128,7 @@ def latest_scores(conn: Connection, *, model_name: str, lead_ids: Sequence[str])
 
     Scores of another model name never count: two champions (one per name) score on different scales.
     """
-    ids = list(dict.fromkeys(lead_ids))
-    if len(ids) == 1:  # the single-lead hot path: one LIMIT 1 walk of the (lead_id, scored_at) index
-        found = conn.execute(_LATEST_ONE, {"lead_id": ids[0], "model_name": model_name}).scalar()
-        return {} if found is None else {ids[0]: int(found)}
+    ids = list(dict.fromkeys(lead_ids))  # one lead alone is `latest_score`'s, on the hot path
     out: dict[str, int] = {}
     for part in chunks(ids):
         rank = sa.func.row_number().over(partition_by=predictions.c.lead_id,
