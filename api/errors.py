@@ -81,6 +81,14 @@ def pydantic_details(exc: ValidationError) -> list[dict[str, Any]]:
     return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in errors[:MAX_DETAILS]]
 
 
+def schema_error(exc: ValidationError) -> ApiError:
+    """Return the 422 a request that does not match its schema gets (a pool process sends this, not `exc`)."""
+    count = exc.error_count()
+    message = ("the request does not match its schema" if count <= MAX_DETAILS
+               else f"the request does not match its schema: {problems_message(count, 'the request')}")
+    return ApiError(422, "invalid_input", message, pydantic_details(exc))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install handlers so that every error, expected or not, leaves as the one JSON shape."""
 
@@ -90,10 +98,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ValidationError)
     def _pydantic(exc: ValidationError) -> Response:
-        count = exc.error_count()
-        message = ("the request does not match its schema" if count <= MAX_DETAILS
-                   else f"the request does not match its schema: {problems_message(count, 'the request')}")
-        return error_response(422, "invalid_input", message, pydantic_details(exc))
+        return _api_error(schema_error(exc))
 
     @app.errorhandler(DataValidationError)
     def _data(exc: DataValidationError) -> Response:

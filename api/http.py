@@ -95,17 +95,26 @@ def refuse_unknown_query(*allowed: str) -> None:
 
 def json_body() -> Any:
     """Return the parsed JSON body, or raise 415 (not JSON), 413 (too large) or 400 (malformed)."""
+    return parse_body(json_bytes())
+
+
+def json_bytes() -> bytes:
+    """Return the JSON body unparsed, or raise 415 (not JSON) or 413 (too large)."""
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.content_length is None and limit is not None:
         # A chunked body: werkzeug would stop reading at the limit and hand over a cut body, so read one byte
         # past it from the server's stream and refuse the whole request if it is there.
-        raw = request.environ["wsgi.input"].read(limit + 1)
+        raw: bytes = request.environ["wsgi.input"].read(limit + 1)
         if len(raw) > limit:
             raise ApiError(413, "payload_too_large", f"the request body is larger than {limit:,} bytes")
-    else:
-        raw = request.get_data(cache=True)
+        return raw
+    return request.get_data(cache=True)
+
+
+def parse_body(raw: bytes) -> Any:
+    """Parse a JSON request body, or raise 400 (malformed); needs no request, so a pool process can run it."""
     try:
         return parse(raw)
     except ValueError as exc:  # orjson's errors are ValueErrors; it refuses NaN, Infinity and bad UTF-8

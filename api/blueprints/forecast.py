@@ -7,11 +7,14 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import orjson
 from flask import Blueprint, Response, jsonify, request
+from pydantic import ValidationError
 
 from api import workpool
-from api.errors import ApiError
-from api.http import json_body, requires, runtime
+from api.errors import ApiError, schema_error
+from api.http import json_body, json_bytes, parse_body, requires, runtime
+from api.jsonio import OPTIONS
 from api.live import forecast_from_store, present, stored_pipeline
 from api.schemas import (
     ForecastRequest,
@@ -54,13 +57,8 @@ def _open_deals(records: Any, stages: StageConfig) -> int:
     return len(records) if column is None else int((~column.str.strip().isin(list(closed))).sum())
 
 
-def _check_cost(body: ForecastRequest, records: Any, stages: StageConfig, sims: int) -> None:
-    """Refuse, before any work, a forecast of more open deals x simulations x periods than max_forecast_cells."""
-    _refuse_cells(_open_deals(records, stages), sims, as_of=body.as_of, horizon=body.horizon)
-
-
-def _refuse_cells(deals: int, sims: int, *, as_of: object, horizon: str) -> None:
-    limit = runtime().settings.max_forecast_cells
+def _refuse_cells(deals: int, sims: int, *, as_of: object, horizon: str, limit: int) -> None:
+    """Refuse, before any work, a forecast of more open deals x simulations x periods than `limit` cells."""
     n_periods = len(periods(as_of=as_day(as_of), horizon=parse_horizon(horizon)))
     cells = deals * sims * n_periods
     if cells > limit:
@@ -70,8 +68,8 @@ def _refuse_cells(deals: int, sims: int, *, as_of: object, horizon: str) -> None
         raise ApiError(422, "invalid_input", message, [{"loc": ["simulations"], "msg": message}])
 
 
-def _forecast_request() -> tuple[ForecastRequest, Any]:
-    """Read a forecast request from JSON, or from a multipart form with a CSV `file`."""
+def _posted_forecast() -> dict[str, Any]:
+    """Return the posted forecast as read off the wire: the JSON body unparsed, or the CSV and its form fields."""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is not None:
@@ -85,11 +83,9 @@ def _forecast_request() -> tuple[ForecastRequest, Any]:
         else:
             raise ApiError(422, "invalid_input", "attach the opportunities CSV as the form field 'file'",
                            [{"loc": ["file"], "msg": "missing"}])
-        raw = read_csv(io.BytesIO(data), name=name)
-        fields: dict[str, Any] = {k: request.form[k] for k in FORM_FIELDS if request.form.get(k) not in (None, "")}
-        return ForecastRequest.model_validate({**fields, "opportunities": [{}]}), raw
-    body = ForecastRequest.model_validate(json_body())
-    return body, body.opportunities
+        fields = {k: request.form[k] for k in FORM_FIELDS if request.form.get(k) not in (None, "")}
+        return {"csv": data, "name": name, "fields": fields}
+    return {"raw": json_bytes()}
 
 
 def forecast_records(*, records: Any, history: list[dict[str, Any]] | None, stages: StageConfig,
@@ -101,20 +97,38 @@ def forecast_records(*, records: Any, history: list[dict[str, Any]] | None, stag
     return run_forecast(deals, stages=stages, history=changes, **arguments)
 
 
+def answer_forecast(*, max_cells: int, default_simulations: int, raw: bytes | None = None, csv: bytes = b"",
+                    name: str = "", fields: dict[str, str] | None = None) -> bytes:
+    """Parse, check and run one posted forecast (a JSON body `raw`, or a `csv` and its form `fields`); return the
+    JSON answer. It runs in a forecast pool process, so none of this work holds the worker's other requests."""
+    try:
+        if raw is not None:
+            body = ForecastRequest.model_validate(parse_body(raw))
+            records: Any = body.opportunities
+        else:
+            records = read_csv(io.BytesIO(csv), name=name)
+            body = ForecastRequest.model_validate({**(fields or {}), "opportunities": [{}]})
+    except ValidationError as exc:  # sent back as the 422 it answers: pydantic's error does not pickle
+        raise schema_error(exc) from None
+    stages = stages_of(body.stages)
+    sims = body.simulations or default_simulations
+    _refuse_cells(_open_deals(records, stages), sims, as_of=body.as_of, horizon=body.horizon, limit=max_cells)
+    result = forecast_records(records=records, history=body.stage_history, stages=stages, as_of=body.as_of,
+                              horizon=body.horizon, target=body.target, by=body.group_by, n_sims=sims,
+                              rng=np.random.default_rng(body.seed))
+    return orjson.dumps(ForecastResponse.model_validate(result.to_dict()).model_dump(mode="json"), option=OPTIONS)
+
+
 @bp.post("/forecast")
 @requires("forecast")
 def forecast() -> Response:
     """Forecast won revenue per period with P10/P50/P90, the chance of the target, stuck deals and metrics."""
-    body, records = _forecast_request()
     settings = runtime().settings
-    stages = stages_of(body.stages)
-    sims = body.simulations or settings.forecast_simulations
-    _check_cost(body, records, stages, sims)
-    # Validation and the forecast both run in the forecast pool: neither holds this worker's other requests.
-    result = workpool.run(settings, forecast_records, records=records, history=body.stage_history, stages=stages,
-                          as_of=body.as_of, horizon=body.horizon, target=body.target, by=body.group_by, n_sims=sims,
-                          rng=np.random.default_rng(body.seed))
-    return jsonify(ForecastResponse.model_validate(result.to_dict()).model_dump(mode="json"))
+    # The worker only reads the body off the wire (parsing a large one took it ~0.25 s of CPU, every other
+    # request of a gevent worker waiting): parsing, checks and the forecast run in the pool.
+    answer = workpool.run(settings, answer_forecast, max_cells=settings.max_forecast_cells,
+                          default_simulations=settings.forecast_simulations, **_posted_forecast())
+    return Response(answer, mimetype="application/json")
 
 
 @bp.post("/pipeline/metrics")
@@ -138,7 +152,8 @@ def stored_forecast() -> Response:
     loaded = stored_pipeline(rt.store)
     deals = loaded[0]
     as_of = query.as_of if query.as_of is not None else present(deals)
-    _refuse_cells(int((deals.opportunities["outcome"] == "open").sum()), sims, as_of=as_of, horizon=query.horizon)
+    _refuse_cells(int((deals.opportunities["outcome"] == "open").sum()), sims, as_of=as_of, horizon=query.horizon,
+                  limit=rt.settings.max_forecast_cells)
     result, snapshot_id = forecast_from_store(rt.store, as_of=as_of, horizon=query.horizon, n_sims=sims,
                                               seed=query.seed, target=query.target, by=query.group_by,
                                               source="api", pipeline=loaded, runner=partial(workpool.run, rt.settings))
