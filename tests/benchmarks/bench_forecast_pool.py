@@ -27,6 +27,7 @@ pytestmark = pytest.mark.bench
 
 DEALS, SIMULATIONS, HORIZON, PERIODS = 20_000, 5_000, "3M", 3
 IDLE_SECONDS = 10.0
+FORECASTS, DURING_SECONDS = 3, 10.0
 
 
 def server_cpu(served: Served) -> float:
@@ -55,11 +56,15 @@ def test_scoring_latency_while_a_maximal_forecast_runs(tmp_path: Path, trained_d
         took: list[float] = []
 
         def forecast() -> None:
+            # Back to back, at least FORECASTS of them and DURING_SECONDS in all: one forecast of ~1 s gave a few
+            # hundred samples, whose p99 is the 4th-slowest answer and swung from 1.1x to 2.2x between runs.
             with served.client(timeout=900) as other:
-                started = time.perf_counter()
-                status, body = other.call("POST", "/v1/forecast", request)
-                took.append(time.perf_counter() - started)
-                assert status == 200, body
+                begun = time.perf_counter()
+                while len(took) < FORECASTS or time.perf_counter() - begun < DURING_SECONDS:
+                    started = time.perf_counter()
+                    status, body = other.call("POST", "/v1/forecast", request)
+                    took.append(time.perf_counter() - started)
+                    assert status == 200, body
 
         started_cpu = server_cpu(served)
         with LatencyProbe(served, leads, seconds=900) as busy:
@@ -69,6 +74,7 @@ def test_scoring_latency_while_a_maximal_forecast_runs(tmp_path: Path, trained_d
             busy.stop.set()
         ratios = [percentile(busy.latencies, q) / percentile(idle.latencies, q) for q in (50, 99)]
         print(f"\nforecast_processes = {processes}, load average {os.getloadavg()[0]:.1f}: a {cells:,}-cell forecast "
-              f"took {took[0]:.1f} s (CPU of the workers and pool processes {server_cpu(served) - started_cpu:.1f} s)\n"
+              f"x {len(took)} took {sum(took) / len(took):.1f} s each (CPU of the workers and pool processes "
+              f"{server_cpu(served) - started_cpu:.1f} s)\n"
               f"  idle:   {idle.summary()}\n  during: {busy.summary()}\n"
               f"  ratio during / idle: p50 {ratios[0]:.2f}x, p99 {ratios[1]:.2f}x (target <= 1.20)")
