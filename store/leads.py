@@ -19,14 +19,15 @@ def erase_lead(store: Store, *, lead_id: str) -> dict[str, int]:
     table whose lead_id is an optional link (an opportunity the lead became) keeps its rows, which are the
     account's deal and the pipeline's history, and loses the link: counted as `<table>_unlinked`. `features`
     counts the logged feature sets among the removed predictions (they live in those rows). Tables added by
-    later migrations are covered by the same rule.
+    later migrations are covered by the same rule, except derived ones (first_scores): the database removes
+    their rows with the rows they derive from, and they are not counted a second time.
     """
     removed: dict[str, int] = {}
     with store.begin() as conn:
         features = conn.execute(sa.select(predictions.c.features).where(predictions.c.lead_id == lead_id)).scalars()
         removed["features"] = sum(1 for f in features if f)
         for table in reversed(metadata.sorted_tables):  # children before parents
-            if "lead_id" not in table.c:
+            if "lead_id" not in table.c or "derived_from" in table.info:
                 continue
             rows = table.c.lead_id == lead_id
             if table.c.lead_id.nullable:
@@ -38,7 +39,11 @@ def erase_lead(store: Store, *, lead_id: str) -> dict[str, int]:
 
 
 def purge_predictions(store: Store, *, before: datetime) -> int:
-    """Delete the predictions logged before `before` (naive UTC), in batches; return how many were removed."""
+    """Delete the predictions logged before `before` (naive UTC), in batches; return how many were removed.
+
+    The first-score summary follows in each batch's statement (migration 0007's trigger): a lead whose first
+    score went takes its earliest remaining one, and a lead with none left leaves it.
+    """
     total = 0
     while True:
         with store.begin() as conn:

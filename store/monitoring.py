@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from store.core import Store
 from store.outcomes import chunks
-from store.schema import outcomes, predictions
+from store.schema import first_scores, outcomes, predictions
 
 FEATURE_SAMPLE_ROWS = 50_000  # PSI over 10 bins: sampling error about 10 / 50,000 = 0.0002
 FEATURE_CHUNK = 30_000  # ids per IN (...) query on SQLite (its limit is 32,766 bound values since 3.32)
@@ -49,14 +49,16 @@ def _epoch(conn: Any, column: Any) -> Any:
     return sa.cast(sa.extract("epoch", column), sa.Float)
 
 
-def _filters(model_name: str | None, model_version: str | None, since: datetime | None) -> list[Any]:
+def _filters(table: sa.Table, model_name: str | None, model_version: str | None,
+             since: datetime | None) -> list[Any]:
+    """Return the conditions on `table` (predictions or first_scores) of a model name, version and window."""
     where: list[Any] = []
     if model_version is not None:
-        where.append(predictions.c.model_version == model_version)
+        where.append(table.c.model_version == model_version)
     if model_name is not None:
-        where.append(predictions.c.model_name == model_name)
+        where.append(table.c.model_name == model_name)
     if since is not None:
-        where.append(predictions.c.scored_at >= since)
+        where.append(table.c.scored_at >= since)
     return where
 
 
@@ -72,66 +74,129 @@ def _raw_rows(conn: Any, query: Any) -> list[tuple[Any, ...]]:
     return rows
 
 
-def _first_scores_postgres(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]]:
-    """Return the count of logged rows and (id, seconds, probability, converted) of each lead's first score.
+def _packed(conn: Any, first: Any, total: Any) -> tuple[int, list[np.ndarray]]:
+    """Return `total` and the (id, seconds, probability, converted) columns of the subquery `first`, each as one
+    bytea of its values in binary (float8send and the like, concatenated) read by numpy in one step: a row per lead
+    would cost a Python object per value, and a COPY a protocol message per row."""
+    from sqlalchemy.dialects.postgresql import BYTEA
 
-    The server does the work: ix_predictions_first_score yields a version's rows in (lead, time) order, DISTINCT
-    ON keeps each lead's first, and a merge join with the outcomes' primary key (in the same lead order) marks
-    the converted. Each column comes back as one bytea of its values in binary (float8send and the like,
-    concatenated), read by numpy in one step: a row per lead would cost a Python object per value, and a
-    COPY a protocol message per row.
-    """
-    from sqlalchemy.dialects.postgresql import BYTEA, distinct_on
-
-    total = int(conn.execute(sa.select(sa.func.count()).select_from(predictions).where(*where)).scalar())
-    if not total:
-        return 0, []
-    converted = sa.cast(sa.cast(outcomes.c.lead_id.is_not(None), sa.Integer), sa.SmallInteger)
-    first = (sa.select(predictions.c.id.label("id"), _epoch(conn, predictions.c.scored_at).label("seconds"),
-                       predictions.c.probability.label("probability"), converted.label("converted"))
-             .select_from(predictions.outerjoin(outcomes, sa.and_(outcomes.c.lead_id == predictions.c.lead_id,
-                                                                  outcomes.c.converted)))
-             .where(*where).ext(distinct_on(predictions.c.lead_id))
-             .order_by(predictions.c.lead_id, predictions.c.scored_at, predictions.c.id)).subquery()
     empty = sa.literal(b"", BYTEA)
     packed = [sa.func.string_agg(getattr(sa.func, send)(first.c[name]), empty)
               for send, name in (("int8send", "id"), ("float8send", "seconds"), ("float8send", "probability"),
                                  ("int2send", "converted"))]
-    compiled = sa.select(*packed).compile(dialect=conn.dialect)
+    compiled = sa.select(total, *packed).compile(dialect=conn.dialect)
     cursor = conn.connection.driver_connection.cursor(binary=True)  # bytea as raw bytes, not hex text
     try:
         row = cursor.execute(str(compiled), compiled.params).fetchone()
     finally:
         cursor.close()
-    return total, [np.frombuffer(row[k], dtype=dtype).astype(cast)
-                   for k, (dtype, cast) in enumerate(((">i8", np.int64), (">f8", np.float64), (">f8", np.float64),
-                                                      (">i2", bool)))]
+    if not row[0]:
+        return 0, []
+    return int(row[0]), [np.frombuffer(row[k + 1], dtype=dtype).astype(cast)
+                         for k, (dtype, cast) in enumerate(((">i8", np.int64), (">f8", np.float64),
+                                                            (">f8", np.float64), (">i2", bool)))]
 
 
-def _first_scores_sqlite(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]]:
-    """Return the count of logged rows and (id, seconds, probability, converted) of each lead's first score.
+def _converted() -> Any:
+    return sa.cast(sa.cast(outcomes.c.lead_id.is_not(None), sa.Integer), sa.SmallInteger).label("converted")
 
-    SQLite reads the rows from ix_predictions_first_score in (lead, time) order, so a lead's first score is the
-    row whose lead differs from the one before; the converted leads are a set looked up once per lead. Both are
-    cheaper here than SQLite's window functions or a join of a million index look-ups (measured).
+
+def _with_outcomes(table: Any, lead_id: Any) -> Any:
+    return table.outerjoin(outcomes, sa.and_(outcomes.c.lead_id == lead_id, outcomes.c.converted))
+
+
+def _summary_postgres(conn: Any, where: list[Any], *, one_key: bool) -> tuple[int, list[np.ndarray]]:
+    """Return the count of logged rows and (id, seconds, probability, converted) of each lead's first score, from
+    first_scores: one row per lead when the version and name are both given (`one_key`), else the earliest of each
+    lead's rows by (scored_at, id), as in the log."""
+    from sqlalchemy.dialects.postgresql import distinct_on
+
+    f = first_scores
+    columns = (f.c.prediction_id.label("id"), _epoch(conn, f.c.scored_at).label("seconds"),
+               f.c.probability.label("probability"), _converted())
+    if one_key:
+        first = (sa.select(*columns, f.c.rows_logged).select_from(_with_outcomes(f, f.c.lead_id))
+                 .where(*where).subquery())
+        return _packed(conn, first, sa.func.sum(first.c.rows_logged))
+    # Window functions run before DISTINCT ON: the total counts every key's rows, not only the kept ones.
+    first = (sa.select(*columns, sa.func.sum(f.c.rows_logged).over().label("total"))
+             .select_from(_with_outcomes(f, f.c.lead_id)).where(*where).ext(distinct_on(f.c.lead_id))
+             .order_by(f.c.lead_id, f.c.scored_at, f.c.prediction_id)).subquery()
+    return _packed(conn, first, sa.func.max(first.c.total))
+
+
+def _window_postgres(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]]:
+    """Return the count of logged rows in a window and (id, seconds, probability, converted) of each lead's first
+    score in it, from the log itself.
+
+    ix_predictions_first_score yields a version's rows in (lead, time) order, DISTINCT ON keeps each lead's first,
+    and a merge join with the outcomes' primary key (in the same lead order) marks the converted.
     """
-    query = (sa.select(predictions.c.id, predictions.c.lead_id, _epoch(conn, predictions.c.scored_at),
-                       predictions.c.probability)
-             .where(*where).order_by(predictions.c.lead_id, predictions.c.scored_at, predictions.c.id))
+    from sqlalchemy.dialects.postgresql import distinct_on
+
+    p = predictions
+    total = int(conn.execute(sa.select(sa.func.count()).select_from(p).where(*where)).scalar())
+    if not total:
+        return 0, []
+    first = (sa.select(p.c.id.label("id"), _epoch(conn, p.c.scored_at).label("seconds"),
+                       p.c.probability.label("probability"), _converted())
+             .select_from(_with_outcomes(p, p.c.lead_id))
+             .where(*where).ext(distinct_on(p.c.lead_id))
+             .order_by(p.c.lead_id, p.c.scored_at, p.c.id)).subquery()
+    return total, _packed(conn, first, sa.literal(total))[1]
+
+
+def _first_of_each_lead(rows: list[tuple[Any, ...]], *, grouped: bool) -> list[np.ndarray]:
+    """Return (id, seconds, probability) and the lead ids of `rows` (id, lead_id, seconds, probability, ...): each
+    lead's first row when `grouped` (rows in (lead, time, id) order), else every row (one per lead already)."""
+    n = len(rows)
+    lead_ids = np.asarray(list(map(operator.itemgetter(1), rows)), dtype=object)
+    first = np.ones(n, dtype=bool)
+    if grouped:
+        first[1:] = lead_ids[1:] != lead_ids[:-1]
+    return [np.fromiter(map(operator.itemgetter(k), rows), dtype, n)[first]
+            for k, dtype in ((0, np.int64), (2, np.float64), (3, np.float64))] + [lead_ids[first]]
+
+
+def _marked_converted(conn: Any, columns: list[np.ndarray]) -> list[np.ndarray]:
+    """Return (id, seconds, probability, converted) from (id, seconds, probability, lead ids): the converted leads
+    are a set looked up once per lead, cheaper on SQLite than a join of a million index look-ups (measured)."""
+    converted_ids = {r[0] for r in _raw_rows(conn, sa.select(outcomes.c.lead_id).where(outcomes.c.converted))}
+    lead_ids = columns[3]
+    return [*columns[:3], np.fromiter(map(converted_ids.__contains__, lead_ids), bool, len(lead_ids))]
+
+
+def _summary_sqlite(conn: Any, where: list[Any], *, one_key: bool) -> tuple[int, list[np.ndarray]]:
+    """Return the count of logged rows and (id, seconds, probability, converted) of each lead's first score, from
+    first_scores (see _summary_postgres)."""
+    f = first_scores
+    query = sa.select(f.c.prediction_id, f.c.lead_id, _epoch(conn, f.c.scored_at), f.c.probability,
+                      f.c.rows_logged).where(*where)
+    if not one_key:
+        query = query.order_by(f.c.lead_id, f.c.scored_at, f.c.prediction_id)
+    rows = _raw_rows(conn, query)
+    if not rows:
+        return 0, []
+    total = sum(map(operator.itemgetter(4), rows))
+    columns = _first_of_each_lead(rows, grouped=not one_key)
+    del rows
+    return total, _marked_converted(conn, columns)
+
+
+def _window_sqlite(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]]:
+    """Return the count of logged rows in a window and (id, seconds, probability, converted) of each lead's first
+    score in it, from the log itself: ix_predictions_first_score gives the rows in (lead, time) order, so a lead's
+    first score is the row whose lead differs from the one before (cheaper than SQLite's window functions)."""
+    p = predictions
+    query = (sa.select(p.c.id, p.c.lead_id, _epoch(conn, p.c.scored_at), p.c.probability)
+             .where(*where).order_by(p.c.lead_id, p.c.scored_at, p.c.id))
     rows = _raw_rows(conn, query)
     if not rows:
         return 0, []
     n = len(rows)
-    lead_ids = np.asarray(list(map(operator.itemgetter(1), rows)), dtype=object)
-    first = np.ones(n, dtype=bool)
-    first[1:] = lead_ids[1:] != lead_ids[:-1]
-    ids, seconds, probability = (np.fromiter(map(operator.itemgetter(k), rows), dtype, n)[first]
-                                 for k, dtype in ((0, np.int64), (2, np.float64), (3, np.float64)))
-    lead_ids = lead_ids[first]
+    columns = _first_of_each_lead(rows, grouped=True)
     del rows
-    converted_ids = {r[0] for r in _raw_rows(conn, sa.select(outcomes.c.lead_id).where(outcomes.c.converted))}
-    converted = np.fromiter(map(converted_ids.__contains__, lead_ids), bool, len(lead_ids))
-    return n, [ids, seconds, probability, converted]
+    return n, _marked_converted(conn, columns)
 
 
 def logged_scores(store: Store, *, model_name: str | None, model_version: str | None, since: datetime | None,
@@ -140,12 +205,19 @@ def logged_scores(store: Store, *, model_name: str | None, model_version: str | 
 
     A lead's first score is its earliest by (scored_at, id) within the window; the scores come back in that
     time order. The features are those of an even sample of the first scores (every k-th in time order),
-    fetched by id.
+    fetched by id. Without `since` the first scores come from first_scores, one row per lead; with it, from the
+    log, since a lead first scored before `since` and again after counts from its first score in the window,
+    which the summary does not hold.
     """
-    where = _filters(model_name, model_version, since)
     with store.begin() as conn:
-        first_scores = _first_scores_postgres if conn.dialect.name == "postgresql" else _first_scores_sqlite
-        total, columns = first_scores(conn, where)
+        postgres = conn.dialect.name == "postgresql"
+        if since is None:
+            summary = _summary_postgres if postgres else _summary_sqlite
+            total, columns = summary(conn, _filters(first_scores, model_name, model_version, None),
+                                     one_key=model_name is not None and model_version is not None)
+        else:
+            window = _window_postgres if postgres else _window_sqlite
+            total, columns = window(conn, _filters(predictions, model_name, model_version, since))
         if not total:
             return Logged(scores=pd.DataFrame(columns=["scored_at", "probability", "converted"]),
                           features=pd.DataFrame(), rows=0)
@@ -191,7 +263,7 @@ def training_frame(store: Store, *, spec: Any, since: datetime | None, now: date
                    model_name: str | None = None) -> pd.DataFrame:
     """Return one row per lead with a matured outcome: its first logged feature values, the time it was first
     scored (as the spec's created-at column), the `as_of` it was scored at, and the outcome as the spec's target."""
-    where = _filters(model_name, None, since)
+    where = _filters(predictions, model_name, None, since)
     query = (sa.select(predictions.c.lead_id, predictions.c.scored_at, predictions.c.as_of,
                        sa.type_coerce(predictions.c.features, sa.Text), outcomes.c.converted)
              .select_from(predictions.outerjoin(outcomes, outcomes.c.lead_id == predictions.c.lead_id))

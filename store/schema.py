@@ -146,3 +146,18 @@ forecast_snapshots = sa.Table(
     sa.Index("ix_forecast_snapshots_made_at", "made_at"),
     sa.Index("ix_forecast_snapshots_as_of", "as_of"),
 )
+
+# Model health's first-score summary (migration 0007): per model version, name and lead, the first logged score
+# by (scored_at, id) and how many rows were logged. Triggers on predictions keep it in the statement that adds or
+# removes the rows, so it is derived data: erasure counts the predictions, not these rows.
+first_scores = sa.Table(
+    "first_scores", metadata,
+    sa.Column("model_version", sa.String(64), primary_key=True),
+    sa.Column("model_name", sa.String(128), primary_key=True),
+    sa.Column("lead_id", sa.String(256), primary_key=True),
+    sa.Column("prediction_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
+    sa.Column("scored_at", sa.DateTime, nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("rows_logged", sa.BigInteger, nullable=False),
+    info={"derived_from": "predictions"},
+)

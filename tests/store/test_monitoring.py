@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
 
 from store import Store
-from store.monitoring import logged_scores
-from store.schema import outcomes, predictions
+from store.leads import erase_lead, purge_predictions
+from store.monitoring import Logged, logged_scores
+from store.predictions import PredictionLog
+from store.schema import first_scores, outcomes, predictions
 
 T0 = datetime(2026, 6, 1)
 # Ids a CSV transfer could mangle: a comma, a quote, a line break, leading zeros, an empty-looking value.
@@ -66,3 +73,118 @@ def test_the_first_score_of_a_lead_is_its_earliest_by_time_then_id_within_the_wi
     assert since.rows == 4
     assert since.scores["probability"].tolist() == [0.3, 0.1, 0.6]
     assert sorted(since.features["lead_id"]) == ["a", "b", "c"]
+
+
+def _summary(store: Store) -> list[tuple[object, ...]]:
+    """Return first_scores as (name, version, lead, minute of the first score, its probability, rows logged)."""
+    with store.begin() as conn:
+        rows = conn.execute(sa.select(first_scores).order_by(first_scores.c.model_name, first_scores.c.lead_id,
+                                                           first_scores.c.model_version))
+        return [(r.model_name, r.model_version, r.lead_id, (r.scored_at - T0) / timedelta(minutes=1), r.probability,
+                 r.rows_logged) for r in rows]
+
+
+def _recomputed(store: Store) -> list[tuple[object, ...]]:
+    """Return what first_scores should hold, computed from scratch from the predictions left in the log."""
+    with store.begin() as conn:
+        rows = conn.execute(sa.select(predictions).order_by(predictions.c.scored_at, predictions.c.id)).all()
+    first: dict[tuple[str, str, str], Any] = {}
+    count: dict[tuple[str, str, str], int] = {}
+    for r in rows:
+        key = (r.model_name, r.model_version, r.lead_id)
+        first.setdefault(key, r)
+        count[key] = count.get(key, 0) + 1
+    return [(*key, (r.scored_at - T0) / timedelta(minutes=1), r.probability, count[key])
+            for key, r in sorted(first.items(), key=lambda item: (item[0][0], item[0][2], item[0][1]))]
+
+
+def _same_as_the_log(store: Store, *, model_name: str | None) -> Logged:
+    """Check that monitoring read from first_scores equals the query of the log itself (a window from before the
+    first score holds every row, so it reads the log); return the summary's answer."""
+    summary = logged_scores(store, model_name=model_name, model_version="1", since=None, now=NOW, maturity_days=15)
+    log = logged_scores(store, model_name=model_name, model_version="1", since=T0 - timedelta(days=1), now=NOW,
+                        maturity_days=15)
+    assert summary.rows == log.rows
+    pd.testing.assert_frame_equal(summary.scores, log.scores, check_exact=True)
+    pd.testing.assert_frame_equal(summary.features, log.features, check_exact=True)
+    return summary
+
+
+NOW = T0 + timedelta(days=30)
+
+
+def test_the_summary_keeps_the_first_score_through_late_batches_ties_erasure_and_purge(store: Store) -> None:
+    # Three batches through the prediction log's writer (COPY on PostgreSQL, one INSERT on SQLite), ids 1-8:
+    #   1: a@10 p=0.1 (id 1), b@7 p=0.3 (id 2)
+    #   2: a@5 p=0.2 (id 3, later batch, earlier time: a's first), b@7 p=0.4 (id 4, a tie: b keeps id 2),
+    #      c@1 p=0.5 (id 5)
+    #   3: c@1 p=0.6 (id 6, a tie: c keeps id 5), a@20 p=0.7 (id 7), and name n's a@0 p=0.9 (id 8, its own key)
+    log = PredictionLog(store, batch_rows=100)
+    for batch in ([_row("a", 10, 0.1), _row("b", 7, 0.3)],
+                  [_row("a", 5, 0.2), _row("b", 7, 0.4), _row("c", 1, 0.5)],
+                  [_row("c", 1, 0.6), _row("a", 20, 0.7), {**_row("a", 0, 0.9), "model_name": "n"}]):
+        assert log.record(len(batch), lambda batch=batch: batch)
+        assert log.flush(timeout=10)
+    log.close()
+    assert _summary(store) == _recomputed(store) == [
+        ("m", "1", "a", 5.0, 0.2, 3), ("m", "1", "b", 7.0, 0.3, 2), ("m", "1", "c", 1.0, 0.5, 2),
+        ("n", "1", "a", 0.0, 0.9, 1)]
+    with store.begin() as conn:
+        conn.execute(outcomes.insert(), [{"lead_id": "b", "converted": True, "converted_at": T0, "recorded_at": T0,
+                                          "updated_at": T0, "source": "api"}])
+    # Name m in time order c (1), a (5), b (7); 30 days on all matured, b converted; 3 + 2 + 2 = 7 rows.
+    m = _same_as_the_log(store, model_name="m")
+    assert (m.rows, m.scores["probability"].tolist(), m.scores["converted"].tolist()) == (
+        7, [0.5, 0.2, 0.3], [0.0, 0.0, 1.0])
+    # Every name: a's first is n's a@0 (p=0.9), before m's a@5; 7 + 1 = 8 rows.
+    every = _same_as_the_log(store, model_name=None)
+    assert (every.rows, every.scores["probability"].tolist()) == (8, [0.9, 0.5, 0.3])
+
+    removed = erase_lead(store, lead_id="b")
+    assert removed["predictions"] == 2 and "first_scores" not in removed  # derived rows are not counted twice
+    assert _summary(store) == _recomputed(store) == [
+        ("m", "1", "a", 5.0, 0.2, 3), ("m", "1", "c", 1.0, 0.5, 2), ("n", "1", "a", 0.0, 0.9, 1)]
+
+    # Purging before minute 6 removes a@5 (a's first: a@10 p=0.1 is next, 3 - 1 = 2 rows left), both c@1 (c has
+    # none left) and n's a@0 (none left).
+    assert purge_predictions(store, before=T0 + timedelta(minutes=6)) == 4
+    assert _summary(store) == _recomputed(store) == [("m", "1", "a", 10.0, 0.1, 2)]
+    left = _same_as_the_log(store, model_name="m")
+    assert (left.rows, left.scores["probability"].tolist()) == (2, [0.1])
+    # A late batch with an earlier time than the stored first takes its place: a@8 p=0.8 (3 rows now).
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("a", 8, 0.8)])
+    assert _summary(store) == _recomputed(store) == [("m", "1", "a", 8.0, 0.8, 3)]
+
+
+def test_a_purge_in_several_batches_recomputes_the_summary_from_what_remains(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lead a scored at minutes 0..5 (p = 0.10..0.15), lead b at minute 2 and 9; 2 rows a purge batch, so purging
+    # before minute 4 deletes a@0..3 and b@2 in 3 batches: a's first becomes a@4 (p=0.14) with 2 rows, b's b@9.
+    monkeypatch.setattr("store.leads.PURGE_ROWS", 2)
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("a", m, 0.10 + m / 100) for m in range(6)]
+                     + [_row("b", 2, 0.5), _row("b", 9, 0.6)])
+    assert purge_predictions(store, before=T0 + timedelta(minutes=4)) == 5
+    assert _summary(store) == _recomputed(store) == [("m", "1", "a", 4.0, 0.14, 2), ("m", "1", "b", 9.0, 0.6, 1)]
+    _same_as_the_log(store, model_name="m")
+
+
+def test_the_migration_fills_the_summary_from_the_predictions_already_logged(database_url: str) -> None:
+    # A store at 0006 with a@10 p=0.1, a@5 p=0.2, b@7 p=0.3, b@7 p=0.4 (ids 1-4), and version 2's a@0 p=0.9.
+    store = Store(database_url)
+    store.upgrade("0006")
+    with store.engine.begin() as conn:
+        conn.execute(predictions.insert(), [_row("a", 10, 0.1), _row("a", 5, 0.2), _row("b", 7, 0.3),
+                                            _row("b", 7, 0.4), {**_row("a", 0, 0.9), "model_version": "2"}])
+    assert store.upgrade() == ("0006", "0007")
+    # a's first is a@5 (2 rows), b's the tie's lower id p=0.3 (2 rows), version 2 a key of its own.
+    assert _summary(store) == _recomputed(store) == [
+        ("m", "1", "a", 5.0, 0.2, 2), ("m", "2", "a", 0.0, 0.9, 1), ("m", "1", "b", 7.0, 0.3, 2)]
+    # The triggers run from then on: b@6 p=0.5 is b's first now, 3 rows.
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("b", 6, 0.5)])
+    assert _summary(store) == _recomputed(store) == [
+        ("m", "1", "a", 5.0, 0.2, 2), ("m", "2", "a", 0.0, 0.9, 1), ("m", "1", "b", 6.0, 0.5, 3)]
+    _same_as_the_log(store, model_name="m")
+    store.dispose()
