@@ -35,6 +35,11 @@ EMPTY = ("the store holds no opportunities: sync an export first (`leadcast sync
          "them with PUT /v1/opportunities")
 
 
+class EmptyPipeline(ForecastInputError):
+    """Raised when a forecast is asked of a store that holds no opportunities: a state to fix first (PUT or sync
+    the deals), not an invalid input."""
+
+
 class SnapshotNotFound(StoreError):
     """Raised for a forecast snapshot id that the store does not hold."""
 
@@ -61,12 +66,13 @@ def sync(store: Store, deals: pd.DataFrame, *, stages: StageConfig, source: str,
         return sync_opportunities(store, deals, observed_at=when, source=source, stages=stages_table(stages))
 
 
-def stored_pipeline(store: Store) -> tuple[Pipeline, int]:
+def stored_pipeline(store: Store, *, empty_ok: bool = False) -> tuple[Pipeline, int]:
     """Return the stored pipeline as the file path would load it (the same value layer and checks), and the last
-    event it includes."""
+    event it includes; raise EmptyPipeline for a store without opportunities unless `empty_ok` (metrics and
+    accuracy of no deals are zeros and empty lists, a forecast of none is undefined)."""
     stored = read_pipeline(store)
-    if stored.opportunities.empty:
-        raise ForecastInputError(EMPTY)
+    if stored.opportunities.empty and not empty_ok:
+        raise EmptyPipeline(EMPTY)
     stages = StageConfig.from_mapping(stored.stages) if stored.stages else DEFAULT_STAGES
     deals = frame_from_records(stored.opportunities, contract=OPPORTUNITY, stages=stages, source="store")
     history = None
@@ -156,7 +162,7 @@ def flow(store: Store, *, from_id: int, to_id: int | None = None) -> tuple[DealF
 
 def live_rows(store: Store, *, now: pd.Timestamp, opportunities: pd.DataFrame | None = None) -> pd.DataFrame:
     """Return the saved forecasts' periods that have ended by `now`, against the revenue the store shows won."""
-    deals = opportunities if opportunities is not None else stored_pipeline(store)[0].opportunities
+    deals = opportunities if opportunities is not None else stored_pipeline(store, empty_ok=True)[0].opportunities
     return live_accuracy(all_snapshots(store), deals, now=now)
 
 

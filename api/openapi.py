@@ -68,7 +68,8 @@ def _example(summary: str, value: dict[str, Any]) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Malformed JSON", 401: "No or invalid API key", 403: "The key lacks the scope",
             404: "No such model, saved forecast or route (a lead id that is `score`, `outcomes` or ends in "
-                 "`/scores`)", 413: "Body too large", 415: "Body is not JSON",
+                 "`/scores`)", 409: "The store holds no opportunities: PUT /v1/opportunities (or `leadcast sync "
+                                    "opportunities FILE`) first", 413: "Body too large", 415: "Body is not JSON",
             422: "Invalid records (index and field named)", 429: "Rate limit exceeded (see Retry-After)",
             503: "No model loaded, the store is unavailable, or (forecasts) every forecast process is busy or the "
                  "forecast ran past its timeout; see Retry-After"}
@@ -202,6 +203,8 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
         }},
         "/v1/forecasts/accuracy": {"get": {
             "summary": "Live accuracy: saved forecasts against the revenue booked once their periods ended",
+            "description": "With no saved forecast (an empty store among them) no period is scored: 200 with "
+                           "`periods` 0 and no rows.",
             "security": secured,
             "parameters": _query(AccuracyQuery),
             "responses": {"200": {"description": "Scored periods and their MAPE, bias and coverage",
@@ -210,11 +213,13 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
         }},
         "/v1/forecast": {"get": {
             "summary": "Forecast the stored pipeline and its stored stage history (saved as a snapshot)",
+            "description": "A store that holds no opportunities has nothing to forecast: 409, and nothing is saved, "
+                           "until deals are sent with PUT /v1/opportunities. The query is checked first (422).",
             "security": secured,
             "parameters": _query(StoredForecastQuery),
             "responses": {"200": {"description": "The forecast and the id it was saved under",
                                   "content": {JSON: {"schema": _ref(StoredForecastResponse)}}},
-                          **_errors(401, 403, 422, 429, 503)},
+                          **_errors(401, 403, 409, 422, 429, 503)},
         }, "post": {
             "summary": "Forecast revenue with P10/P50/P90 ranges, stuck deals and metrics",
             "security": secured,
@@ -228,6 +233,9 @@ def build_openapi(*, max_batch: int, version: str) -> dict[str, Any]:
         }},
         "/v1/pipeline/metrics": {"get": {
             "summary": "The brief's pipeline metrics of the stored pipeline, optionally grouped",
+            "description": "`as_of` defaults to the day after the last date the stored pipeline mentions. An empty "
+                           "store is an empty pipeline: 200 with zero counts and amounts, null rates and no groups, "
+                           "as of `as_of` or else today (UTC).",
             "security": secured,
             "parameters": _query(StoredMetricsQuery),
             "responses": {"200": {"description": "The metrics", "content": {JSON: {"schema": _ref(MetricsResponse)}}},

@@ -15,7 +15,7 @@ from api import workpool
 from api.errors import ApiError, schema_error
 from api.http import json_body, json_bytes, parse_body, requires, runtime
 from api.jsonio import OPTIONS
-from api.live import forecast_from_store, present, stored_pipeline
+from api.live import EmptyPipeline, forecast_from_store, now_utc, present, stored_pipeline
 from api.schemas import (
     ForecastRequest,
     ForecastResponse,
@@ -149,7 +149,11 @@ def stored_forecast() -> Response:
     query = StoredForecastQuery.model_validate(request.args.to_dict())
     rt = runtime()
     sims = query.simulations or rt.settings.forecast_simulations
-    loaded = stored_pipeline(rt.store)
+    try:
+        loaded = stored_pipeline(rt.store)
+    except EmptyPipeline as exc:
+        # Nothing to forecast is the store's state, not the request's fault: 409 says what to send first.
+        raise ApiError(409, "conflict", str(exc)) from exc
     deals = loaded[0]
     as_of = query.as_of if query.as_of is not None else present(deals)
     _refuse_cells(int((deals.opportunities["outcome"] == "open").sum()), sims, as_of=as_of, horizon=query.horizon,
@@ -166,7 +170,10 @@ def stored_forecast() -> Response:
 def stored_metrics() -> Response:
     """Return the pipeline metrics of the stored pipeline, grouped as asked."""
     query = StoredMetricsQuery.model_validate(request.args.to_dict())
-    deals, _ = stored_pipeline(runtime().store)
-    result = pipeline_metrics(deals.opportunities, stages=deals.stages, history=deals.history, as_of=query.as_of,
+    deals, _ = stored_pipeline(runtime().store, empty_ok=True)
+    as_of = query.as_of
+    if as_of is None and deals.opportunities.empty:
+        as_of = now_utc().date()  # an empty store mentions no day: as of today, as live accuracy's default is
+    result = pipeline_metrics(deals.opportunities, stages=deals.stages, history=deals.history, as_of=as_of,
                               by=query.group_by, spend=query.spend)
     return jsonify(MetricsResponse.model_validate(result).model_dump(mode="json", exclude_unset=True))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 import pytest
 
 from api.app import create_app
+from api.openapi import build_openapi
 from crmdata.synthetic import generate_opportunities
 from store import Store
 from store.pipeline import opportunity_events_of
@@ -74,7 +75,7 @@ def test_an_invalid_record_names_its_index_and_field_and_nothing_is_stored(servi
     assert locs[("opportunities", 1, "amount")].startswith("is not a number")
     assert locs[("opportunities", 3, "stage")].startswith("unknown stage")
     empty = service.get("/v1/forecast?as_of=2026-07-01", who="forecast")
-    assert empty.status_code == 422 and "the store holds no opportunities" in empty.json["error"]["message"]
+    assert empty.status_code == 409 and "the store holds no opportunities" in empty.json["error"]["message"]
 
 
 @pytest.mark.parametrize("query, field", [("as_of=someday", "as_of"), ("horizon=3X", "horizon"),
@@ -202,3 +203,76 @@ def test_observed_at_is_a_time_as_text_not_a_number(service: Service, observed_a
     response = put(service, {"opportunities": [DEAL], "observed_at": observed_at})
     assert response.status_code == 422
     assert response.json["error"]["details"][0]["loc"][:1] == ["observed_at"]
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def _answer_schema(path: str, status: int) -> dict[str, Any]:
+    """Return the document's schema of a GET's answer with `status`, resolvable on its own."""
+    document = build_openapi(max_batch=10, version="0")
+    schema = document["paths"][path]["get"]["responses"][str(status)]["content"]["application/json"]["schema"]
+    return {**schema, "components": document["components"]}
+
+
+def test_a_forecast_of_an_empty_store_is_409_saying_what_to_put_and_saves_nothing(store_service: Service) -> None:
+    # A GET has no input to be invalid (422 was the answer): the store's state is what is missing.
+    from jsonschema import Draft202012Validator
+
+    service = store_service
+    for query in ("", "?as_of=2026-07-01&horizon=3M&simulations=100&group_by=owner"):
+        empty = service.get(f"/v1/forecast{query}", who="forecast")
+        assert empty.status_code == 409, empty.json
+        assert empty.json["error"]["code"] == "conflict" and "PUT /v1/opportunities" in empty.json["error"]["message"]
+        Draft202012Validator(_answer_schema("/v1/forecast", 409)).validate(empty.json)
+    assert service.get("/v1/forecast?as_of=someday", who="forecast").status_code == 422  # the query is read first
+    assert service.get("/v1/forecasts", who="forecast").json["total"] == 0  # nothing was saved
+    assert put(service, {"opportunities": [DEAL, {**DEAL, "opportunity_id": "B", "stage": "proposal",
+                                                  "closed_at": None, "won_amount": None}]}).status_code == 200
+    made = service.get("/v1/forecast?as_of=2026-02-01&simulations=100", who="forecast")
+    assert made.status_code == 200 and made.json["snapshot_id"] == 1
+
+
+def test_the_metrics_of_an_empty_store_are_zeros_as_of_the_day_asked_or_today(store_service: Service) -> None:
+    from jsonschema import Draft202012Validator
+
+    service = store_service
+    before = _today()
+    plain = service.get("/v1/pipeline/metrics", who="forecast")
+    after = _today()
+    assert plain.status_code == 200, plain.json
+    assert plain.json["as_of"] in {before, after}  # no day stored: today (UTC)
+    grouped = service.get("/v1/pipeline/metrics?as_of=2026-07-01&group_by=owner&spend=5000", who="forecast")
+    assert grouped.status_code == 200, grouped.json
+    body = grouped.json
+    # No deals: every count and amount is 0, every rate is undefined (null), no group, no month, no product.
+    assert body["as_of"] == "2026-07-01" and body["by"] == "owner"
+    assert (body["open_deals"], body["open_pipeline"], body["won_deals"], body["won_revenue"]) == (0, 0.0, 0, 0.0)
+    assert (body["win_rate"], body["average_deal_size"], body["required_coverage"],
+            body["customer_acquisition_cost"]) == (None, None, None, None)
+    assert (body["groups"], body["monthly_revenue"], body["product_mix"]) == ([], [], [])
+    assert [(s["stage"], s["reached"]) for s in body["stages"]] == [
+        ("lead_generation", 0), ("qualification", 0), ("contact", 0), ("proposal", 0), ("closing", 0)]
+    for answer in (plain, grouped):
+        Draft202012Validator(_answer_schema("/v1/pipeline/metrics", 200)).validate(answer.json)
+    # The query is still read: a bad one is 422 naming the parameter.
+    bad = service.get("/v1/pipeline/metrics?group_by=colour", who="forecast")
+    assert bad.status_code == 422 and bad.json["error"]["details"][0]["loc"] == ["group_by"]
+
+
+def test_the_accuracy_and_saved_forecasts_of_an_empty_store_are_empty_lists(store_service: Service) -> None:
+    service = store_service
+    before = _today()
+    accuracy = service.get("/v1/forecasts/accuracy", who="forecast")
+    after = _today()
+    assert accuracy.status_code == 200, accuracy.json
+    assert accuracy.json["as_of"] in {before, after}
+    assert {k: v for k, v in accuracy.json.items() if k != "as_of"} == \
+        {"periods": 0, "mape": None, "bias": None, "coverage": None, "rows": []}
+    dated = service.get("/v1/forecasts/accuracy?as_of=2026-07-01", who="forecast").json
+    assert dated["as_of"] == "2026-07-01" and dated["rows"] == []
+    assert service.get("/v1/forecasts", who="forecast").json == {"forecasts": [], "total": 0, "limit": 50,
+                                                                 "offset": 0}
+    missing = service.get("/v1/forecasts/deal-flow?from=1", who="forecast")
+    assert missing.status_code == 404 and "no saved forecast has id 1" in missing.json["error"]["message"]
