@@ -14,16 +14,18 @@ per score) is cached per worker and refreshed in the background, a dictionary lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from store import Store, StoreUnavailable
-from store.history import Ranks, latest_score, latest_scores, score_counts, trend
+from store.history import AskedScore, Ranks, latest_score, latest_scores, score_counts, trend
 
 if TYPE_CHECKING:
     from api.serving import Served
@@ -150,9 +152,21 @@ class ScoreContext:
             self._last_log = self._clock()
             log.warning("score trends and percentiles off for %.0fs: %s", self.outage_pause, exc)
 
-    def annotate(self, *, model: dict[str, str], lead_ids: list[str | None], scores: list[dict[str, Any]]) -> None:
+    def ask(self, *, model_name: str, lead_id: str) -> AskedScore | None:
+        """Ask the store now for the lead's previous score by `model_name`, to be read by `annotate` once the
+        lead is scored; None when no question is needed (a fresh cached score, or an outage pause)."""
+        if self._clock() < self._paused_until or self.latest.get(model_name, lead_id) is not None:
+            return None
+        try:
+            return AskedScore(self.store, model_name=model_name, lead_id=lead_id)
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
+            return None
+
+    def annotate(self, *, model: dict[str, str], lead_ids: list[str | None], scores: list[dict[str, Any]],
+                 asked: AskedScore | None = None) -> None:
         """Set `trend` and `percentile` on each score (null for a lead without its own id, or when the store
-        is unavailable)."""
+        is unavailable); a lead's previous score comes from `asked` when that asked for it."""
         previous: dict[str, int] = {}
         ranks: Ranks | None = None
         if self._clock() >= self._paused_until:
@@ -163,8 +177,12 @@ class ScoreContext:
                     if lead_id is not None and (cached := self.latest.get(name, lead_id)) is not None:
                         previous[lead_id] = cached
                 missed = list(dict.fromkeys(i for i in lead_ids if i is not None and i not in previous))
-                if len(missed) == 1:  # one lead: the driver's own lookup, the cheapest round trip
-                    if (found := latest_score(self.store, model_name=name, lead_id=missed[0])) is not None:
+                if len(missed) == 1:  # one lead: asked already while it was scored, or the driver's own lookup
+                    if asked is not None and (asked.model_name, asked.lead_id) == (name, missed[0]):
+                        found = asked.result()
+                    else:
+                        found = latest_score(self.store, model_name=name, lead_id=missed[0])
+                    if found is not None:
                         previous[missed[0]] = found
                 elif missed:
                     with self.store.reading() as conn:
@@ -185,10 +203,28 @@ class ScoreContext:
                                      for lead_id, item in zip(lead_ids, scores, strict=True) if lead_id is not None])
 
 
+_NOTHING_ASKED: AbstractContextManager[None] = contextlib.nullcontext()
+
+
+def ask_previous_score(context: ScoreContext | None, served: Served, records: list[dict[str, Any]]
+                       ) -> AbstractContextManager[AskedScore | None]:
+    """Ask the store for the previous score of a single lead before it is scored (the round trip then overlaps
+    the scoring), as a context that gives back what was not read; nothing asked for a batch, with the log off,
+    or for a lead without a text id (the plain lookup answers those, see `ScoreContext.annotate`)."""
+    if context is None or len(records) != 1:
+        return _NOTHING_ASKED
+    lead_id = records[0].get(served.scorer.spec.id_column or "")
+    # The id as sent; the scorer's own reading of it is compared in annotate, and a difference asks again.
+    if not isinstance(lead_id, str):
+        return _NOTHING_ASKED
+    asked = context.ask(model_name=served.name, lead_id=lead_id)
+    return _NOTHING_ASKED if asked is None else asked
+
+
 def annotate_scores(context: ScoreContext | None, served: Served, records: list[dict[str, Any]],
-                    body: dict[str, Any]) -> list[str | None]:
+                    body: dict[str, Any], asked: AskedScore | None = None) -> list[str | None]:
     """Add trend and percentile to every score of a response body (both null when the log is off); return
-    each score's lead id (None for a row without its own id)."""
+    each score's lead id (None for a row without its own id). `asked`: see `ask_previous_score`."""
     scores = body["scores"]
     if context is None:
         for item in scores:
@@ -198,5 +234,5 @@ def annotate_scores(context: ScoreContext | None, served: Served, records: list[
     # Only a lead that carries its own id has a history; MLflow-shaped rows are numbered by position.
     lead_ids = [None if r.get(id_column) is None else str(item["id"]) for r, item in zip(records, scores,
                                                                                          strict=True)]
-    context.annotate(model=body["model"], lead_ids=lead_ids, scores=scores)
+    context.annotate(model=body["model"], lead_ids=lead_ids, scores=scores, asked=asked)
     return lead_ids

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, overload
@@ -93,6 +93,205 @@ def _ping_when_idle(engine: Engine) -> None:
             raise sa_exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
+# Most lookup connections (`Store.send_lookup`) one process holds; with all of them busy a lookup is not sent ahead
+# and its caller asks the way it otherwise would (the pooled path, bounded by the pool).
+LOOKUP_CONNECTIONS = 5
+# How long a psycopg wait sleeps between checks when nothing is ready (the wait wakes as soon as the socket is).
+_WAIT_INTERVAL = 0.1
+
+
+class _LookupConnection:
+    """A raw psycopg connection for `Store.send_lookup`, with the statements prepared on it so far."""
+
+    __slots__ = ("conn", "idle_since", "prepared")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.prepared: dict[str, bytes] = {}  # SQL -> the name it is prepared under on this connection
+        self.idle_since = time.monotonic()
+
+
+class Lookup:
+    """One statement sent ahead on a lookup connection, its answer not read yet: read it with `value()`, or
+    give the connection back unread with `drop()` (one of the two, once)."""
+
+    __slots__ = ("_held", "_idle", "_lookups", "_params", "_sql")
+
+    def __init__(self, lookups: _Lookups, held: _LookupConnection, sql: str, params: list[bytes], idle: float) -> None:
+        self._lookups = lookups
+        self._held: _LookupConnection | None = held
+        self._sql = sql
+        self._params = params
+        self._idle = idle  # how long the connection sat unused before this statement
+
+    def value(self) -> bytes | None:
+        """Wait (cooperatively under gevent) for the answer and return the first column of its first row, in
+        PostgreSQL's binary format (None when no row); give the connection back. Driver errors are raised as
+        they are (`Store.read_lookup` maps them)."""
+        held, self._held = self._held, None
+        assert held is not None, "a lookup is read once"
+        try:
+            found = _first_value(held.conn.pgconn)
+        except Exception:
+            self._lookups.discard(held)
+            if self._idle < PING_IDLE_SECONDS:
+                raise
+            held = self._lookups.resend(self._sql, self._params)
+            try:
+                found = _first_value(held.conn.pgconn)
+            except Exception:
+                self._lookups.discard(held)
+                raise
+        self._lookups.give_back(held)
+        return found
+
+    def drop(self, *, wait: bool = True) -> None:
+        """Give the connection back with its answer unread (read and thrown away with `wait`, else the
+        connection is closed). Never raises: a connection that fails here is closed."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if not wait:
+            self._lookups.discard(held)
+            return
+        try:
+            _first_value(held.conn.pgconn)
+        except Exception:  # a connection that cannot even be drained is of no further use
+            self._lookups.discard(held)
+        else:
+            self._lookups.give_back(held)
+
+
+def _send_prepared(held: _LookupConnection, sql: str, params: list[bytes]) -> None:
+    """Send `sql` with text `params` on `held` and flush it, preparing it on the connection at its first use."""
+    from psycopg import generators, waiting
+
+    pgconn = held.conn.pgconn
+    name = held.prepared.get(sql)
+    if name is None:  # one round trip per connection and statement, then only Bind/Execute go out
+        name = f"leadcast_lookup_{len(held.prepared)}".encode()
+        pgconn.send_prepare(name, sql.encode())
+        waiting.wait(generators.send(pgconn), pgconn.socket, interval=_WAIT_INTERVAL)
+        _check(waiting.wait(generators.fetch_many(pgconn), pgconn.socket, interval=_WAIT_INTERVAL))
+        held.prepared[sql] = name
+    pgconn.send_query_prepared(name, params, None, 1)  # text parameters, binary result (no text parsing)
+    if pgconn.flush():  # the socket's buffer was full (rare: a few dozen bytes): wait until it is sent
+        waiting.wait(generators.send(pgconn), pgconn.socket, interval=_WAIT_INTERVAL)
+
+
+def _first_value(pgconn: Any) -> bytes | None:
+    """Wait for the answer of the statement sent on `pgconn`; return its first row's first column or None."""
+    from psycopg import generators, waiting
+
+    result = _check(waiting.wait(generators.fetch_many(pgconn), pgconn.socket, interval=_WAIT_INTERVAL))
+    return None if result.ntuples == 0 else result.get_value(0, 0)
+
+
+def _check(results: list[Any]) -> Any:
+    """Return the one result of a statement; raise the driver's error for an error result or none."""
+    import psycopg
+    from psycopg import pq
+
+    if len(results) == 1 and results[0].status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        return results[0]
+    message = next((r.error_message for r in results if r.error_message), b"") or b"no answer to a lookup"
+    raise psycopg.DatabaseError(message.decode(errors="replace").strip())
+
+
+class _Lookups:
+    """This process's lookup connections: raw psycopg connections outside SQLAlchemy's pool, each used by one
+    caller (thread or greenlet) at a time, at most `capacity` open, for `Store.send_lookup`."""
+
+    def __init__(self, connect: Any, *, capacity: int) -> None:
+        self._connect = connect
+        self.capacity = capacity
+        self.pid = os.getpid()
+        self._free: list[_LookupConnection] = []
+        self._open = 0
+        self._lock = threading.Lock()  # made in the process that uses it (after gevent patched a worker)
+
+    def take(self) -> _LookupConnection | None:
+        """Return a free connection, a new one while fewer than `capacity` are open, else None."""
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            if self._open >= self.capacity:
+                return None
+            self._open += 1
+        try:
+            return _LookupConnection(self._connect())
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+            raise
+
+    def send(self, sql: str, params: list[bytes]) -> tuple[_LookupConnection, float] | None:
+        """Send `sql` on a connection taken for it; return the connection and how long it had sat idle (None:
+        all `capacity` are busy)."""
+        held = self.take()
+        if held is None:
+            return None
+        idle = time.monotonic() - held.idle_since
+        try:
+            _send_prepared(held, sql, params)
+        except Exception:
+            self.discard(held)
+            if idle < PING_IDLE_SECONDS:
+                raise
+            return self.resend(sql, params), 0.0
+        except BaseException:
+            self.discard(held)
+            raise
+        return held, idle
+
+    def resend(self, sql: str, params: list[bytes]) -> _LookupConnection:
+        """Send `sql` again on a new connection, the free ones closed first: a connection that sat idle failed,
+        and may have died with a server restart nothing noticed yet (the pool pings such connections first,
+        see _ping_when_idle). Counted among the open connections whatever the capacity: one retry's."""
+        self.clear()
+        with self._lock:
+            self._open += 1
+        try:
+            held = _LookupConnection(self._connect())
+            _send_prepared(held, sql, params)
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+            raise
+        return held
+
+    def give_back(self, held: _LookupConnection) -> None:
+        """Return a connection whose answer was read in full."""
+        held.idle_since = time.monotonic()
+        with self._lock:
+            if self._open <= self.capacity:
+                self._free.append(held)
+                return
+            self._open -= 1  # a retry's extra connection
+        held.conn.close()
+
+    def discard(self, held: _LookupConnection) -> None:
+        """Close a connection that met a fault or was left mid-answer."""
+        with self._lock:
+            self._open -= 1
+        with contextlib.suppress(Exception):
+            held.conn.close()
+
+    def clear(self) -> None:
+        """Close the free connections (a fault: the server may have restarted under them)."""
+        with self._lock:
+            free, self._free = self._free, []
+            self._open -= len(free)
+        for held in free:
+            with contextlib.suppress(Exception):
+                held.conn.close()
+
+
+# Lookup connections a fork inherited: never closed or collected in the child (psycopg would end the parent's
+# sessions over the shared sockets, or warn), never used; a handful at most.
+_INHERITED: list[_LookupConnection] = []
+
+
 class Store:
     """A database reached by URL (SQLite file or PostgreSQL via psycopg 3), shared by every part of the service.
 
@@ -109,6 +308,7 @@ class Store:
         self._pid = 0
         self._ready = False
         self._lock = threading.Lock()
+        self._lookups: _Lookups | None = None
 
     @property
     def shown_url(self) -> str:
@@ -167,6 +367,8 @@ class Store:
                 # Connections that met the fault may hold stale state (an SQLite file replaced under them, a
                 # server that restarted): open fresh ones next time, so the store recovers by itself.
                 self._engine.dispose()
+            if self._lookups is not None and self._lookups.pid == os.getpid():
+                self._lookups.clear()
             raise StoreUnavailable(f"the database {self.shown_url} is unavailable: "
                                    f"{str(exc.args[0] if exc.args else exc).strip()}") from exc
 
@@ -219,6 +421,48 @@ class Store:
                 raise
             finally:
                 pooled.close()
+
+    def send_lookup(self, sql: str, params: Sequence[str]) -> Lookup | None:
+        """Send a one-row query (PostgreSQL, placeholders $1, $2...) with text `params` and return at once, its
+        answer to be read by `Lookup.value()` after the caller's other work: the round trip overlaps that work.
+
+        For the hot path's lookup of a lead's previous score while the lead is scored: a raw psycopg connection
+        of this process outside SQLAlchemy's pool (no pool, cursor or adaptation on the path), the statement
+        prepared on it once, the answer binary. Each connection serves one caller (thread or greenlet) from the
+        send to the read, and a forked process opens its own. Returns None on SQLite (no round trip to hide) or
+        when `LOOKUP_CONNECTIONS` are busy; the caller then asks the plain way. Faults: StoreUnavailable.
+        """
+        if self.is_sqlite:
+            return None
+        with self.faults():
+            self.ensure_schema()
+            lookups = self._lookup_connections()
+            encoded = [p.encode() for p in params]
+            sent = lookups.send(sql, encoded)
+            return None if sent is None else Lookup(lookups, sent[0], sql, encoded, sent[1])
+
+    def read_lookup(self, lookup: Lookup) -> bytes | None:
+        """Return a sent lookup's answer (`Lookup.value`), faults raised as StoreUnavailable."""
+        with self.faults():
+            return lookup.value()
+
+    def _lookup_connections(self) -> _Lookups:
+        lookups = self._lookups
+        if lookups is None or lookups.pid != os.getpid():
+            with self._lock:
+                lookups = self._lookups
+                if lookups is None or lookups.pid != os.getpid():
+                    if lookups is not None:  # inherited across a fork: the parent's sessions, not ours
+                        _INHERITED.extend(lookups._free)
+                    _, params = self.engine.dialect.create_connect_args(self.url)
+                    params = {k: v for k, v in params.items() if k != "context"}
+                    driver = self.engine.dialect.loaded_dbapi
+
+                    def connect() -> Any:
+                        return driver.connect(**params, connect_timeout=5, autocommit=True)
+
+                    lookups = self._lookups = _Lookups(connect, capacity=LOOKUP_CONNECTIONS)
+        return lookups
 
     @property
     def placeholder(self) -> str:
@@ -310,5 +554,11 @@ class Store:
         """Close this process's connections (they are opened again on next use)."""
         if self._engine is not None and self._pid == os.getpid():
             self._engine.dispose()
+        if self._lookups is not None:
+            if self._lookups.pid == os.getpid():
+                self._lookups.clear()
+            else:  # a fork's: see _INHERITED
+                _INHERITED.extend(self._lookups._free)
+        self._lookups = None
         self._engine = None
         self._ready = False

@@ -108,8 +108,9 @@ def stored_reasons(stored: list[dict[str, Any]] | None) -> list[dict[str, Any]] 
 
 # The newest score of one lead by one model name: a backward walk of the lead's (lead_id, scored_at) index
 # entries, skipping the scores of other names (a lead is scored by a handful of names at most).
-_LATEST_ONE_SQL = ("SELECT score FROM predictions WHERE lead_id = {p} AND model_name = {p} "
+_LATEST_ONE_SQL = ("SELECT score FROM predictions WHERE lead_id = {lead} AND model_name = {name} "
                    "ORDER BY scored_at DESC, id DESC LIMIT 1")
+_LATEST_ONE_SENT = _LATEST_ONE_SQL.format(lead="$1", name="$2")  # libpq's own placeholders (Store.send_lookup)
 
 
 def latest_score(store: Store, *, model_name: str, lead_id: str) -> int | None:
@@ -117,10 +118,54 @@ def latest_score(store: Store, *, model_name: str, lead_id: str) -> int | None:
     lookup, `_LATEST_ONE_SQL` run by the driver itself (`Store.autocommit_driver`), faults raised as
     StoreUnavailable."""
     with store.autocommit_driver() as driver:
-        cursor = driver.execute(_LATEST_ONE_SQL.format(p=store.placeholder), (lead_id, model_name))
+        p = store.placeholder
+        cursor = driver.execute(_LATEST_ONE_SQL.format(lead=p, name=p), (lead_id, model_name))
         found = cursor.fetchone()
         cursor.close()
     return None if found is None else int(found[0])
+
+
+class AskedScore:
+    """`latest_score` of one lead, asked before the request's other work and answered after it.
+
+    On PostgreSQL the query goes out at once (`Store.send_lookup`) and `result()` reads its answer, so the
+    round trip overlaps whatever the caller does meanwhile (the scoring of that lead). On SQLite, or with every
+    lookup connection busy, `result()` asks `latest_score` then: the same answer either way. Use it as a context
+    manager, or call `close()`: an answer never read is drained (the connection goes back clean).
+    """
+
+    __slots__ = ("_read", "_sent", "lead_id", "model_name", "store")
+
+    def __init__(self, store: Store, *, model_name: str, lead_id: str) -> None:
+        self.store = store
+        self.model_name = model_name
+        self.lead_id = lead_id
+        self._read = False
+        self._sent = store.send_lookup(_LATEST_ONE_SENT, (lead_id, model_name))  # StoreUnavailable when down
+
+    def result(self) -> int | None:
+        """Return the newest stored score by the model name of the lead (None when it has none), once;
+        faults raised as StoreUnavailable."""
+        assert not self._read, "an asked score is read once"
+        self._read = True
+        if self._sent is None:
+            return latest_score(self.store, model_name=self.model_name, lead_id=self.lead_id)
+        found = self.store.read_lookup(self._sent)
+        return None if found is None else int.from_bytes(found, "big", signed=True)  # int4, binary
+
+    def close(self, *, wait: bool = True) -> None:
+        """Give back the connection of an answer never read (drained, or with `wait` False closed)."""
+        if self._sent is not None and not self._read:
+            self._read = True
+            self._sent.drop(wait=wait)
+
+    def __enter__(self) -> AskedScore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        # Leaving on an error: drain the answer (it is there by now); on a greenlet kill or an interrupt,
+        # wait for nothing more and close the connection.
+        self.close(wait=kind is None or issubclass(kind, Exception))
 
 
 def latest_scores(conn: Connection, *, model_name: str, lead_ids: Sequence[str]) -> dict[str, int]:

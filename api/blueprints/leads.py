@@ -10,7 +10,7 @@ from werkzeug.routing import PathConverter
 
 from api.blueprints.models import current_model, requested_model
 from api.errors import ApiError
-from api.history import annotate_scores
+from api.history import annotate_scores, ask_previous_score
 from api.http import Runtime, json_body, refuse_unknown_query, requires, runtime
 from api.predictions import log_scores
 from api.schemas import ScoreRequest
@@ -56,9 +56,10 @@ def score() -> Response:
     # The hot path answers a plain dict in ScoreResponse's shape (checked by the schema tests), not a pydantic
     # round trip per lead.
     served = current_model(requested_model())
-    result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
     context = rt.score_history
-    lead_ids = annotate_scores(context, served, records, result)
+    with ask_previous_score(context, served, records) as asked:  # its round trip overlaps the scoring
+        result = score_payload(served, records, reasons=reasons, as_of=as_of, shape=body.shape)
+        lead_ids = annotate_scores(context, served, records, result, asked)
     if rt.prediction_log is not None and log_scores(rt.prediction_log, served, records, result,
                                                     as_of=as_of) and context is not None:
         # the next trend of these leads by this model name needs no query
