@@ -449,14 +449,16 @@ class Store:
     def _lookup_connections(self) -> _Lookups:
         lookups = self._lookups
         if lookups is None or lookups.pid != os.getpid():
+            # The engine first, outside the lock: after a fork it takes the same lock to replace the parent's.
+            engine = self.engine
             with self._lock:
                 lookups = self._lookups
                 if lookups is None or lookups.pid != os.getpid():
                     if lookups is not None:  # inherited across a fork: the parent's sessions, not ours
                         _INHERITED.extend(lookups._free)
-                    _, params = self.engine.dialect.create_connect_args(self.url)
+                    _, params = engine.dialect.create_connect_args(self.url)
                     params = {k: v for k, v in params.items() if k != "context"}
-                    driver = self.engine.dialect.loaded_dbapi
+                    driver = engine.dialect.loaded_dbapi
 
                     def connect() -> Any:
                         return driver.connect(**params, connect_timeout=5, autocommit=True)

@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+import gc
+import os
+import time
 from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from store import Store, StoreError, StoreUnavailable
-from store.history import Ranks, decode_cursor, latest_score, latest_scores, lead_scores, score_counts, trend
+from store.core import LOOKUP_CONNECTIONS, PING_IDLE_SECONDS, _Lookups
+from store.history import (
+    AskedScore,
+    Ranks,
+    decode_cursor,
+    latest_score,
+    latest_scores,
+    lead_scores,
+    score_counts,
+    trend,
+)
 from store.schema import predictions
 
 T0 = datetime(2026, 11, 1)
@@ -93,3 +106,109 @@ def test_a_driver_error_of_the_lookup_is_store_unavailable(store: Store) -> None
     # sqlite3.OperationalError / psycopg.errors.UndefinedTable, raised by the driver itself: mapped by faults()
     with pytest.raises(StoreUnavailable, match=r"is unavailable: .*predictions"):
         latest_score(store, model_name="m", lead_id="A")
+
+
+def _filled(store: Store) -> None:
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("A", 0, 10), _row("A", 1, 80, name="n"), _row("A", 2, 30)])
+
+
+def test_a_score_asked_ahead_is_the_one_the_plain_lookup_reads(store: Store) -> None:
+    _filled(store)
+    # Seven asks: the first prepares the statement on its connection, the next six reuse both.
+    found = []
+    for _ in range(7):
+        with AskedScore(store, model_name="m", lead_id="A") as asked:
+            assert (asked._sent is None) == store.is_sqlite  # sent ahead on PostgreSQL only
+            found.append(asked.result())
+    assert found == [30] * 7  # m's newest of A (minute 2), not n's 80 of minute 1
+    assert AskedScore(store, model_name="n", lead_id="A").result() == 80
+    assert AskedScore(store, model_name="m", lead_id="nobody").result() is None
+    if not store.is_sqlite:
+        assert store._lookups is not None and store._lookups._open == 1  # one connection served all nine
+
+
+def _lookups(store: Store) -> _Lookups:
+    assert store._lookups is not None
+    return store._lookups
+
+
+def test_an_answer_never_read_is_drained_or_its_connection_closed(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite sends nothing ahead")
+    _filled(store)
+    with AskedScore(store, model_name="m", lead_id="A"):
+        pass  # left unread: its 30 must not become the next ask's answer on the same connection
+    assert _lookups(store)._open == 1 and len(_lookups(store)._free) == 1
+    assert AskedScore(store, model_name="n", lead_id="A").result() == 80
+    AskedScore(store, model_name="m", lead_id="A").close(wait=False)  # an interrupt: closed, not drained
+    assert _lookups(store)._open == 0 and _lookups(store)._free == []
+    assert AskedScore(store, model_name="m", lead_id="A").result() == 30
+
+
+def test_with_every_lookup_connection_busy_an_ask_reads_the_plain_way(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite sends nothing ahead")
+    _filled(store)
+    held = [AskedScore(store, model_name="m", lead_id="A") for _ in range(LOOKUP_CONNECTIONS)]
+    extra = AskedScore(store, model_name="n", lead_id="A")
+    assert extra._sent is None and extra.result() == 80  # the 6th of 5: the pooled lookup's answer
+    assert [asked.result() for asked in held] == [30] * LOOKUP_CONNECTIONS
+    assert _lookups(store)._open == LOOKUP_CONNECTIONS == len(_lookups(store)._free)
+
+
+def test_a_forked_child_opens_its_own_lookup_connections_and_leaves_the_parents_alone(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite sends nothing ahead")
+    _filled(store)
+    assert AskedScore(store, model_name="m", lead_id="A").result() == 30  # the parent's connection, now idle
+    parent = _lookups(store)._free[0].conn.info.backend_pid
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: ask, then drop everything it inherited as a finishing worker would
+        code = 1
+        try:
+            child = AskedScore(store, model_name="n", lead_id="A").result()
+            own = _lookups(store)._free[0].conn.info.backend_pid
+            os.write(write, f"{child} {own}".encode())
+            store.dispose()
+            gc.collect()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    deadline = time.monotonic() + 30  # a child stuck on a lock it inherited fails the test, not the run
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = done[1]
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish its ask in 30 s")
+    answer = os.read(read, 100).decode().split()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answer[0] == "80" and int(answer[1]) != parent  # its own session, not the parent's
+    # The parent's session survived the child's exit: read on it again at once (no idle retry can hide a loss).
+    assert AskedScore(store, model_name="m", lead_id="A").result() == 30
+    assert _lookups(store)._free[0].conn.info.backend_pid == parent
+
+
+def test_an_idle_lookup_connection_the_server_ended_is_replaced_by_itself(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite sends nothing ahead")
+    _filled(store)
+    assert AskedScore(store, model_name="m", lead_id="A").result() == 30
+    ended = _lookups(store)._free[0].conn.info.backend_pid
+    with store.begin() as conn:  # as a server restart or an idle timeout would
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": ended}).scalar() is True
+    time.sleep(PING_IDLE_SECONDS + 0.1)  # idle past the ping interval: a failure there is retried once
+    assert AskedScore(store, model_name="m", lead_id="A").result() == 30
+    assert _lookups(store)._free[0].conn.info.backend_pid != ended
+    # Ended again and used at once: the fault is the caller's StoreUnavailable, and the next ask recovers.
+    ended = _lookups(store)._free[0].conn.info.backend_pid
+    with store.begin() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": ended})
+    with pytest.raises(StoreUnavailable):
+        AskedScore(store, model_name="m", lead_id="A").result()
+    assert AskedScore(store, model_name="m", lead_id="A").result() == 30
