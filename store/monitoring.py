@@ -46,7 +46,10 @@ def _epoch(conn: Any, column: Any) -> Any:
     """Return a SQL expression of a naive-UTC timestamp column as float seconds since 1970 (no per-row parsing)."""
     if conn.dialect.name != "postgresql":
         return (sa.func.julianday(column) - 2440587.5) * 86400.0
-    return sa.cast(sa.extract("epoch", column), sa.Float)
+    # date_part, not extract: since PostgreSQL 14 extract() returns numeric, and its cast back to float8 doubled the
+    # cost of the first-score query (0.74 s against 0.37 s over a million rows, measured). Both are the correctly
+    # rounded float of the exact microsecond count, so the values are the same to the bit.
+    return sa.func.date_part("epoch", column, type_=sa.Float)
 
 
 def _filters(table: sa.Table, model_name: str | None, model_version: str | None,
