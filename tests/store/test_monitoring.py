@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -187,4 +188,38 @@ def test_the_migration_fills_the_summary_from_the_predictions_already_logged(dat
     assert _summary(store) == _recomputed(store) == [
         ("m", "1", "a", 5.0, 0.2, 2), ("m", "2", "a", 0.0, 0.9, 1), ("m", "1", "b", 6.0, 0.5, 3)]
     _same_as_the_log(store, model_name="m")
+    store.dispose()
+
+
+def test_a_row_a_writer_commits_while_the_migration_runs_is_in_the_summary(database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite's migration holds the database's one write lock: no writer runs beside it")
+    import threading
+
+    # At 0006 a@10 p=0.1 is logged (id 1). A writer's transaction logs b@7 p=0.3 (id 2) and commits only while
+    # the migration runs: after the backfill read the log, before the triggers exist (they wait for its lock).
+    store = Store(database_url)
+    store.upgrade("0006")
+    with store.engine.begin() as conn:
+        conn.execute(predictions.insert(), [_row("a", 10, 0.1)])
+    writer = store.engine.connect()
+    writer.begin()
+    writer.execute(predictions.insert(), [_row("b", 7, 0.3)])
+    upgraded: list[object] = []
+    migrating = Store(database_url)
+    migration = threading.Thread(target=lambda: upgraded.append(migrating.upgrade()))
+    migration.start()
+    with store.engine.connect() as watch:  # until the migration waits on the writer's lock on predictions
+        deadline = time.monotonic() + 30
+        while not watch.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                        " AND wait_event_type = 'Lock'")).scalar():
+            assert time.monotonic() < deadline and migration.is_alive(), "the migration never waited"
+            time.sleep(0.05)
+    writer.commit()
+    writer.close()
+    migration.join(timeout=30)
+    assert upgraded == [("0006", "0007")]
+    # Both rows are in the log, so both leads are in the summary: a@10 and b@7, 1 row each.
+    assert _summary(store) == _recomputed(store) == [("m", "1", "a", 10.0, 0.1, 1), ("m", "1", "b", 7.0, 0.3, 1)]
+    migrating.dispose()
     store.dispose()

@@ -143,9 +143,12 @@ def upgrade() -> None:
         sa.Column("rows_logged", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint(*KEY, name="pk_first_scores"),
     )
-    op.execute(BACKFILL)
+    # The triggers before the backfill: CREATE TRIGGER locks predictions against writers until this migration
+    # commits, so the backfill reads every row committed before it and the triggers add every row after. The
+    # other way round, a row a writer committed between the backfill's read and the lock was in neither.
     for statement in POSTGRESQL if op.get_bind().dialect.name == "postgresql" else SQLITE:
         op.execute(statement)
+    op.execute(BACKFILL)
 
 
 def downgrade() -> None:
