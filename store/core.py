@@ -139,15 +139,18 @@ class Lookup:
             held = self._lookups.resend(self._sql, self._params)
             try:
                 found = _first_value(held.conn.pgconn)
-            except Exception:
+            except BaseException:
                 self._lookups.discard(held)
                 raise
+        except BaseException:  # an interrupt mid-answer (a greenlet kill): closed, or its slot stays taken
+            self._lookups.discard(held)
+            raise
         self._lookups.give_back(held)
         return found
 
     def drop(self, *, wait: bool = True) -> None:
         """Give the connection back with its answer unread (read and thrown away with `wait`, else the
-        connection is closed). Never raises: a connection that fails here is closed."""
+        connection is closed). Never raises but an interrupt: a connection that fails here is closed."""
         held, self._held = self._held, None
         if held is None:
             return
@@ -158,6 +161,9 @@ class Lookup:
             _first_value(held.conn.pgconn)
         except Exception:  # a connection that cannot even be drained is of no further use
             self._lookups.discard(held)
+        except BaseException:  # an interrupt mid-drain: closed (its slot freed), and the interrupt goes on
+            self._lookups.discard(held)
+            raise
         else:
             self._lookups.give_back(held)
 
