@@ -436,9 +436,14 @@ class Store:
         of this process outside SQLAlchemy's pool (no pool, cursor or adaptation on the path), the statement
         prepared on it once, the answer binary. Each connection serves one caller (thread or greenlet) from the
         send to the read, and a forked process opens its own. Returns None on SQLite (no round trip to hide) or
-        when `LOOKUP_CONNECTIONS` are busy; the caller then asks the plain way. Faults: StoreUnavailable.
+        when `LOOKUP_CONNECTIONS` are busy or a parameter holds a NUL; the caller then asks the plain way. Faults:
+        StoreUnavailable.
         """
         if self.is_sqlite:
+            return None
+        if any("\x00" in p for p in params):
+            # libpq sends a text parameter up to its first NUL ("A\x00B" would ask for lead "A"): the plain way
+            # refuses it, as PostgreSQL's text does.
             return None
         with self.faults():
             self.ensure_schema()

@@ -158,6 +158,18 @@ def test_with_every_lookup_connection_busy_an_ask_reads_the_plain_way(store: Sto
 
 
 
+def test_a_lead_id_with_a_nul_is_not_asked_as_the_lead_before_its_nul(store: Store) -> None:
+    _filled(store)  # lead A's newest score by m is 30
+    # libpq sends a text parameter up to its first NUL: sent ahead, "A\x00B" was asked as "A" and answered 30.
+    asked = AskedScore(store, model_name="m", lead_id="A\x00B")
+    if store.is_sqlite:
+        assert asked.result() is None  # SQLite stores the NUL: no such lead
+    else:
+        with pytest.raises(StoreUnavailable):  # as the plain lookup: PostgreSQL text cannot hold a NUL
+            asked.result()
+    assert asked._sent is None
+
+
 class _Killed(BaseException):
     """An interrupt that is not an Exception, as gevent's GreenletExit and Timeout are."""
 
