@@ -139,15 +139,18 @@ class Lookup:
             held = self._lookups.resend(self._sql, self._params)
             try:
                 found = _first_value(held.conn.pgconn)
-            except Exception:
+            except BaseException:
                 self._lookups.discard(held)
                 raise
+        except BaseException:  # an interrupt mid-answer (a greenlet kill): closed, or its slot stays taken
+            self._lookups.discard(held)
+            raise
         self._lookups.give_back(held)
         return found
 
     def drop(self, *, wait: bool = True) -> None:
         """Give the connection back with its answer unread (read and thrown away with `wait`, else the
-        connection is closed). Never raises: a connection that fails here is closed."""
+        connection is closed). Never raises but an interrupt: a connection that fails here is closed."""
         held, self._held = self._held, None
         if held is None:
             return
@@ -158,6 +161,9 @@ class Lookup:
             _first_value(held.conn.pgconn)
         except Exception:  # a connection that cannot even be drained is of no further use
             self._lookups.discard(held)
+        except BaseException:  # an interrupt mid-drain: closed (its slot freed), and the interrupt goes on
+            self._lookups.discard(held)
+            raise
         else:
             self._lookups.give_back(held)
 
@@ -430,9 +436,14 @@ class Store:
         of this process outside SQLAlchemy's pool (no pool, cursor or adaptation on the path), the statement
         prepared on it once, the answer binary. Each connection serves one caller (thread or greenlet) from the
         send to the read, and a forked process opens its own. Returns None on SQLite (no round trip to hide) or
-        when `LOOKUP_CONNECTIONS` are busy; the caller then asks the plain way. Faults: StoreUnavailable.
+        when `LOOKUP_CONNECTIONS` are busy or a parameter holds a NUL; the caller then asks the plain way. Faults:
+        StoreUnavailable.
         """
         if self.is_sqlite:
+            return None
+        if any("\x00" in p for p in params):
+            # libpq sends a text parameter up to its first NUL ("A\x00B" would ask for lead "A"): the plain way
+            # refuses it, as PostgreSQL's text does.
             return None
         with self.faults():
             self.ensure_schema()

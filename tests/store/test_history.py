@@ -157,6 +157,50 @@ def test_with_every_lookup_connection_busy_an_ask_reads_the_plain_way(store: Sto
     assert _lookups(store)._open == LOOKUP_CONNECTIONS == len(_lookups(store)._free)
 
 
+
+def test_a_lead_id_with_a_nul_is_not_asked_as_the_lead_before_its_nul(store: Store) -> None:
+    _filled(store)  # lead A's newest score by m is 30
+    # libpq sends a text parameter up to its first NUL: sent ahead, "A\x00B" was asked as "A" and answered 30.
+    asked = AskedScore(store, model_name="m", lead_id="A\x00B")
+    if store.is_sqlite:
+        assert asked.result() is None  # SQLite stores the NUL: no such lead
+    else:
+        with pytest.raises(StoreUnavailable):  # as the plain lookup: PostgreSQL text cannot hold a NUL
+            asked.result()
+    assert asked._sent is None
+
+
+class _Killed(BaseException):
+    """An interrupt that is not an Exception, as gevent's GreenletExit and Timeout are."""
+
+
+def test_an_interrupt_while_an_answer_is_read_or_drained_frees_its_connections_slot(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite sends nothing ahead")
+    _filled(store)
+
+    def interrupted(_pgconn: object) -> None:
+        raise _Killed
+
+    monkeypatch.setattr("store.core._first_value", interrupted)
+    # As many interrupted reads as there are connections: each connection closed and its slot freed, 5 - 5 = 0
+    # open (a lost slot each would leave all 5 taken, and every later ask read the plain way).
+    for _ in range(LOOKUP_CONNECTIONS):
+        with pytest.raises(_Killed), AskedScore(store, model_name="m", lead_id="A") as asked:
+            asked.result()
+    assert (_lookups(store)._open, _lookups(store)._free) == (0, [])
+    # As many interrupted drains (an error in the block leaves the answer unread): 0 open again.
+    for _ in range(LOOKUP_CONNECTIONS):
+        with pytest.raises(_Killed), AskedScore(store, model_name="m", lead_id="A") as asked:
+            assert asked._sent is not None
+            raise ValueError("a 4xx after the send")
+    assert (_lookups(store)._open, _lookups(store)._free) == (0, [])
+    monkeypatch.undo()
+    with AskedScore(store, model_name="m", lead_id="A") as asked:
+        assert asked._sent is not None and asked.result() == 30
+
+
 def test_a_forked_child_opens_its_own_lookup_connections_and_leaves_the_parents_alone(store: Store) -> None:
     if store.is_sqlite:
         pytest.skip("SQLite sends nothing ahead")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,7 +12,7 @@ import sqlalchemy as sa
 from store import Store
 from store.leads import erase_lead, purge_predictions
 from store.monitoring import Logged, logged_scores
-from store.predictions import PredictionLog
+from store.predictions import PredictionLog, copy_rows
 from store.schema import first_scores, outcomes, predictions
 
 T0 = datetime(2026, 6, 1)
@@ -188,3 +190,79 @@ def test_the_migration_fills_the_summary_from_the_predictions_already_logged(dat
         ("m", "1", "a", 5.0, 0.2, 2), ("m", "2", "a", 0.0, 0.9, 1), ("m", "1", "b", 6.0, 0.5, 3)]
     _same_as_the_log(store, model_name="m")
     store.dispose()
+
+
+def _waiting_on_locks(store: Store, count: int, running: threading.Thread) -> None:
+    """Return once `count` sessions of the store's database wait on a lock, while `running` runs (30 s at most)."""
+    deadline = time.monotonic() + 30
+    # In autocommit: within one transaction PostgreSQL shows the same snapshot of the sessions at every poll.
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
+        while watch.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                    " AND wait_event_type = 'Lock'")).scalar() < count:
+            assert time.monotonic() < deadline and running.is_alive(), f"fewer than {count} sessions waited"
+            time.sleep(0.05)
+
+
+def test_a_row_a_writer_commits_while_the_migration_runs_is_in_the_summary(database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite's migration holds the database's one write lock: no writer runs beside it")
+    # At 0006 a@10 p=0.1 is logged (id 1). A writer's transaction logs b@7 p=0.3 (id 2) and commits only while
+    # the migration runs: after the backfill read the log, before the triggers exist (they wait for its lock).
+    store = Store(database_url)
+    store.upgrade("0006")
+    with store.engine.begin() as conn:
+        conn.execute(predictions.insert(), [_row("a", 10, 0.1)])
+    writer = store.engine.connect()
+    writer.begin()
+    writer.execute(predictions.insert(), [_row("b", 7, 0.3)])
+    upgraded: list[object] = []
+    migrating = Store(database_url)
+    migration = threading.Thread(target=lambda: upgraded.append(migrating.upgrade()))
+    migration.start()
+    _waiting_on_locks(store, 1, migration)  # on the writer's lock on predictions
+    writer.commit()
+    writer.close()
+    migration.join(timeout=30)
+    assert upgraded == [("0006", "0007")]
+    # Both rows are in the log, so both leads are in the summary: a@10 and b@7, 1 row each.
+    assert _summary(store) == _recomputed(store) == [("m", "1", "a", 10.0, 0.1, 1), ("m", "1", "b", 7.0, 0.3, 1)]
+    migrating.dispose()
+    store.dispose()
+
+
+def test_a_purge_beside_the_writer_over_the_same_leads_does_not_deadlock(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite has one writer at a time")
+    # b@0 then a@0 logged: b's summary row comes first in the table. The writer's COPY of a@100 and b@100 locks
+    # the keys in sorted order (a, b); a purge before minute 1 deletes a@0 and b@0. A third session holds a's
+    # summary row so that both wait for it in turn: the writer first, holding nothing, then the purge.
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("b", 0, 0.2)])
+        conn.execute(predictions.insert(), [_row("a", 0, 0.1)])
+    holder = store.engine.connect()
+    holder.begin()
+    holder.execute(sa.select(first_scores.c.lead_id).where(first_scores.c.lead_id == "a").with_for_update())
+    done: dict[str, object] = {}
+
+    def write() -> None:
+        try:
+            with store.autocommit_driver() as driver:
+                copy_rows(driver, [_row("a", 100, 0.3), _row("b", 100, 0.4)])
+            done["writer"] = "written"
+        except Exception as exc:  # the test reads it below
+            done["writer"] = exc
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    _waiting_on_locks(store, 1, writer)
+    purge = threading.Thread(target=lambda: done.setdefault("purged", purge_predictions(
+        store, before=T0 + timedelta(minutes=1))))
+    purge.start()
+    _waiting_on_locks(store, 2, purge)
+    holder.commit()
+    holder.close()
+    writer.join(timeout=30)
+    purge.join(timeout=30)
+    # Both finish (before the fix a deadlock aborted one of them): 2 rows purged, a@100 and b@100 left, 1 row each.
+    assert done == {"writer": "written", "purged": 2}
+    assert _summary(store) == _recomputed(store) == [("m", "1", "a", 100.0, 0.3, 1), ("m", "1", "b", 100.0, 0.4, 1)]

@@ -14,7 +14,9 @@ disagree with the log, and the writer's COPY path keeps its two round trips (doc
 - delete: `rows_logged` drops by the rows deleted; a key left with none is removed; a key whose first was deleted takes
   the earliest remaining row.
 PostgreSQL does this per statement (transition tables: one set-based upsert per COPY, keys in sorted order so two
-writers lock them in the same order); SQLite per row.
+writers lock them in the same order); SQLite per row. A delete locks its keys in the same sorted order before it
+changes them: in its join's order, a purge and a writer's COPY over two of the same leads each held one key and
+waited for the other, and PostgreSQL aborted one of them (a deadlock, measured).
 
 Revision ID: 0007
 Revises: 0006
@@ -103,6 +105,9 @@ $$
     """
 CREATE FUNCTION first_scores_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM 1 FROM first_scores AS f
+    WHERE (f.model_version, f.model_name, f.lead_id) IN (SELECT model_version, model_name, lead_id FROM old_rows)
+    ORDER BY f.model_version, f.model_name, f.lead_id FOR UPDATE;
     UPDATE first_scores AS f SET rows_logged = f.rows_logged - d.n
     FROM (SELECT model_version, model_name, lead_id, count(*) AS n FROM old_rows
           GROUP BY model_version, model_name, lead_id) AS d
@@ -143,9 +148,12 @@ def upgrade() -> None:
         sa.Column("rows_logged", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint(*KEY, name="pk_first_scores"),
     )
-    op.execute(BACKFILL)
+    # The triggers before the backfill: CREATE TRIGGER locks predictions against writers until this migration
+    # commits, so the backfill reads every row committed before it and the triggers add every row after. The
+    # other way round, a row a writer committed between the backfill's read and the lock was in neither.
     for statement in POSTGRESQL if op.get_bind().dialect.name == "postgresql" else SQLITE:
         op.execute(statement)
+    op.execute(BACKFILL)
 
 
 def downgrade() -> None:
