@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
+from sqlalchemy import exc as sa_exc
 
 from store.core import Store, StoreUnavailable
 from store.schema import predictions
@@ -140,6 +141,16 @@ class PredictionLog:
             try:
                 self._write(pending)
             except StoreUnavailable as exc:
+                if self._refused_data(exc):
+                    # Not an outage: a row the database will never take (text with a NUL on PostgreSQL). Retried
+                    # as a batch it would stop this process's log for good; row by row, only it is lost.
+                    pending = self._write_each(pending)
+                    if not pending:
+                        backoff = self.interval
+                        with self._cond:
+                            self._in_flight = 0
+                            self._cond.notify_all()
+                        continue
                 if self._stop and time.monotonic() > self._deadline:
                     with self._cond:
                         self._drop(len(pending))
@@ -164,6 +175,34 @@ class PredictionLog:
             with self._cond:
                 self._in_flight = 0
                 self._cond.notify_all()
+
+    def _refused_data(self, exc: BaseException) -> bool:
+        """Return whether a write failed on the rows' values (a DB-API DataError), not on the database."""
+        driver = self.store._driver_error("DataError")  # DBAPIError (any error) until an engine exists
+        data_errors = (sa_exc.DataError,) if driver is sa_exc.DBAPIError else (sa_exc.DataError, driver)
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, data_errors):
+                return True
+            cause = cause.__cause__
+        return False
+
+    def _write_each(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write `rows` one at a time, dropping (and counting) those refused for their values; return the rows
+        left unwritten when the database itself failed part way, to be retried as a batch."""
+        for i, row in enumerate(rows):
+            try:
+                self._write([row])
+            except StoreUnavailable as exc:
+                if not self._refused_data(exc):
+                    return rows[i:]
+                log.error("prediction log: a row of lead %r was refused by the database and dropped: %s",
+                          str(row.get("lead_id"))[:100], exc)
+                with self._cond:
+                    self._drop(1)
+                continue
+            self.written += 1
+        return []
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         if self.store.is_sqlite:

@@ -165,3 +165,23 @@ def test_a_greenlet_writer_writes_while_requests_never_block(postgres_admin_url:
     # 40 x 100 = 4,000 rows queued over about 1.2 s; the writer wakes every 0.05 s. Without a turn per request
     # it wrote 0; with one, at least one batch of 100 is written before the loop ends.
     assert int(done.stdout.strip().splitlines()[-1]) >= 100, done.stdout
+
+
+def test_a_row_the_database_refuses_is_dropped_and_counted_and_the_log_goes_on(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite keeps a NUL in text; PostgreSQL's text cannot hold one")
+    counted: list[int] = []
+    log = PredictionLog(store, batch_rows=10, interval_seconds=0.01, max_backoff_seconds=0.02, on_drop=counted.append)
+    with caplog.at_level(logging.ERROR, logger="leadcast.store"):
+        # One batch of 3 rows, the middle one refused for its value: before, the batch was retried as an outage
+        # forever and nothing after it was written.
+        assert log.record(3, lambda: [_row("A"), _row("B\x00C"), _row("D")])
+        assert log.flush(timeout=10)
+        assert log.record(1, lambda: [_row("E")])
+        assert log.flush(timeout=10)
+    with store.begin() as conn:
+        ids = sorted(conn.execute(sa.select(predictions.c.lead_id)).scalars())
+    assert ids == ["A", "D", "E"] and counted == [1] and (log.written, log.dropped) == (3, 1)  # 4 sent - 1 refused
+    assert "refused by the database and dropped" in caplog.text and "'B\\x00C'" in caplog.text
+    log.close()
