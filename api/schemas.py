@@ -119,14 +119,17 @@ UtcTime = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 COMPONENTS = "#/components/schemas/"
+NO_NUL = r"^[^\x00]*$"  # text the store can hold: PostgreSQL's text refuses a NUL character
 
 
 def _text(*, nullable: bool) -> dict[str, Any]:
     # Text is stripped and capped; blank text is missing, so a required one needs a character that is not space.
+    # No NUL anywhere (crmdata.values refuses it: PostgreSQL's text cannot hold one).
     if nullable:
-        return {"type": ["string", "null"], "maxLength": MAX_TEXT_LENGTH}
+        return {"type": ["string", "null"], "maxLength": MAX_TEXT_LENGTH, "pattern": NO_NUL}
     # Blank as str.strip() reads it, which also strips \x1c-\x1f and \x85 (not space to JSON Schema's \s).
-    return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": r"[^\s\x1c-\x1f\x85]"}
+    return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH,
+            "pattern": r"^[^\x00]*[^\s\x1c-\x1f\x85\x00][^\x00]*$"}
 
 
 def _pipeline_date(*, nullable: bool) -> dict[str, Any]:
@@ -296,7 +299,7 @@ class OutcomeIn(BaseModel):
     # What the validator below refuses, for JSON Schema: converted is true, or converted_at is absent or null.
     model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
         {"properties": {"converted": {"const": True}}}, {"properties": {"converted_at": {"type": "null"}}}]})
-    lead_id: str = Field(min_length=1, max_length=256)
+    lead_id: str = Field(min_length=1, max_length=256, pattern=NO_NUL)
     converted: StrictBool
     converted_at: HandledTime | None = Field(default=None, description="When it converted (ISO 8601; UTC if no "
                                                                        "offset). Only for converted leads.")

@@ -119,6 +119,14 @@ def too_long(rule: Rule) -> ValueProblem:
     return ValueProblem(f"is longer than {rule.max_length:,} characters (the limit)", "too_long")
 
 
+NUL_MESSAGE = "holds a NUL character (\\u0000), which no text may hold (PostgreSQL's text cannot store one)"
+
+
+def holds_nul() -> ValueProblem:
+    """Return the problem of text with a NUL character in it."""
+    return ValueProblem(NUL_MESSAGE, "nul_character")
+
+
 def out_of_range(rule: Rule) -> ValueProblem:
     """Return the problem of a date leadcast cannot hold."""
     return ValueProblem(f"is a date outside {FIRST_DAY:%Y-%m-%d} to {LAST_DAY:%Y-%m-%d}, the dates leadcast handles",
@@ -238,6 +246,8 @@ def _parse(value: Any, c: _Compiled) -> Any:
         if kind == "string":
             if len(text) > rule.max_length:
                 raise too_long(rule)
+            if "\x00" in text:
+                raise holds_nul()
             return text
         if kind == "bool":
             word = text.casefold()
@@ -265,6 +275,8 @@ def _parse(value: Any, c: _Compiled) -> Any:
         text = _number_text(value) if isinstance(value, int | float | np.integer | np.floating) else str(value).strip()
         if len(text) > rule.max_length:
             raise too_long(rule)
+        if "\x00" in text:
+            raise holds_nul()
         return text or None
     if isinstance(value, bool | np.bool_):
         if kind == "bool":

@@ -15,6 +15,7 @@ from api.http import Runtime, json_body, refuse_unknown_query, requires, runtime
 from api.predictions import log_scores
 from api.schemas import ScoreRequest
 from api.scoring_io import score_payload
+from crmdata.values import NUL_MESSAGE
 from store import StoreError, StoreUnavailable
 from store.history import lead_scores
 from store.leads import erase_lead
@@ -73,11 +74,19 @@ def score() -> Response:
 MAX_PAGE = 500
 
 
+def _refuse_nul(lead_id: str) -> None:
+    # No lead holds one (every way in refuses it), and PostgreSQL would fail the query, not answer none.
+    if "\x00" in lead_id:
+        raise ApiError(422, "invalid_input", f"lead_id {NUL_MESSAGE}", [{"loc": ["path", "lead_id"],
+                                                                      "msg": NUL_MESSAGE}])
+
+
 @bp.get("/<path:lead_id>/scores")
 @requires("score")
 def history(lead_id: str) -> Response:
     """Return a lead's logged scores, newest first, `limit` at a time (default 50), continued with `cursor`."""
     refuse_unknown_query("limit", "cursor")
+    _refuse_nul(lead_id)
     text = request.args.get("limit", "50")
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
         raise ApiError(422, "invalid_input", f"limit must be a whole number from 1 to {MAX_PAGE}",
@@ -100,6 +109,7 @@ def history(lead_id: str) -> Response:
 @requires("admin")
 def erase(lead_id: str) -> Response:
     """Erase a lead: its logged predictions (and their features) and its outcome; answer what was removed."""
+    _refuse_nul(lead_id)
     rt = runtime()
     if rt.prediction_log is not None:  # this worker's queued rows of the lead are written, then deleted too
         rt.prediction_log.flush(timeout=5)

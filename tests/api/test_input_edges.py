@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from crmdata.synthetic import generate_opportunities
+from crmdata.values import NUL_MESSAGE
 from tests.api.conftest import Service
 from tests.api.test_forecast import records_of
 
@@ -34,6 +35,7 @@ def deals() -> list[dict[str, Any]]:
     ("owner", {"a": [1]}, "is an object; expected text"),
     ("amount", "inf", "is not a finite number (NaN and Infinity are refused)"),
     ("product", "x" * 1_000_000, "is longer than 1,000 characters (the limit)"),
+    ("owner", "Ann\x00e", NUL_MESSAGE),
 ])
 @pytest.mark.parametrize("size", [1, 64, 65])
 @pytest.mark.parametrize("path", ["/v1/forecast", "/v1/pipeline/metrics"])
@@ -89,3 +91,24 @@ def test_a_ratio_that_overflows_is_scored_not_a_500(service: Service) -> None:
     assert answer.status_code == 200, answer.get_data(as_text=True)
     [scored] = answer.json["scores"]
     assert 0.0 <= scored["probability"] <= 1.0 and 0 <= scored["score"] <= 100
+
+
+def test_text_with_a_nul_is_a_422_everywhere_and_the_log_goes_on(store_service: Service) -> None:
+    # Found by review: on PostgreSQL a lead id "A\u0000B" was scored, then its logged row stopped the worker's
+    # prediction log for good, and its ahead-sent lookup read lead "A"'s score. Text never holds a NUL now.
+    service = store_service
+    lead = {"lead_id": "A", "web_visits": 3, "industry": "retail"}
+    for field, value in (("lead_id", "A\x00B"), ("industry", "re\x00tail")):
+        answer = service.post("/v1/leads/score", {"leads": [lead, dict(lead, **{field: value})]})
+        assert answer.status_code == 422, answer.json
+        [detail] = answer.json["error"]["details"]
+        assert detail["loc"] == ["leads", 1, field] and detail["msg"].startswith(NUL_MESSAGE)
+    answer = service.post("/v1/leads/outcomes", {"outcomes": [{"lead_id": "A\x00B", "converted": True}]})
+    assert answer.status_code == 422 and answer.json["error"]["details"][0]["loc"] == ["outcomes", 0, "lead_id"]
+    answer = service.get("/v1/leads/A%00B/scores")
+    assert answer.status_code == 422 and answer.json["error"]["details"][0]["loc"] == ["path", "lead_id"]
+    answer = service.client.delete("/v1/leads/A%00B", headers=service.headers("all"))
+    assert answer.status_code == 422 and answer.json["error"]["details"][0]["loc"] == ["path", "lead_id"]
+    assert service.post("/v1/leads/score", {"leads": [lead]}).status_code == 200
+    assert service.app.extensions["leadcast"].prediction_log.flush(timeout=10)
+    assert [s["score"] is not None for s in service.get("/v1/leads/A/scores").json["scores"]] == [True]
