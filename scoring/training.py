@@ -68,10 +68,14 @@ def fingerprint_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fingerprint_frame(frame: pd.DataFrame) -> str:
+def fingerprint_frame(frame: pd.DataFrame, *, chunk_rows: int = 100_000) -> str:
     """Return a SHA-256 of a frame's values and column names."""
     digest = hashlib.sha256("|".join(map(str, frame.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    # Row hashes are per row, so chunks give the same digest; the whole table as text was a transient copy
+    # several times the table's size.
+    for start in range(0, len(frame), chunk_rows):
+        chunk = frame.iloc[start:start + chunk_rows].astype(str)
+        digest.update(pd.util.hash_pandas_object(chunk, index=False).to_numpy().tobytes())
     return digest.hexdigest()
 
 
