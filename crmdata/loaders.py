@@ -77,11 +77,15 @@ def read_raw(path: Path, *, missing_values: tuple[str, ...] = (), delimiter: str
     suffixes = "".join(path.suffixes).lower()
     if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
         try:
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
         except (OSError, ValueError) as exc:
             raise DataValidationError(
                 [Problem(source, "-", f"cannot be read: {exc}".splitlines()[0], code="unreadable")], source=source
             ) from exc
+        # Arrow's allocator keeps the pages of the table it converted: 95 MiB of RSS after reading 400,000
+        # leads, held through a whole training, unless handed back.
+        pa.default_memory_pool().release_unused()
+        return frame
     if ".csv" in suffixes or ".txt" in suffixes or ".tsv" in suffixes:
         sep = delimiter if delimiter is not None else "\t" if ".tsv" in suffixes else ","
         return read_csv(path, name=source, sep=sep, missing_values=missing_values, encoding=encoding)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,26 @@ PROBE_ROWS = 256  # training rows kept with the model to check a compiled scorer
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+@contextmanager
+def rows_first(X: np.ndarray, rows: np.ndarray) -> Iterator[np.ndarray]:
+    """Yield the values of `X[rows]` as a view of X's first rows: reorder X in place, then restore it.
+
+    `rows` must be distinct. A column is moved at a time, so the reordering holds one column's copy, not a
+    second matrix; X's other rows follow in their order, and X is put back as it was on leaving.
+    """
+    rest = np.setdiff1d(np.arange(X.shape[0]), rows, assume_unique=True)
+    order = np.concatenate([rows, rest])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    for j in range(X.shape[1]):
+        X[:, j] = X[order, j]
+    try:
+        yield X[:rows.size]
+    finally:
+        for j in range(X.shape[1]):
+            X[:, j] = X[inverse, j]
 
 
 class BlockNewtonLogistic(ClassifierMixin, BaseEstimator):
@@ -224,6 +245,7 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         `holdout`: a boolean mask of the rows to hold out (the newest ones); without it, `cv` folds. With it,
         the final calibration is refitted on every row's out-of-fold log-odds, each row weighted by
         `calibration_weight` (recency). `rng` draws the bootstrap resamples (default: seeded by `random_state`).
+        A float64 X is reordered in place while each fold's trees are fitted, and restored before fit returns.
         """
         X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
         y = np.asarray(y).astype(np.int64)
@@ -297,7 +319,11 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
                 logistic.fit(basis.fit_transform_rows(X, train), y[train])
                 lin[test] = logistic.decision_function(basis.transform(X[test]))
             if use_trees:
-                tree[test] = self._trees(X.shape[1]).fit(X[train], y[train]).decision_function(X[test])
+                # Fitted on a view of the training rows, in their order (the same fit, bit for bit): `X[train]`
+                # was a copy of most of X held beside the copies gradient boosting makes of its input.
+                with rows_first(X, train) as X_train:
+                    trees = self._trees(X.shape[1]).fit(X_train, y[train])
+                tree[test] = trees.decision_function(X[test])
         return lin[rows], tree[rows], rows
 
     def pop_held_out(self) -> dict[str, Any]:

@@ -68,10 +68,14 @@ def fingerprint_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fingerprint_frame(frame: pd.DataFrame) -> str:
+def fingerprint_frame(frame: pd.DataFrame, *, chunk_rows: int = 100_000) -> str:
     """Return a SHA-256 of a frame's values and column names."""
     digest = hashlib.sha256("|".join(map(str, frame.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    # Row hashes are per row, so chunks give the same digest; the whole table as text was a transient copy
+    # several times the table's size.
+    for start in range(0, len(frame), chunk_rows):
+        chunk = frame.iloc[start:start + chunk_rows].astype(str)
+        digest.update(pd.util.hash_pandas_object(chunk, index=False).to_numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -190,7 +194,8 @@ def train(
     assert prepared.target is not None
     y = prepared.target
     check_outcomes(y, spec=spec)
-    assert prepared.kept is not None
+    kept = prepared.kept
+    assert kept is not None
     features = prepared.features
     messages = list(prepared.notes)
     for note in messages:
@@ -229,10 +234,18 @@ def train(
         # Recency weights for the calibration: from 1/RECENCY_RATIO for the oldest lead to 1 for the newest.
         rank = np.argsort(np.argsort(ordered[0], kind="stable"), kind="stable") / max(len(y) - 1, 1)
         weight = 1 / RECENCY_RATIO + (1 - 1 / RECENCY_RATIO) * rank
-    final.fit(features, y, model__holdout=holdout, model__rng=rng, model__calibration_weight=weight)
+    # The steps of `final.fit`, one at a time, so the typed frame can go before the model is fitted: only the
+    # rows evaluated afterwards (the newest leads, or every lead under cross-validation) are kept.
+    matrix = final.named_steps["features"].fit_transform(features, y)
+    evaluated = np.flatnonzero(holdout) if holdout is not None else np.arange(len(y))
+    input_example = features.head(5).copy()  # copies: a slice's columns could be views of the whole frame
+    features = features.iloc[evaluated] if holdout is not None else features
+    prepared = replace(prepared, features=features.head(0).copy())
     model: LeadScoringModel = final.named_steps["model"]
+    model.fit(matrix, y, holdout=holdout, rng=rng, calibration_weight=weight)
+    del matrix
     held = model.pop_held_out()
-    evaluated = np.asarray(held["rows"])
+    assert np.array_equal(held["rows"], evaluated)
     per_candidate: dict[str, np.ndarray] = held["probability"]
     selected = model.kind_
     y_eval = y[evaluated]
@@ -252,8 +265,9 @@ def train(
     step("measuring field importance")
     sample = evaluated if len(evaluated) <= IMPORTANCE_ROWS else np.sort(
         rng.choice(evaluated, size=IMPORTANCE_ROWS, replace=False))
-    reports[selected]["importance"] = field_importance(CompiledModel(final), features.iloc[sample], y[sample],
-                                                       rng=rng)
+    # `features` holds the evaluated rows only, in order: `sample` (positions among all leads) is found there.
+    reports[selected]["importance"] = field_importance(
+        CompiledModel(final), features.iloc[np.searchsorted(evaluated, sample)], y[sample], rng=rng)
     step("writing the model card")
     eval_ids = prepared.ids.iloc[evaluated].reset_index(drop=True)
     eval_digest = hashlib.sha256(np.sort(hash_ids(eval_ids)).tobytes())
@@ -285,7 +299,7 @@ def train(
         "field_auc": field_auc,
         "notes": messages,
         "warnings": warnings,
-        "profile": reference_profile(features=features.iloc[evaluated], probability=p_eval, y=y_eval, spec=spec,
+        "profile": reference_profile(features=features, probability=p_eval, y=y_eval, spec=spec,
                                      kept=kept_categories(final.named_steps["features"])),
     }
     trained = TrainedModel(pipeline=final, spec=spec, card=card, train_ids=np.sort(hash_ids(prepared.ids)))
@@ -294,11 +308,11 @@ def train(
         report={"selected": selected, "threshold": threshold, "candidates": reports, "evaluation": protocol,
                 "selection": selection, "warnings": warnings},
         # Only the evaluated rows of the raw table: a copy of every decided row was a second raw table in memory.
-        holdout_raw=raw.iloc[prepared.kept[evaluated]].reset_index(drop=True),
+        holdout_raw=raw.iloc[kept[evaluated]].reset_index(drop=True),
         holdout_ids=eval_ids,
         holdout_y=y_eval,
         holdout_p=p_eval,
-        input_example=features.head(5),
+        input_example=input_example,
     )
 
 

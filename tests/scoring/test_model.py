@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from scoring.features import LinearBasis
-from scoring.model import BlockNewtonLogistic, Calibrator, LeadScoringModel
+from scoring.model import BlockNewtonLogistic, Calibrator, LeadScoringModel, rows_first
 
 
 def data(n: int = 1200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -110,3 +112,41 @@ def test_a_basis_fitted_on_rows_of_a_matrix_is_the_one_fitted_on_their_copy() ->
     assert np.array_equal(taken.mean_, copied.mean_) and np.array_equal(taken.scale_, copied.scale_)
     assert all(np.array_equal(a, b) for a, b in zip(taken.knots_, copied.knots_, strict=True))
     assert np.array_equal(taken.transform(X), copied.transform(X))
+
+
+def test_rows_first_yields_the_rows_in_order_and_restores_x() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 4))
+    before = X.copy()
+    rows = np.sort(rng.choice(50, size=31, replace=False))
+    with rows_first(X, rows) as view:
+        assert np.shares_memory(view, X) and view.tobytes() == before[rows].tobytes()
+    assert X.tobytes() == before.tobytes()
+    with pytest.raises(RuntimeError), rows_first(X, rows):
+        raise RuntimeError("a failed fit")
+    assert X.tobytes() == before.tobytes()
+
+
+def test_tree_fits_see_each_folds_rows_and_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counted by hand, with a holdout and a blend: trees fitted on the older rows (1), on each of `cv` folds
+    # of every row for the calibration (3), then on every row (1). Each fit sees exactly X[train], in order.
+    X, y = data(600, seed=4)
+    before = X.copy()
+    holdout = np.zeros(len(y), dtype=bool)
+    holdout[-150:] = True
+    seen: list[bytes] = []
+    fit = HistGradientBoostingClassifier.fit
+
+    def recording_fit(self: HistGradientBoostingClassifier, X: np.ndarray, y: np.ndarray,
+                      **kw: object) -> HistGradientBoostingClassifier:
+        seen.append(np.asarray(X).tobytes())
+        return fit(self, X, y, **kw)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", recording_fit)
+    model = LeadScoringModel(categorical=(1,), candidates=("trees",), cv=3, max_iter=10)
+    model.fit(X, y, holdout=holdout, calibration_weight=np.ones(len(y)))
+    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0).split(X, y)
+    expected = [before[~holdout], *(before[train] for train, _ in folds), before]
+    assert len(seen) == 1 + 3 + 1
+    assert seen == [e.tobytes() for e in expected]
+    assert X.tobytes() == before.tobytes()

@@ -99,3 +99,14 @@ def test_optional_columns_absent_from_the_export(leads: pd.DataFrame, spec: Mode
     assert np.allclose(expected, pipeline.predict_proba(prepare(partial.head(700), spec=spec).features)[:, 1])
     contrib = compiled.contributions(base)
     assert np.all(contrib[:, [f.column for f in spec.features].index("age")] == 0)
+
+
+def test_fingerprint_in_chunks_is_the_whole_frames(leads: pd.DataFrame) -> None:
+    import hashlib
+
+    from scoring.training import fingerprint_frame
+
+    whole = hashlib.sha256("|".join(map(str, leads.columns)).encode())
+    whole.update(pd.util.hash_pandas_object(leads.astype(str), index=False).to_numpy().tobytes())
+    assert fingerprint_frame(leads, chunk_rows=700) == fingerprint_frame(leads) == whole.hexdigest()
+
