@@ -244,11 +244,7 @@ def _parse(value: Any, c: _Compiled) -> Any:
         if text in c.placeholders:
             return None
         if kind == "string":
-            if len(text) > rule.max_length:
-                raise too_long(rule)
-            if "\x00" in text:
-                raise holds_nul()
-            return text
+            return _checked_text(text, rule)
         if kind == "bool":
             word = text.casefold()
             if word in c.trues:
@@ -273,11 +269,7 @@ def _parse(value: Any, c: _Compiled) -> Any:
         return None
     if kind == "string":
         text = _number_text(value) if isinstance(value, int | float | np.integer | np.floating) else str(value).strip()
-        if len(text) > rule.max_length:
-            raise too_long(rule)
-        if "\x00" in text:
-            raise holds_nul()
-        return text or None
+        return _checked_text(text, rule) or None
     if isinstance(value, bool | np.bool_):
         if kind == "bool":
             return 1.0 if value else 0.0
@@ -304,6 +296,15 @@ def _parse(value: Any, c: _Compiled) -> Any:
         if isinstance(value, date):
             return datetime_ns(datetime(value.year, value.month, value.day))
     raise not_expected(rule)
+
+
+def _checked_text(text: str, rule: Rule) -> str:
+    """Return text within the length cap and free of NUL characters, else raise the ValueProblem."""
+    if len(text) > rule.max_length:
+        raise too_long(rule)
+    if "\x00" in text:
+        raise holds_nul()
+    return text
 
 
 def _number_text(value: int | float | np.integer | np.floating) -> str:
