@@ -141,29 +141,25 @@ class PredictionLog:
             try:
                 self._write(pending)
             except StoreUnavailable as exc:
-                if self._refused_data(exc):
-                    # Not an outage: a row the database will never take (text with a NUL on PostgreSQL). Retried
-                    # as a batch it would stop this process's log for good; row by row, only it is lost.
-                    pending = self._write_each(pending)
-                    if not pending:
-                        backoff = self.interval
+                # A row the database will never take (text with a NUL on PostgreSQL) is not an outage: retried as
+                # a batch it would stop this process's log for good; written row by row, only it is lost.
+                left = self._write_each(pending) if self._refused_data(exc) else pending
+                if left:
+                    pending = left
+                    if self._stop and time.monotonic() > self._deadline:
                         with self._cond:
+                            self._drop(len(pending))
                             self._in_flight = 0
-                            self._cond.notify_all()
-                        continue
-                if self._stop and time.monotonic() > self._deadline:
-                    with self._cond:
-                        self._drop(len(pending))
-                        self._in_flight = 0
-                    return
-                now = time.monotonic()
-                if now - self._last_retry_log >= 10:  # the first failure, then one line per 10 s
-                    self._last_retry_log = now
-                    log.warning("prediction log: %d row(s) not written, retrying every %.1fs at most: %s",
-                                len(pending), self.max_backoff, exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
-                continue
+                        return
+                    now = time.monotonic()
+                    if now - self._last_retry_log >= 10:  # the first failure, then one line per 10 s
+                        self._last_retry_log = now
+                        log.warning("prediction log: %d row(s) not written, retrying every %.1fs at most: %s",
+                                    len(pending), self.max_backoff, exc)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+                    continue
+                pending = []  # every row written or dropped one at a time, and counted there
             except Exception:  # a bug must not kill the writer: log the batch as lost, keep going
                 log.exception("prediction log: %d row(s) could not be written and were dropped", len(pending))
                 with self._cond:
