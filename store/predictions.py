@@ -80,7 +80,7 @@ class PredictionLog:
         self._ensure_thread()
         with self._cond:
             if self._stop or self._queued + count > self.capacity:
-                self._drop(count)
+                self._drop(count, full=not self._stop)
                 return False
             self._entries.append((count, build))
             self._queued += count
@@ -94,10 +94,13 @@ class PredictionLog:
             self._turn()
         return True
 
-    def _drop(self, count: int) -> None:
+    def _drop(self, count: int, *, full: bool = False) -> None:
+        """Count `count` dropped rows; with `full` (the queue had no room), warn (each other cause logs its own)."""
         self.dropped += count
         if self.on_drop is not None:
             self.on_drop(count)
+        if not full:
+            return
         now = time.monotonic()
         if now - self._last_drop_log >= 10:  # one line per 10 s, with the running total, not one per request
             self._last_drop_log = now
@@ -164,6 +167,7 @@ class PredictionLog:
                 log.exception("prediction log: %d row(s) could not be written and were dropped", len(pending))
                 with self._cond:
                     self._drop(len(pending))
+                pending = []  # counted as dropped: not written as well
             self.written += len(pending)
             pending = []
             backoff = self.interval

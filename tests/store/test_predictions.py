@@ -185,3 +185,19 @@ def test_a_row_the_database_refuses_is_dropped_and_counted_and_the_log_goes_on(
     assert ids == ["A", "D", "E"] and counted == [1] and (log.written, log.dropped) == (3, 1)  # 4 sent - 1 refused
     assert "refused by the database and dropped" in caplog.text and "'B\\x00C'" in caplog.text
     log.close()
+
+
+def test_a_batch_lost_to_a_bug_counts_as_dropped_and_not_as_written(store: Store,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    log = PredictionLog(store, batch_rows=10, interval_seconds=0.01)
+    unserialisable = {**_row("B"), "features": {"x": object()}}  # JSON cannot hold it: a TypeError, not an outage
+    with caplog.at_level(logging.WARNING, logger="leadcast.store"):
+        assert log.record(2, lambda: [_row("A"), unserialisable])
+        assert log.flush(timeout=10)
+    assert log.record(1, lambda: [_row("C")])
+    assert log.flush(timeout=10)
+    # 3 rows sent: the batch of 2 is lost (dropped 2), C is written (1). Before, the lost 2 counted as written too.
+    assert (_count(store), log.written, log.dropped) == (1, 1, 2)
+    assert "2 row(s) could not be written and were dropped" in caplog.text
+    assert "queue full" not in caplog.text  # the queue (capacity 100,000) never was: before, the drop said it was
+    log.close()
