@@ -366,6 +366,9 @@ def parse_series(series: pd.Series, rule: Rule, *, limit: int = MAX_PROBLEMS) ->
         numbers = _native_numbers(series)
         if numbers is not None:
             return _vector_numbers(series, numbers, rule, limit)
+        flags = _json_flags(series)
+        if flags is not None:
+            return _vector_numbers(series, flags, rule, limit, is_bool=True)
     if kind == "datetime" and pd.api.types.is_datetime64_any_dtype(series.dtype):
         return _vector_dates(series, rule, limit)
     parse = reader(rule)
@@ -373,7 +376,10 @@ def parse_series(series: pd.Series, rule: Rule, *, limit: int = MAX_PROBLEMS) ->
     if isinstance(series.dtype, pd.StringDtype) or _hashable_text(raw):
         # Text columns (CSV exports): read each distinct value once.
         codes, uniques = pd.factorize(series, use_na_sentinel=True)
-        table, bad = _read_each(uniques.tolist(), parse)
+        distinct = uniques.tolist()
+        plain = _plain_texts(distinct, _compiled(rule)) if kind == "string" else None
+        table: list[Any]
+        table, bad = (list[Any](plain), {}) if plain is not None else _read_each(distinct, parse)
         table.append(None)
         parsed = np.asarray(table, dtype=object)[codes]
         if bad:
@@ -388,6 +394,31 @@ def parse_series(series: pd.Series, rule: Rule, *, limit: int = MAX_PROBLEMS) ->
         for i in sorted(bad)[:limit]:
             refused.append(_refusal(i, bad[i], raw[i]))
     return _typed(parsed, kind), refused
+
+
+def _json_flags(series: pd.Series) -> np.ndarray | None:
+    """Return an object column of only true, false and missing (None, NaN: JSON's booleans and nulls) as 1/0/NaN, read
+    as `_parse` reads each; else None. A column of records' values is that, one bool object at a time otherwise."""
+    if series.dtype != object:
+        return None
+    values = series.to_numpy(dtype=object).tolist()
+    if not all(v is True or v is False or v is None or (type(v) is float and v != v) for v in values):
+        return None
+    return np.fromiter((1.0 if v is True else 0.0 if v is False else math.nan for v in values), np.float64,
+                       len(values))
+
+
+def _plain_texts(values: list[Any], c: _Compiled) -> list[str] | None:
+    """Return distinct text values stripped, as `_parse` reads them, when none is then a placeholder, too long or
+    holding a NUL (checked over all of them at once); else None, to read them one by one for their problems."""
+    if not all(type(v) is str for v in values):
+        return None
+    out = [v.strip() for v in values]
+    if not c.placeholders.isdisjoint(out) or "\x00" in "".join(out):
+        return None
+    if out and max(map(len, out)) > c.rule.max_length:
+        return None
+    return out
 
 
 def _hashable_text(raw: np.ndarray) -> bool:
@@ -423,9 +454,9 @@ def _typed(parsed: np.ndarray, kind: Kind) -> np.ndarray:
     return floats
 
 
-def _vector_numbers(series: pd.Series, numbers: np.ndarray, rule: Rule, limit: int,
-                    ) -> tuple[np.ndarray, list[Refused]]:
-    is_bool = _is_bool_dtype(series)
+def _vector_numbers(series: pd.Series, numbers: np.ndarray, rule: Rule, limit: int, *,
+                    is_bool: bool | None = None) -> tuple[np.ndarray, list[Refused]]:
+    is_bool = _is_bool_dtype(series) if is_bool is None else is_bool
     problems: list[tuple[np.ndarray, ValueProblem]] = []
     if rule.kind == "bool":
         wrong = ~np.isnan(numbers) & (numbers != 0.0) & (numbers != 1.0)

@@ -97,6 +97,37 @@ def test_both_backends_accept_and_refuse_the_same_values_with_the_same_message(b
             assert same(g[1], e[1]), (v, series.dtype, g, e)
 
 
+flags = st.lists(st.sampled_from([True, False, None, math.nan]), min_size=1, max_size=8)
+texts = st.lists(st.one_of(st.none(), st.sampled_from(["Select", " n/a ", "", "  ", "a\x00b", "x" * 21, " Acme "]),
+                           st.text(max_size=22)), min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.one_of(flags, texts), rule=st.sampled_from(RULES))
+def test_the_whole_column_paths_of_json_flags_and_plain_text_read_as_each_value_does(batch: list[Any],
+                                                                                    rule: Rule) -> None:
+    # Columns of only true/false/null and of only text take a path of their own (read whole, not value by value).
+    expected = [per_value(v, rule) for v in batch]
+    for series in columns_of(batch):
+        got = per_column(series, rule)
+        for g, e, v in zip(got, expected, batch, strict=True):
+            assert g[0] == e[0] and same(g[1], e[1]), (v, series.dtype, g, e)
+
+
+def test_json_flags_with_nulls_are_read_whole() -> None:
+    # An object column as records give it: [true, null, false] reads 1, NaN, 0 for a flag field; a count refuses
+    # the two booleans (rows 0 and 2) and keeps the null as missing.
+    column = pd.Series([True, None, False], dtype=object)
+    values, refused = parse_series(column, Rule("bool"))
+    assert values.tolist()[0::2] == [1.0, 0.0] and math.isnan(values[1]) and refused == []
+    values, refused = parse_series(column, Rule("int", non_negative=True))
+    assert np.isnan(values).all() and [(r.position, r.message) for r in refused] == [
+        (0, "is not a number"), (2, "is not a number")]
+    texts, refused = parse_series(pd.Series([" Acme ", "Select", "a\x00b"], dtype=object),
+                                  Rule("string", missing_values=("Select",)))
+    assert texts.tolist() == ["Acme", None, None] and [r.position for r in refused] == [2]
+
+
 @pytest.mark.parametrize(("value", "rule", "message"), [
     ("maybe", Rule("bool"), "is not true or false (true/t/yes or false/f/no)"),
     ("2026-13-01", Rule("datetime"), "is not a date (ISO 8601, e.g. 2024-03-01 or 2024-03-01T10:00:00+02:00)"),
