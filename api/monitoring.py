@@ -97,10 +97,17 @@ def store_health(settings: Settings, store: Store, *, name: str | None = None, v
     if profile is None:
         raise MonitoringError(f"model version {trained.version} was trained before leadcast saved reference "
                               "profiles: retrain it to monitor it")
+
+    def typed(raw: pd.DataFrame) -> pd.DataFrame:
+        raw = raw.rename(columns={"lead_id": spec.id_column})
+        if spec.as_of_column and spec.as_of_column != "as_of":
+            raw = raw.rename(columns={"as_of": spec.as_of_column})
+        return prepare(raw, spec=spec, table="prediction log").features
+
     spec = trained.spec
     # The log's rows of this name only: two names each have a version 1, and their rows never mix.
-    logged = logged_scores(store, model_name=name, model_version=trained.version,
-                           since=since, now=now, maturity_days=settings.outcome_maturity_days)
+    logged = logged_scores(store, model_name=name, model_version=trained.version, since=since, now=now,
+                           maturity_days=settings.outcome_maturity_days, read_features=typed)
     window = {"model": f"{name}@{trained.version}", "name": name, "version": trained.version,
               "since": None if since is None else since.isoformat(), "until": now.isoformat(timespec="seconds"),
               "maturity_days": settings.outcome_maturity_days}
@@ -109,11 +116,7 @@ def store_health(settings: Settings, store: Store, *, name: str | None = None, v
                 "features": [], "outcomes": None, "score_psi": None, "mean_probability": None,
                 "alerts": [], "warnings": [f"no score of version {trained.version} is logged in this window"],
                 "base_rate_training": profile["base_rate"], "features_sampled": 0}
-    raw = logged.features.rename(columns={"lead_id": spec.id_column})
-    if spec.as_of_column and spec.as_of_column != "as_of":
-        raw = raw.rename(columns={"as_of": spec.as_of_column})
-    features = prepare(raw, spec=spec, table="prediction log").features
-    report = live_health(profile=profile, spec=spec, features=features,
+    report = live_health(profile=profile, spec=spec, features=logged.features,
                          probability=logged.scores["probability"].to_numpy(),
                          converted=logged.scores["converted"].to_numpy(), rng=np.random.default_rng(seed),
                          n_boot=n_boot, rows_logged=logged.rows)

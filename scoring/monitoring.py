@@ -167,7 +167,7 @@ def _fast_auc(y: np.ndarray, p: np.ndarray) -> float:
     to the last bit, without ranking every lead: the not-converted scores sorted once, the converted looked up."""
     positive = y == 1
     negatives = np.sort(p[~positive])
-    scores = p[positive]
+    scores = np.sort(p[positive])  # sorted look-ups walk the negatives once: 4x faster on a million, same sums
     below = int(np.searchsorted(negatives, scores, side="left").sum())
     not_above = int(np.searchsorted(negatives, scores, side="right").sum())
     return (below + not_above) / 2 / (len(scores) * len(negatives))
@@ -184,25 +184,33 @@ FAST_METRICS: dict[str, Any] = {"roc_auc": _fast_auc, "brier": lambda y, p: floa
                                 "log_loss": _fast_log_loss}
 
 
-def _interval(y: np.ndarray, p: np.ndarray, metric: Any, rng: np.random.Generator, n_boot: int,
-              point: float | None, max_rows: int = BOOTSTRAP_ROWS) -> list[float] | None:
-    """Return the 90% bootstrap interval of `metric`; beyond `max_rows` leads, resamples of `max_rows` leads
-    whose spread around the full-sample value is scaled by sqrt(max_rows / n) (these metrics' errors shrink as
-    1/sqrt(n)), so a million matured leads cost what 10,000 do."""
+def _intervals(y: np.ndarray, p: np.ndarray, points: Mapping[str, float | None], rng: np.random.Generator,
+               n_boot: int, max_rows: int = BOOTSTRAP_ROWS) -> dict[str, list[float] | None]:
+    """Return the 90% bootstrap interval of each of FAST_METRICS, all from the same `n_boot` resamples; beyond
+    `max_rows` leads, resamples of `max_rows` leads whose spread around the full-sample value (`points`) is scaled
+    by sqrt(max_rows / n) (these metrics' errors shrink as 1/sqrt(n)), so a million matured leads cost what
+    10,000 do. A resample of one class only is left out, for every metric alike."""
     n = len(y)
     m = min(n, max_rows)
-    values = []
+    values: dict[str, list[float]] = {name: [] for name in FAST_METRICS}
     for _ in range(n_boot):
-        idx = rng.integers(0, n, m)
-        if 0 < y[idx].sum() < m:
-            values.append(float(metric(y[idx], p[idx])))
-    if not values:
-        return None
-    low, high = float(np.quantile(values, 0.05)), float(np.quantile(values, 0.95))
-    if m < n and point is not None:
-        scale = math.sqrt(m / n)
-        low, high = point + scale * (low - point), point + scale * (high - point)
-    return [low, high]
+        idx = rng.integers(0, n, m)  # one draw for all three: the gathers from a million leads cost the most
+        y_b, p_b = y[idx], p[idx]
+        if 0 < y_b.sum() < m:
+            for name, metric in FAST_METRICS.items():
+                values[name].append(float(metric(y_b, p_b)))
+    out: dict[str, list[float] | None] = {}
+    for name, drawn in values.items():
+        point = points[name]
+        if not drawn:
+            out[name] = None
+            continue
+        low, high = float(np.quantile(drawn, 0.05)), float(np.quantile(drawn, 0.95))
+        if m < n and point is not None:
+            scale = math.sqrt(m / n)
+            low, high = point + scale * (low - point), point + scale * (high - point)
+        out[name] = [low, high]
+    return out
 
 
 def by_decile(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]]:
@@ -235,9 +243,10 @@ def outcome_health(*, y: np.ndarray, probability: np.ndarray, grades: Grades, ba
     }
     # The point values by the same numpy formulas as the bootstrap: scikit-learn's input checks on a million
     # leads cost more than the sums (test_the_bootstrap_metrics_equal_scikit_learns checks they agree).
-    for name, metric in FAST_METRICS.items():
-        out[name] = float(metric(y, p)) if both or name != "roc_auc" else None
-        out[f"{name}_interval"] = _interval(y, p, FAST_METRICS[name], rng, n_boot, out[name])
+    points = {name: float(metric(y, p)) if both or name != "roc_auc" else None
+              for name, metric in FAST_METRICS.items()}
+    for name, interval in _intervals(y, p, points, rng, n_boot).items():
+        out[name], out[f"{name}_interval"] = points[name], interval
     return out
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from store.core import Store
-from store.schema import metadata, predictions
+from store.schema import FIRST_SCORE_OUTCOME_LOCK, metadata, predictions
 
 PURGE_ROWS = 10_000  # predictions deleted per transaction, so a purge never holds a long lock
 
@@ -24,6 +24,9 @@ def erase_lead(store: Store, *, lead_id: str) -> dict[str, int]:
     """
     removed: dict[str, int] = {}
     with store.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Before any delete's row locks: a log writer holding this lock (shared) may wait on one of them.
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(FIRST_SCORE_OUTCOME_LOCK)))
         features = conn.execute(sa.select(predictions.c.features).where(predictions.c.lead_id == lead_id)).scalars()
         removed["features"] = sum(1 for f in features if f)
         for table in reversed(metadata.sorted_tables):  # children before parents

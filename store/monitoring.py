@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,15 +117,16 @@ def _summary_postgres(conn: Any, where: list[Any], *, one_key: bool) -> tuple[in
     from sqlalchemy.dialects.postgresql import distinct_on
 
     f = first_scores
+    # The outcome is first_scores' own (migration 0008): a join with outcomes was 0.7 of 1.3 s over 1M leads.
     columns = (f.c.prediction_id.label("id"), _epoch(conn, f.c.scored_at).label("seconds"),
-               f.c.probability.label("probability"), _converted())
+               f.c.probability.label("probability"),
+               sa.cast(sa.cast(f.c.converted, sa.Integer), sa.SmallInteger).label("converted"))
     if one_key:
-        first = (sa.select(*columns, f.c.rows_logged).select_from(_with_outcomes(f, f.c.lead_id))
-                 .where(*where).subquery())
+        first = sa.select(*columns, f.c.rows_logged).where(*where).subquery()
         return _packed(conn, first, sa.func.sum(first.c.rows_logged))
     # Window functions run before DISTINCT ON: the total counts every key's rows, not only the kept ones.
     first = (sa.select(*columns, sa.func.sum(f.c.rows_logged).over().label("total"))
-             .select_from(_with_outcomes(f, f.c.lead_id)).where(*where).ext(distinct_on(f.c.lead_id))
+             .where(*where).ext(distinct_on(f.c.lead_id))
              .order_by(f.c.lead_id, f.c.scored_at, f.c.prediction_id)).subquery()
     return _packed(conn, first, sa.func.max(first.c.total))
 
@@ -149,16 +152,20 @@ def _window_postgres(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]
     return total, _packed(conn, first, sa.literal(total))[1]
 
 
-def _first_of_each_lead(rows: list[tuple[Any, ...]], *, grouped: bool) -> list[np.ndarray]:
+def _first_of_each_lead(rows: list[tuple[Any, ...]], *, grouped: bool, converted: int | None = None
+                        ) -> list[np.ndarray]:
     """Return (id, seconds, probability) and the lead ids of `rows` (id, lead_id, seconds, probability, ...): each
-    lead's first row when `grouped` (rows in (lead, time, id) order), else every row (one per lead already)."""
+    lead's first row when `grouped` (rows in (lead, time, id) order), else every row (one per lead already). With
+    `converted`, the position of each row's outcome flag, that flag comes last instead of the lead ids."""
     n = len(rows)
-    lead_ids = np.asarray(list(map(operator.itemgetter(1), rows)), dtype=object)
     first = np.ones(n, dtype=bool)
+    lead_ids = (np.asarray(list(map(operator.itemgetter(1), rows)), dtype=object) if grouped or converted is None
+                else np.empty(0, dtype=object))
     if grouped:
         first[1:] = lead_ids[1:] != lead_ids[:-1]
+    last = lead_ids if converted is None else np.fromiter(map(operator.itemgetter(converted), rows), bool, n)
     return [np.fromiter(map(operator.itemgetter(k), rows), dtype, n)[first]
-            for k, dtype in ((0, np.int64), (2, np.float64), (3, np.float64))] + [lead_ids[first]]
+            for k, dtype in ((0, np.int64), (2, np.float64), (3, np.float64))] + [last[first]]
 
 
 def _marked_converted(conn: Any, columns: list[np.ndarray]) -> list[np.ndarray]:
@@ -171,19 +178,17 @@ def _marked_converted(conn: Any, columns: list[np.ndarray]) -> list[np.ndarray]:
 
 def _summary_sqlite(conn: Any, where: list[Any], *, one_key: bool) -> tuple[int, list[np.ndarray]]:
     """Return the count of logged rows and (id, seconds, probability, converted) of each lead's first score, from
-    first_scores (see _summary_postgres)."""
+    first_scores alone (see _summary_postgres)."""
     f = first_scores
-    query = sa.select(f.c.prediction_id, f.c.lead_id, _epoch(conn, f.c.scored_at), f.c.probability,
-                      f.c.rows_logged).where(*where)
+    query = sa.select(f.c.prediction_id, f.c.lead_id if not one_key else sa.null(), _epoch(conn, f.c.scored_at),
+                      f.c.probability, f.c.rows_logged, f.c.converted).where(*where)
     if not one_key:
         query = query.order_by(f.c.lead_id, f.c.scored_at, f.c.prediction_id)
     rows = _raw_rows(conn, query)
     if not rows:
         return 0, []
     total = sum(map(operator.itemgetter(4), rows))
-    columns = _first_of_each_lead(rows, grouped=not one_key)
-    del rows
-    return total, _marked_converted(conn, columns)
+    return total, _first_of_each_lead(rows, grouped=not one_key, converted=5)
 
 
 def _window_sqlite(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]]:
@@ -203,53 +208,109 @@ def _window_sqlite(conn: Any, where: list[Any]) -> tuple[int, list[np.ndarray]]:
 
 
 def logged_scores(store: Store, *, model_name: str | None, model_version: str | None, since: datetime | None,
-                  now: datetime, maturity_days: float, feature_rows: int = FEATURE_SAMPLE_ROWS) -> Logged:
-    """Return each lead's first logged score (with its matured outcome) and a sample of the logged features.
+                  now: datetime, maturity_days: float, feature_rows: int = FEATURE_SAMPLE_ROWS,
+                  read_features: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> Logged:
+    """Return each lead's first logged score (with its matured outcome) and a sample of the logged features, as
+    `read_features` reads them (the caller's typing; on PostgreSQL it runs while the server builds the summary).
 
     A lead's first score is its earliest by (scored_at, id) within the window; the scores come back in that
-    time order. The features are those of an even sample of the first scores (every k-th in time order),
-    fetched by id. Without `since` the first scores come from first_scores, one row per lead; with it, from the
-    log, since a lead first scored before `since` and again after counts from its first score in the window,
-    which the summary does not hold.
+    time order. The features are those of a sample of the first scores (`sampled`: a hash of the row's id, so
+    spread evenly over time and over any pattern in the ids). Without `since` the first scores come from
+    first_scores, one row per lead; with it, from the log, since a lead first scored before `since` and again
+    after counts from its first score in the window, which the summary does not hold.
     """
-    with store.begin() as conn:
-        postgres = conn.dialect.name == "postgresql"
-        if since is None:
-            summary = _summary_postgres if postgres else _summary_sqlite
-            total, columns = summary(conn, _filters(first_scores, model_name, model_version, None),
-                                     one_key=model_name is not None and model_version is not None)
-        else:
-            window = _window_postgres if postgres else _window_sqlite
-            total, columns = window(conn, _filters(predictions, model_name, model_version, since))
-        if not total:
-            return Logged(scores=pd.DataFrame(columns=["scored_at", "probability", "converted"]),
-                          features=pd.DataFrame(), rows=0)
-        order = np.lexsort((columns[0], columns[1]))  # by time, then id: the order the log was written in
-        ids, seconds, probability, converted = (c[order] for c in columns)
-        step = max(1, math.ceil(len(ids) / feature_rows)) if feature_rows else 0
-        sample = _feature_rows(conn, ids[::step].tolist() if step else [])
+    one_key = model_name is not None and model_version is not None
+    ahead = since is None and one_key and feature_rows > 0 and not store.is_sqlite
+
+    def read(raw: pd.DataFrame) -> pd.DataFrame:
+        return read_features(raw) if read_features is not None and len(raw) else raw
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadcast-monitor") if ahead else nullcontext() as pool:
+        # On PostgreSQL the sample is read and typed on a second connection while the server builds the summary:
+        # the two take about as long over a million rows (docs/monitoring.md), and a sample drawn by a hash of
+        # the id needs nothing from the summary.
+        future = None if pool is None else pool.submit(
+            lambda: read(_summary_sample(store, model_name, model_version, feature_rows)))
+        raw = pd.DataFrame()
+        with store.begin() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            if since is None:
+                summary = _summary_postgres if postgres else _summary_sqlite
+                total, columns = summary(conn, _filters(first_scores, model_name, model_version, None),
+                                         one_key=one_key)
+            else:
+                window = _window_postgres if postgres else _window_sqlite
+                total, columns = window(conn, _filters(predictions, model_name, model_version, since))
+            if total and future is None and feature_rows:
+                ids = columns[0]
+                raw = _feature_frame(_feature_rows(conn, np.sort(ids[sampled(ids, len(ids), feature_rows)]).tolist()))
+        features = future.result() if future is not None else read(raw)
+    if not total:
+        return Logged(scores=pd.DataFrame(columns=["scored_at", "probability", "converted"]),
+                      features=pd.DataFrame(), rows=0)
+    order = np.lexsort((columns[0], columns[1]))  # by time, then id: the order the log was written in
+    seconds, probability, converted = (c[order] for c in columns[1:])
     age_days = (pd.Timestamp(now.replace(tzinfo=None)).value / 1e9 - seconds) / 86400.0
     y = np.where(converted, 1.0, np.where(age_days > maturity_days, 0.0, np.nan))
     scores = pd.DataFrame({"scored_at": _times(seconds), "probability": probability, "converted": y})
-    return Logged(scores=scores, features=_feature_frame(sample), rows=total)
+    return Logged(scores=scores, features=features, rows=total)
+
+
+SAMPLE_MODULUS = 2_147_483_647  # 2^31 - 1, prime: id -> id * 48271 mod it is the Park-Miller generator's step
+SAMPLE_MULTIPLIER = 48_271
+
+
+def sample_threshold(population: int, wanted: int) -> int:
+    """Return the hash value below which a row is sampled, so that `wanted` of `population` rows are expected."""
+    return SAMPLE_MODULUS if wanted >= population else math.ceil(SAMPLE_MODULUS * wanted / population)
+
+
+def sampled(ids: np.ndarray, population: int, wanted: int) -> np.ndarray:
+    """Return which prediction ids are in the feature sample: ((id mod M) * 48271) mod M < threshold (M = 2^31 - 1).
+
+    The same rule as the SQL of `_summary_sample`. A multiplicative hash, not every k-th id: rows of one kind that
+    arrive on a period (a rescore after each first score) are still sampled at the same rate as the rest.
+    """
+    values = (np.asarray(ids, dtype=np.int64) % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER % SAMPLE_MODULUS
+    return values < sample_threshold(population, wanted)
+
+
+def _summary_sample(store: Store, model_name: str | None, model_version: str | None,
+                    wanted: int) -> pd.DataFrame:
+    """Return the logged features of the sample (`sampled`) of one version's first scores in first_scores."""
+    f = first_scores
+    where = _filters(f, model_name, model_version, None)
+    with store.begin() as conn:
+        population = int(conn.execute(sa.select(sa.func.count()).select_from(f).where(*where)).scalar_one())
+        if not population:
+            return pd.DataFrame()
+        hashed = (f.c.prediction_id % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER % SAMPLE_MODULUS
+        query = (sa.select(*_feature_columns()).select_from(f.join(predictions, predictions.c.id == f.c.prediction_id))
+                 .where(*where, hashed < sample_threshold(population, wanted)).order_by(predictions.c.id))
+        return _feature_frame(_raw_rows(conn, query))
+
+
+def _feature_columns() -> tuple[Any, ...]:
+    # As text on the server too: psycopg would otherwise parse each JSON value with the standard json module.
+    return (sa.cast(predictions.c.features, sa.Text), sa.type_coerce(predictions.c.as_of, sa.Text),
+            predictions.c.lead_id)
 
 
 def _feature_rows(conn: Any, ids: list[int]) -> list[tuple[Any, ...]]:
-    """Return (features text, as_of text, lead_id) of the logged rows `ids`: on PostgreSQL one query with the ids
-    as one array parameter, on SQLite a query per 30,000 ids."""
-    # As text on the server too: psycopg would otherwise parse each JSON value with the standard json module.
-    columns = (sa.cast(predictions.c.features, sa.Text), sa.type_coerce(predictions.c.as_of, sa.Text),
-               predictions.c.lead_id)
+    """Return (features text, as_of text, lead_id) of the logged rows `ids` (sorted) in id order: on PostgreSQL one
+    query with the ids as one array parameter, on SQLite a query per 30,000 ids."""
+    columns = _feature_columns()
     if not ids:
         return []
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
 
         wanted = sa.bindparam("ids", ids, type_=ARRAY(sa.BigInteger))
-        return _raw_rows(conn, sa.select(*columns).where(predictions.c.id == sa.func.any(wanted)))
+        return _raw_rows(conn, sa.select(*columns).where(predictions.c.id == sa.func.any(wanted))
+                         .order_by(predictions.c.id))
     rows: list[tuple[Any, ...]] = []
     for part in chunks(ids, FEATURE_CHUNK):
-        rows += _raw_rows(conn, sa.select(*columns).where(predictions.c.id.in_(part)))
+        rows += _raw_rows(conn, sa.select(*columns).where(predictions.c.id.in_(part)).order_by(predictions.c.id))
     return rows
 
 

@@ -159,5 +159,11 @@ first_scores = sa.Table(
     sa.Column("scored_at", sa.DateTime, nullable=False),
     sa.Column("probability", sa.Float, nullable=False),
     sa.Column("rows_logged", sa.BigInteger, nullable=False),
+    # the lead's outcome as the outcomes hold it (migration 0008's triggers): converted, else not (yet)
+    sa.Column("converted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_first_scores_lead_id", "lead_id"),
     info={"derived_from": "predictions"},
 )
+# The advisory lock that keeps first_scores.converted right under concurrent writers (migration 0008): taken shared
+# by the log's trigger and exclusive by the outcomes' triggers, and by erasure before it deletes anything.
+FIRST_SCORE_OUTCOME_LOCK = 8_190_233_308

@@ -1,13 +1,14 @@
 """Benchmark: model health over 1 million logged predictions (issue 13). Targets: under 5 s on SQLite, under 2 s on
 PostgreSQL, for the whole `store_health` call (what `leadcast monitor` and `GET /v1/models/monitoring` run):
-the query of every lead's first score (from first_scores, migration 0007) and matured outcome, the feature
-sample, PSI, calibration, bootstrap intervals. Printed, never asserted: run with `make bench`. What is asserted is
-that the first scores equal, bit for bit, those the log itself gives (the query monitoring ran before 0007).
+the query of every lead's first score and its outcome (from first_scores, migrations 0007 and 0008), the feature
+sample (on PostgreSQL read on a second connection meanwhile), PSI, calibration, bootstrap intervals. Printed,
+never asserted: run with `make bench`. What is asserted is that the first scores and outcomes equal, bit for bit,
+those the log joined with the outcomes gives (the query monitoring ran before 0007).
 
 Process CPU is printed beside wall time (this machine is shared, wall time is noisy), and on PostgreSQL the
 server's CPU too: the postmaster's children (the backend, any parallel workers, reaped or live), read from
 /proc, since the server does the first-score and outcome work (store/monitoring.py). The rows are loaded by INSERT,
-so the triggers of migration 0007 fill first_scores as the prediction log's writer does.
+so the triggers of migrations 0007 and 0008 fill first_scores as the prediction log's writer does.
 """
 
 from __future__ import annotations

@@ -179,7 +179,8 @@ def test_the_migration_fills_the_summary_from_the_predictions_already_logged(dat
     with store.engine.begin() as conn:
         conn.execute(predictions.insert(), [_row("a", 10, 0.1), _row("a", 5, 0.2), _row("b", 7, 0.3),
                                             _row("b", 7, 0.4), {**_row("a", 0, 0.9), "model_version": "2"}])
-    assert store.upgrade() == ("0006", "0007")
+    assert store.upgrade("0007") == ("0006", "0007")
+    assert store.upgrade() == ("0007", "0008")  # 0008 adds the outcome flag: the rows are 0007's
     # a's first is a@5 (2 rows), b's the tie's lower id p=0.3 (2 rows), version 2 a key of its own.
     assert _summary(store) == _recomputed(store) == [
         ("m", "1", "a", 5.0, 0.2, 2), ("m", "2", "a", 0.0, 0.9, 1), ("m", "1", "b", 7.0, 0.3, 2)]
@@ -217,13 +218,14 @@ def test_a_row_a_writer_commits_while_the_migration_runs_is_in_the_summary(datab
     writer.execute(predictions.insert(), [_row("b", 7, 0.3)])
     upgraded: list[object] = []
     migrating = Store(database_url)
-    migration = threading.Thread(target=lambda: upgraded.append(migrating.upgrade()))
+    migration = threading.Thread(target=lambda: upgraded.append(migrating.upgrade("0007")))
     migration.start()
     _waiting_on_locks(store, 1, migration)  # on the writer's lock on predictions
     writer.commit()
     writer.close()
     migration.join(timeout=30)
     assert upgraded == [("0006", "0007")]
+    assert store.upgrade() == ("0007", "0008")  # 0008 adds the outcome flag: the rows are 0007's
     # Both rows are in the log, so both leads are in the summary: a@10 and b@7, 1 row each.
     assert _summary(store) == _recomputed(store) == [("m", "1", "a", 10.0, 0.1, 1), ("m", "1", "b", 7.0, 0.3, 1)]
     migrating.dispose()
@@ -266,3 +268,127 @@ def test_a_purge_beside_the_writer_over_the_same_leads_does_not_deadlock(store: 
     # Both finish (before the fix a deadlock aborted one of them): 2 rows purged, a@100 and b@100 left, 1 row each.
     assert done == {"writer": "written", "purged": 2}
     assert _summary(store) == _recomputed(store) == [("m", "1", "a", 100.0, 0.3, 1), ("m", "1", "b", 100.0, 0.4, 1)]
+
+
+def _flags(store: Store) -> list[tuple[str, str, bool]]:
+    """Return first_scores' outcome flags as (version, lead, converted), and check them against the outcomes."""
+    with store.begin() as conn:
+        rows = conn.execute(sa.select(first_scores.c.model_version, first_scores.c.lead_id, first_scores.c.converted)
+                            .order_by(first_scores.c.lead_id, first_scores.c.model_version)).all()
+        converted = set(conn.execute(sa.select(outcomes.c.lead_id).where(outcomes.c.converted)).scalars())
+    assert [r.converted for r in rows] == [r.lead_id in converted for r in rows]
+    return [(r.model_version, r.lead_id, bool(r.converted)) for r in rows]
+
+
+def _outcome(lead_id: str, converted: bool) -> dict[str, object]:
+    return {"lead_id": lead_id, "converted": converted, "converted_at": T0 if converted else None, "recorded_at": T0,
+            "updated_at": T0, "source": "api"}
+
+
+def test_each_first_score_carries_its_leads_outcome_through_every_change(store: Store) -> None:
+    # a converted before it is scored; b scored by versions 1 and 2, then converts; c converts, then the CRM says
+    # it did not after all; d converts, then its outcome is deleted; e is erased with its outcome.
+    with store.begin() as conn:
+        conn.execute(outcomes.insert(), [_outcome("a", True)])
+        conn.execute(predictions.insert(), [_row("a", 1, 0.1), _row("b", 2, 0.2), {**_row("b", 3, 0.3),
+                     "model_version": "2"}, _row("c", 4, 0.4), _row("d", 5, 0.5), _row("e", 6, 0.6)])
+    assert _flags(store) == [("1", "a", True), ("1", "b", False), ("2", "b", False), ("1", "c", False),
+                             ("1", "d", False), ("1", "e", False)]
+    with store.begin() as conn:
+        conn.execute(outcomes.insert(), [_outcome("b", True), _outcome("c", True), _outcome("d", True),
+                                         _outcome("e", True)])
+    assert [f[2] for f in _flags(store)] == [True] * 6
+    with store.begin() as conn:
+        conn.execute(outcomes.update().where(outcomes.c.lead_id == "c").values(converted=False, converted_at=None))
+        conn.execute(outcomes.delete().where(outcomes.c.lead_id == "d"))
+        conn.execute(predictions.insert(), [_row("a", 0, 0.05)])  # a's new first score keeps a's outcome
+    assert erase_lead(store, lead_id="e")["outcomes"] == 1
+    assert _flags(store) == [("1", "a", True), ("1", "b", True), ("2", "b", True), ("1", "c", False),
+                             ("1", "d", False)]
+    # Read from first_scores alone, as from the log joined with the outcomes: a (minute 0) and b converted.
+    logged = _same_as_the_log(store, model_name="m")
+    assert logged.scores["converted"].tolist() == [1.0, 1.0, 0.0, 0.0]  # a@0, b@2, c@4, d@5; all matured
+
+
+def test_the_migration_to_0008_marks_the_first_scores_of_the_converted_leads(database_url: str) -> None:
+    # At 0007: a and b scored, a converted, b reported as not converted; c converted but never scored.
+    store = Store(database_url)
+    store.upgrade("0007")
+    with store.engine.begin() as conn:
+        conn.execute(predictions.insert(), [_row("a", 1, 0.1), _row("b", 2, 0.2)])
+        conn.execute(outcomes.insert(), [_outcome("a", True), _outcome("b", False), _outcome("c", True)])
+    assert store.upgrade() == ("0007", "0008")
+    assert _flags(store) == [("1", "a", True), ("1", "b", False)]
+    with store.begin() as conn:  # and the triggers run from then on
+        conn.execute(predictions.insert(), [_row("c", 3, 0.3)])
+    assert _flags(store) == [("1", "a", True), ("1", "b", False), ("1", "c", True)]
+    store.dispose()
+
+
+@pytest.mark.parametrize("first", ["score", "outcome"])
+def test_a_first_score_and_its_outcome_committed_together_still_meet(store: Store, first: str) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: the two never overlap")
+    # One transaction writes lead x's first score (or its outcome) and stays open; another writes the other. Under
+    # READ COMMITTED neither sees the other's row, so before the lock x's first score stayed "not converted" for
+    # good. Now the second waits for the first's commit and then reads it.
+    score = [_row("x", 1, 0.1)]
+    holder = store.engine.connect()
+    holder.begin()
+    holder.execute(*((predictions.insert(), score) if first == "score" else (outcomes.insert(), [_outcome("x", True)])))
+    done: dict[str, object] = {}
+
+    def other() -> None:
+        try:
+            with store.begin() as conn:
+                conn.execute(*((outcomes.insert(), [_outcome("x", True)]) if first == "score"
+                               else (predictions.insert(), score)))
+            done["other"] = "written"
+        except Exception as exc:  # the test reads it below
+            done["other"] = exc
+
+    writer = threading.Thread(target=other)
+    writer.start()
+    _waiting_on_locks(store, 1, writer)  # on the advisory lock: the two meet on one lead
+    holder.commit()
+    holder.close()
+    writer.join(timeout=30)
+    assert done == {"other": "written"}
+    assert _flags(store) == [("1", "x", True)]
+
+
+def test_erasure_beside_a_writer_logging_the_same_lead_does_not_deadlock(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite has one writer at a time")
+    # x is scored and converted. A writer's transaction logs y, then (once the erasure of x waits) x again. The
+    # erasure deletes x's predictions (locking x's summary row), then x's outcome (whose trigger takes the lock
+    # exclusive): without taking that lock first, it held x's row while the writer held the lock shared and
+    # waited for the row, and PostgreSQL aborted one of them.
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("x", 1, 0.1)])
+        conn.execute(outcomes.insert(), [_outcome("x", True)])
+    writer = store.engine.connect()
+    writer.begin()
+    writer.execute(predictions.insert(), [_row("y", 2, 0.2)])
+    done: dict[str, object] = {}
+
+    def erase() -> None:
+        try:
+            done["erased"] = erase_lead(store, lead_id="x")
+        except Exception as exc:  # the test reads it below
+            done["erased"] = exc
+
+    eraser = threading.Thread(target=erase)
+    eraser.start()
+    _waiting_on_locks(store, 1, eraser)
+    try:
+        writer.execute(predictions.insert(), [_row("x", 3, 0.3)])  # the erasure waits, so x is logged again
+        writer.commit()
+    finally:
+        writer.close()
+    eraser.join(timeout=30)
+    erased = done["erased"]
+    assert isinstance(erased, dict), erased
+    # The erasure ran after the writer's commit: both of x's predictions and its outcome are gone; y stays.
+    assert (erased["predictions"], erased["outcomes"]) == (2, 1)
+    assert _flags(store) == [("1", "y", False)]
