@@ -116,7 +116,7 @@ def store_health(settings: Settings, store: Store, *, name: str | None = None, v
                 "features": [], "outcomes": None, "score_psi": None, "mean_probability": None,
                 "alerts": [], "warnings": [f"no score of version {trained.version} is logged in this window"],
                 "base_rate_training": profile["base_rate"], "features_sampled": 0}
-    report = live_health(profile=profile, spec=spec, features=logged.features,
+    report = live_health(profile=profile, spec=spec, features=lambda: logged.features,
                          probability=logged.scores["probability"].to_numpy(),
                          converted=logged.scores["converted"].to_numpy(), rng=np.random.default_rng(seed),
                          n_boot=n_boot, rows_logged=logged.rows)

@@ -9,7 +9,7 @@ alert. Calibration on matured outcomes is the expected calibration error (10 equ
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -252,9 +252,10 @@ def outcome_health(*, y: np.ndarray, probability: np.ndarray, grades: Grades, ba
 
 def health(*, profile: Mapping[str, Any], features: pd.DataFrame, probability: np.ndarray, spec: ModelSpec,
            outcomes: tuple[np.ndarray, np.ndarray] | None = None, rng: np.random.Generator,
-           n_boot: int = 200) -> dict[str, Any]:
+           n_boot: int = 200, matured: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare scored leads with a model's reference profile; return per-feature drift, score drift, outcome
-    health (when `outcomes` = (y, probability) of the leads whose outcome is known) and the alerts in words."""
+    health (when `outcomes` = (y, probability) of the leads whose outcome is known; `matured`, that health
+    computed already by `outcome_health`) and the alerts in words."""
     labels = {f.column: f.label for f in spec.features}
     entries: list[dict[str, Any]] = []
     alerts: list[str] = []
@@ -277,10 +278,11 @@ def health(*, profile: Mapping[str, Any], features: pd.DataFrame, probability: n
                               "features": sorted(entries, key=lambda e: -(e["psi"] or 0.0)), "outcomes": None,
                               "unseen_categories": {e["column"]: e["unseen_share"] for e in entries
                                                     if e["unseen_share"] is not None}}
-    if outcomes is not None and len(outcomes[0]):
+    if matured is None and outcomes is not None and len(outcomes[0]):
         y, p_out = outcomes
         matured = outcome_health(y=y, probability=p_out, grades=spec.grades, base_rate_training=profile["base_rate"],
                                  rng=rng, n_boot=n_boot)
+    if matured is not None:
         result["outcomes"] = matured
         if matured["ece"] >= ECE_ALERT:
             alerts.append(f"calibration: these leads converted at {matured['base_rate']:.1%} where the model "
@@ -295,21 +297,25 @@ def health(*, profile: Mapping[str, Any], features: pd.DataFrame, probability: n
     return result
 
 
-def live_health(*, profile: Mapping[str, Any], spec: ModelSpec, features: pd.DataFrame, probability: np.ndarray,
-                converted: np.ndarray, rng: np.random.Generator, n_boot: int = 200,
+def live_health(*, profile: Mapping[str, Any], spec: ModelSpec, features: pd.DataFrame | Callable[[], pd.DataFrame],
+                probability: np.ndarray, converted: np.ndarray, rng: np.random.Generator, n_boot: int = 200,
                 rows_logged: int | None = None) -> dict[str, Any]:
     """Return the health of a model on the leads it scored: `probability` holds each lead's logged score,
-    `converted` its outcome (1, 0, NaN while not matured); `features` the logged values of a sample of them."""
+    `converted` its outcome (1, 0, NaN while not matured); `features` the logged values of a sample of them, or
+    what returns them once the outcome figures are done (a sample still being read meanwhile)."""
     p = np.asarray(probability, dtype=np.float64)
     y = np.asarray(converted, dtype=np.float64)
     matured = ~np.isnan(y)
-    outcomes = (y[matured].astype(np.int64), p[matured]) if matured.any() else None
-    report = health(profile=profile, features=features, probability=p, spec=spec, outcomes=outcomes, rng=rng,
-                    n_boot=n_boot)
+    outcomes = outcome_health(y=y[matured].astype(np.int64), probability=p[matured], grades=spec.grades,
+                              base_rate_training=profile["base_rate"], rng=rng, n_boot=n_boot) \
+        if matured.any() else None
+    sample = features() if callable(features) else features
+    report = health(profile=profile, features=sample, probability=p, spec=spec, rng=rng, n_boot=n_boot,
+                    matured=outcomes)
     report["leads_scored"] = len(p)
     report["rows_logged"] = len(p) if rows_logged is None else rows_logged
     report["leads_matured"] = int(matured.sum())
     report["leads_converted"] = int(np.nansum(y))
-    report["features_sampled"] = len(features)
+    report["features_sampled"] = len(sample)
     report["base_rate_training"] = profile["base_rate"]
     return report

@@ -392,3 +392,23 @@ def test_erasure_beside_a_writer_logging_the_same_lead_does_not_deadlock(store: 
     # The erasure ran after the writer's commit: both of x's predictions and its outcome are gone; y stays.
     assert (erased["predictions"], erased["outcomes"]) == (2, 1)
     assert _flags(store) == [("1", "y", False)]
+
+
+def test_the_feature_sample_reads_back_each_logged_value_and_time(store: Store) -> None:
+    # Three leads, all in the sample (fewer than it holds): their values as logged, as_of to the microsecond or
+    # missing, in id order, whichever way the database sends them (one row of JSON arrays on PostgreSQL).
+    as_of = [datetime(2026, 5, 31, 23, 59, 59, 123456), None, datetime(2026, 1, 2)]
+    rows = [{**_row(lead, i, 0.5), "as_of": when, "features": {"web_visits": i + 0.25, "source": f"s,{i}\"",
+                                                               "demo_requested": [True, None, False][i]}}
+            for i, (lead, when) in enumerate(zip(["p", "q", "r"], as_of, strict=True))]
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), rows)
+    for since in (None, T0 - timedelta(days=1)):  # from first_scores, and from the log
+        sample = logged_scores(store, model_name="m", model_version="1", since=since, now=T0,
+                               maturity_days=15).features
+        assert sample["lead_id"].tolist() == ["p", "q", "r"]
+        assert sample["web_visits"].tolist() == [0.25, 1.25, 2.25] and sample["source"].tolist() == [
+            's,0"', 's,1"', 's,2"']
+        assert sample["demo_requested"].tolist() == [True, None, False]
+        assert sample["as_of"].tolist()[0::2] == [pd.Timestamp(as_of[0]), pd.Timestamp(as_of[2])]
+        assert pd.isna(sample["as_of"].iloc[1])
