@@ -11,6 +11,7 @@ from scoring.evaluation import (
     evaluate,
     expected_calibration_error,
     fairness,
+    groups,
     leakage_warnings,
     lift_table,
     save_plots,
@@ -130,3 +131,13 @@ def test_training_warns_of_a_field_that_leaks_the_outcome(leads: pd.DataFrame) -
     # A perfect field also empties grades B and C (warned too); the leak warning names that field alone.
     assert [w.split(" alone")[0] for w in result.report["warnings"] if w.startswith("possible leak")] == [
         "possible leak: 'Call outcome' (call_outcome)"]
+
+
+def test_groups_give_each_codes_values_in_their_original_order() -> None:
+    # codes 2, 0, 2, 1, 0: code 0 at rows 1 and 4, code 1 at row 3, code 2 at rows 0 and 2; code 3 has none.
+    order, slices = groups(np.array([2, 0, 2, 1, 0]), 4)
+    assert order.tolist() == [1, 4, 3, 0, 2]
+    assert [(s.start, s.stop) for s in slices] == [(0, 2), (2, 3), (3, 5), (5, 5)]
+    # ECE from the groups: bins 0 (p 0.05, 0.05; y 0, 1) and 9 (p 0.95; y 1): 2/3 x |0.5 - 0.05| + 1/3 x 0.05.
+    assert expected_calibration_error(np.array([0, 1, 1]), np.array([0.05, 0.05, 0.95])) == pytest.approx(
+        2 / 3 * 0.45 + 1 / 3 * 0.05, abs=1e-15)
