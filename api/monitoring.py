@@ -107,7 +107,8 @@ def store_health(settings: Settings, store: Store, *, name: str | None = None, v
     spec = trained.spec
     # The log's rows of this name only: two names each have a version 1, and their rows never mix.
     logged = logged_scores(store, model_name=name, model_version=trained.version, since=since, now=now,
-                           maturity_days=settings.outcome_maturity_days, read_features=typed)
+                           maturity_days=settings.outcome_maturity_days, feature_rows=settings.monitoring_sample_rows,
+                           read_features=typed)
     window = {"model": f"{name}@{trained.version}", "name": name, "version": trained.version,
               "since": None if since is None else since.isoformat(), "until": now.isoformat(timespec="seconds"),
               "maturity_days": settings.outcome_maturity_days}

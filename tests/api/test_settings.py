@@ -50,7 +50,7 @@ def test_a_bad_settings_file_names_the_file_each_key_and_its_problem(tmp_path: P
         f"{path}, field 'prediction_log': must be a valid boolean (value 'yes')",
         f"{path}, field 'workres': unknown key; did you mean workers or worker_class? (value '2')",
         f"{path}, field 'database': unknown key; did you mean database_url?",
-        f"{path}, field 'colours': unknown key; none of the 39 known keys is spelled like it (see the format's "
+        f"{path}, field 'colours': unknown key; none of the 40 known keys is spelled like it (see the format's "
         "JSON Schema)"]
 
 

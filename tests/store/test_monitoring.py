@@ -5,13 +5,14 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from store import Store
 from store.leads import erase_lead, purge_predictions
-from store.monitoring import Logged, logged_scores
+from store.monitoring import Logged, logged_scores, sample_threshold, sampled
 from store.predictions import PredictionLog, copy_rows
 from store.schema import first_scores, outcomes, predictions
 
@@ -412,3 +413,28 @@ def test_the_feature_sample_reads_back_each_logged_value_and_time(store: Store) 
         assert sample["demo_requested"].tolist() == [True, None, False]
         assert sample["as_of"].tolist()[0::2] == [pd.Timestamp(as_of[0]), pd.Timestamp(as_of[2])]
         assert pd.isna(sample["as_of"].iloc[1])
+
+
+def test_the_sample_rule_is_a_hash_of_the_id_below_a_threshold() -> None:
+    # Half of 2 first scores wanted: threshold ceil((2^31 - 1) / 2) = 1,073,741,824. With A = 1,327,217,884:
+    # id 1 hashes to A (out); id 2 to 2A - M = 2,654,435,768 - 2,147,483,647 = 506,952,121 (in); id 3 to
+    # 3A - M = 3,981,653,652 - 2,147,483,647 = 1,834,170,005 (out).
+    assert sample_threshold(2, 1) == 1_073_741_824
+    assert sampled(np.array([1, 2, 3]), 2, 1).tolist() == [False, True, False]
+    assert sampled(np.array([5, 6]), 2, 2).all() and sample_threshold(2, 3) == 2**31 - 1  # all wanted: all in
+
+
+def test_the_sample_keeps_its_size_when_rescores_interleave_with_first_scores(store: Store) -> None:
+    # 3,000 leads, each first score followed by a rescore (odd ids first scores, even ids rescores): 1,000
+    # wanted. Every second id would take all rescores or none; the hash takes a third of the first scores, evenly
+    # (1,000 of the odd ids 1-5,999, counted), from first_scores and from the log alike. With Park-Miller's small
+    # multiplier every id below 44,489 was in order: all 3,000 were taken.
+    rows = [r for i in range(3000) for r in (_row(f"L{i}", i, 0.5), _row(f"L{i}", 10_000 + i, 0.6))]
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), rows)
+    for since in (None, T0 - timedelta(days=1)):
+        sample = logged_scores(store, model_name="m", model_version="1", since=since, now=T0, maturity_days=15,
+                               feature_rows=1000).features
+        assert len(sample) == 1000 and sample["lead_id"].is_unique
+        assert sample["web_visits"].diff().dropna().between(1, 5).all()  # minutes 0-2,999: every 3rd or so, no runs
+        assert (sample["web_visits"] < 10_000).all()  # first scores' features only (minute i), never a rescore's
