@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from scoring.features import LinearBasis
+from scoring.memory import release_freed_memory
 
 CANDIDATES = ("linear", "trees", "blend")
 BLEND_WEIGHTS = np.round(np.arange(0.1, 0.95, 0.1), 2)
@@ -290,6 +291,7 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
             logit = self.weight_ * lin_all + (1 - self.weight_) * tree_all
             self.calibrator_ = Calibrator(self.calibration).fit(logit, y, sample_weight=calibration_weight)
             self.calibrators_[self.kind_] = self.calibrator_
+        release_freed_memory()  # the folds' temporaries, before the widest matrices: the final fits'
         self.linear_ = self._linear().fit(X, y) if need_linear else None
         self.trees_ = self._trees(X.shape[1]).fit(X, y) if need_trees else None
         self._keep_probe(X)
