@@ -231,8 +231,12 @@ class LinearBasis(TransformerMixin, BaseEstimator):
         self._fit_raw(X)
         return self
 
-    def _fit_raw(self, X: Any, dtype: Any = np.float64, rows: np.ndarray | None = None) -> np.ndarray:
-        """Learn knots, medians, codes and scaling; return the unstandardised basis of X (or of its `rows`)."""
+    def _fit_raw(self, X: Any, dtype: Any = np.float64, rows: np.ndarray | None = None,
+                 blocks: bool = False) -> Any:
+        """Learn knots, medians, codes and scaling; return the unstandardised basis of X (or of its `rows`).
+
+        With `blocks`, the basis is expanded a block of rows at a time to measure the scaling, and X returned.
+        """
         X = validate_data(self, X, reset=True, ensure_all_finite="allow-nan", dtype=np.float64)
         cats = set(self.categorical)
         self.medians_ = np.zeros(X.shape[1])
@@ -259,21 +263,27 @@ class LinearBasis(TransformerMixin, BaseEstimator):
             else:
                 knots = np.empty(0)
             self.knots_.append(knots)
+        self._set_slices(X.shape[1])
+        if blocks:
+            self._fit_scaling(X.shape[0], lambda start, stop: self._expand_block(X, start, stop, dtype))
+            return X
         raw = self._expand(X, dtype, rows)
-        self._fit_scaling(raw)
+        self._fit_scaling(raw.shape[0], lambda start, stop: raw[start:stop])
         return raw
 
-    def _fit_scaling(self, raw: np.ndarray) -> None:
+    def _fit_scaling(self, n_rows: int, block: Callable[[int, int], np.ndarray]) -> None:
         # Mean and standard deviation accumulated in float64 over row blocks: `raw.std` would hold a centred
-        # copy of the widest matrix, and float32 sums over a million rows lose digits.
-        n = max(raw.shape[0], 1)
-        total = np.zeros(raw.shape[1])
-        for start in range(0, raw.shape[0], self.SCALING_BLOCK):
-            total += raw[start:start + self.SCALING_BLOCK].sum(axis=0, dtype=np.float64)
+        # copy of the widest matrix, and float32 sums over a million rows lose digits. `block(start, stop)`
+        # returns those rows of the unstandardised basis, C-ordered.
+        n = max(n_rows, 1)
+        width = self.slices_[-1].stop if self.slices_ else 0
+        total = np.zeros(width)
+        for start in range(0, n_rows, self.SCALING_BLOCK):
+            total += block(start, start + self.SCALING_BLOCK).sum(axis=0, dtype=np.float64)
         self.mean_ = total / n
-        squares = np.zeros(raw.shape[1])
-        for start in range(0, raw.shape[0], self.SCALING_BLOCK):
-            centred = raw[start:start + self.SCALING_BLOCK].astype(np.float64) - self.mean_
+        squares = np.zeros(width)
+        for start in range(0, n_rows, self.SCALING_BLOCK):
+            centred = block(start, start + self.SCALING_BLOCK).astype(np.float64) - self.mean_
             squares += np.einsum("ij,ij->j", centred, centred)
         std = np.sqrt(squares / n)
         self.scale_ = np.where(std > 1e-12, std, 1.0)
@@ -289,6 +299,20 @@ class LinearBasis(TransformerMixin, BaseEstimator):
         of a GB at a million leads) while that fold's basis was built.
         """
         out = self._fit_raw(X, np.dtype(getattr(self, "fit_dtype", "float64")), rows)
+        out -= self.mean_.astype(out.dtype)
+        out /= self.scale_.astype(out.dtype)
+        return out
+
+    def fit_blocks(self, X: Any) -> BasisBlocks:
+        """Learn as `fit_transform` does; return the standardised basis as blocks of rows built when read.
+
+        The final fit of a million leads held the whole float32 basis (0.66 GB) beside the model matrix; a
+        reader of these blocks holds one block, each the rows of `fit_transform(X)` bit for bit.
+        """
+        return BasisBlocks(self, self._fit_raw(X, np.dtype(getattr(self, "fit_dtype", "float64")), blocks=True))
+
+    def _standardised_block(self, X: np.ndarray, start: int, stop: int) -> np.ndarray:
+        out = self._expand_block(X, start, stop, np.dtype(getattr(self, "fit_dtype", "float64")))
         out -= self.mean_.astype(out.dtype)
         out /= self.scale_.astype(out.dtype)
         return out
@@ -327,12 +351,25 @@ class LinearBasis(TransformerMixin, BaseEstimator):
             return self.codes_[j].size + int(self.has_missing_[j])
         return 1 + self.knots_[j].size + int(self.has_missing_[j])
 
+    def _set_slices(self, n_columns: int) -> None:
+        if not hasattr(self, "slices_"):
+            edges = np.cumsum([0, *[self._width(j) for j in range(n_columns)]])
+            self.slices_ = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+
+    def _expand_block(self, X: np.ndarray, start: int, stop: int, dtype: Any) -> np.ndarray:
+        """Return rows start:stop of `_expand(X, dtype)`, the same values bit for bit, as a C-ordered block."""
+        self._set_slices(X.shape[1])
+        stop = min(stop, X.shape[0])
+        out = np.empty((stop - start, self.slices_[-1].stop if self.slices_ else 0), dtype=dtype)
+        for j, sl in enumerate(self.slices_):
+            # Each value is computed from its own input value alone, so a block's rows are those of the whole.
+            self._fill_column(j, X[start:stop, j], out[:, sl])
+        return out
+
     def _expand(self, X: np.ndarray, dtype: Any = np.float64, rows: np.ndarray | None = None) -> np.ndarray:
         # One output array filled column block by column block: a million leads expand to hundreds of
         # columns, and stacking separate blocks would hold that matrix twice.
-        if not hasattr(self, "slices_"):
-            edges = np.cumsum([0, *[self._width(j) for j in range(X.shape[1])]])
-            self.slices_ = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+        self._set_slices(X.shape[1])
         width = self.slices_[-1].stop if self.slices_ else 0
         out = np.empty((X.shape[0] if rows is None else rows.size, width), dtype=dtype)
         for j, sl in enumerate(self.slices_):
@@ -350,6 +387,19 @@ class LinearBasis(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         return _allow_nan_tags(super().__sklearn_tags__())
+
+
+class BasisBlocks:
+    """The standardised basis of a matrix, read a block of rows at a time (`LinearBasis.fit_blocks`)."""
+
+    def __init__(self, basis: LinearBasis, X: np.ndarray) -> None:
+        self.basis = basis
+        self.X = X
+        self.shape = (X.shape[0], basis.slices_[-1].stop if basis.slices_ else 0)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Return rows start:stop of the standardised basis, as `fit_transform` returns them."""
+        return self.basis._standardised_block(self.X, start, stop)
 
 
 Base = dict[str, np.ndarray]

@@ -17,7 +17,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from scoring.features import LinearBasis
+from scoring.features import BasisBlocks, LinearBasis
+from scoring.memory import release_freed_memory
 
 CANDIDATES = ("linear", "trees", "blend")
 BLEND_WEIGHTS = np.round(np.arange(0.1, 0.95, 0.1), 2)
@@ -65,11 +66,14 @@ class BlockNewtonLogistic(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.block_rows = block_rows
 
-    def _blocks(self, X: np.ndarray) -> Any:
+    def _blocks(self, X: np.ndarray | BasisBlocks) -> Any:
         for start in range(0, X.shape[0], self.block_rows):
-            yield start, np.asarray(X[start:start + self.block_rows], dtype=np.float64)
+            # The same float64 block whether X is the basis or builds it when read (`BasisBlocks`).
+            rows = X.block(start, start + self.block_rows) if isinstance(X, BasisBlocks) else \
+                X[start:start + self.block_rows]
+            yield start, np.asarray(rows, dtype=np.float64)
 
-    def _margins(self, X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _margins(self, X: np.ndarray | BasisBlocks, w: np.ndarray) -> np.ndarray:
         out = np.empty(X.shape[0])
         for start, block in self._blocks(X):
             out[start:start + block.shape[0]] = block @ w[:-1] + w[-1]
@@ -81,6 +85,17 @@ class BlockNewtonLogistic(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> BlockNewtonLogistic:
         """Fit coef_ and intercept_ (classes 0 and 1)."""
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C")
+        return self._fit(X, y)
+
+    def fit_blocks(self, X: BasisBlocks, y: Any) -> BlockNewtonLogistic:
+        """Fit as `fit` does on a basis read a block at a time: the same passes over the same blocks."""
+        y = np.asarray(y)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"y has shape {y.shape}, the basis {X.shape[0]} rows")
+        self.n_features_in_ = X.shape[1]
+        return self._fit(X, y)
+
+    def _fit(self, X: np.ndarray | BasisBlocks, y: np.ndarray) -> BlockNewtonLogistic:
         self.classes_, y = np.unique(y, return_inverse=True)
         if self.classes_.size != 2:
             raise ValueError(f"BlockNewtonLogistic needs two classes, got {self.classes_.size}")
@@ -290,10 +305,21 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
             logit = self.weight_ * lin_all + (1 - self.weight_) * tree_all
             self.calibrator_ = Calibrator(self.calibration).fit(logit, y, sample_weight=calibration_weight)
             self.calibrators_[self.kind_] = self.calibrator_
-        self.linear_ = self._linear().fit(X, y) if need_linear else None
+            del lin_all, tree_all, logit
+        release_freed_memory()  # the folds' temporaries, before the widest matrices: the final fits'
+        self.linear_ = self._fit_linear_in_blocks(X, y) if need_linear else None
         self.trees_ = self._trees(X.shape[1]).fit(X, y) if need_trees else None
         self._keep_probe(X)
         return self
+
+    def _fit_linear_in_blocks(self, X: np.ndarray, y: np.ndarray) -> Pipeline:
+        """Return `self._linear().fit(X, y)`, its basis read a block of rows at a time, never held whole."""
+        linear = self._linear()
+        basis, logistic = linear.named_steps["basis"], linear.named_steps["logistic"]
+        if not isinstance(logistic, BlockNewtonLogistic):
+            return linear.fit(X, y)  # another solver (a subclass's) reads a whole matrix
+        logistic.fit_blocks(basis.fit_blocks(X), y)
+        return linear
 
     def _held_out_logits(self, X: np.ndarray, y: np.ndarray, holdout: Any, use_linear: bool, use_trees: bool,
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

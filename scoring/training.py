@@ -20,6 +20,7 @@ from scoring.artifacts import TrainedModel, hash_ids
 from scoring.compiled import CompiledModel
 from scoring.evaluation import best_f1_threshold, evaluate, leakage_warnings, single_field_auc
 from scoring.features import LeadFeatures, describe_columns, feature_layout
+from scoring.memory import release_freed_memory
 from scoring.model import CANDIDATES, LeadScoringModel
 from scoring.monitoring import reference_profile
 from scoring.rules import DEFAULT_RULES
@@ -241,6 +242,7 @@ def train(
     input_example = features.head(5).copy()  # copies: a slice's columns could be views of the whole frame
     features = features.iloc[evaluated] if holdout is not None else features
     prepared = replace(prepared, features=features.head(0).copy())
+    release_freed_memory()  # the typing's and the encoding's temporaries, before the model's matrices
     model: LeadScoringModel = final.named_steps["model"]
     model.fit(matrix, y, holdout=holdout, rng=rng, calibration_weight=weight)
     del matrix

@@ -150,3 +150,36 @@ def test_tree_fits_see_each_folds_rows_and_are_counted(monkeypatch: pytest.Monke
     assert len(seen) == 1 + 3 + 1
     assert seen == [e.tobytes() for e in expected]
     assert X.tobytes() == before.tobytes()
+
+
+def test_the_final_linear_fit_reads_its_basis_in_blocks_and_fits_the_same_model(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 20,000 rows: the basis is read in 3 blocks of at most 8,192 rows (8,192 + 8,192 + 3,616), never whole,
+    # and the fit is the one of the whole float32 basis bit for bit: scaling, coefficients, log-odds.
+    rng = np.random.default_rng(1)
+    n = 20_000
+    X = np.column_stack([rng.integers(0, 5, n).astype(float), rng.exponential(3.0, n), rng.normal(size=n)])
+    X[rng.random(n) < 0.1, 1] = np.nan
+    X[rng.random(n) < 0.05, 0] = np.nan
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X[:, 2] + np.nan_to_num(X[:, 1]) / 3 - 1)))).astype(np.int64)
+    model = LeadScoringModel(categorical=(0,))
+    whole = model._linear().fit(X, y)
+    widest: list[int] = []
+    expand_block = LinearBasis._expand_block
+
+    def recording(self: LinearBasis, X: np.ndarray, start: int, stop: int, dtype: object) -> np.ndarray:
+        out = expand_block(self, X, start, stop, dtype)
+        widest.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(LinearBasis, "_expand_block", recording)
+    monkeypatch.setattr(LinearBasis, "_expand", lambda *a, **k: pytest.fail("the whole basis was expanded"))
+    blocked = model._fit_linear_in_blocks(X, y)
+    assert max(widest) == 8_192 and sorted(set(widest)) == [3_616, 8_192]
+    for name in ("mean_", "scale_"):
+        assert getattr(blocked["basis"], name).tobytes() == getattr(whole["basis"], name).tobytes()
+    assert blocked["logistic"].coef_.tobytes() == whole["logistic"].coef_.tobytes()
+    assert blocked["logistic"].intercept_.tobytes() == whole["logistic"].intercept_.tobytes()
+    monkeypatch.undo()
+    assert blocked.decision_function(X).tobytes() == whole.decision_function(X).tobytes()
+    assert blocked["logistic"].n_features_in_ == whole["logistic"].n_features_in_ == blocked["basis"].slices_[-1].stop
