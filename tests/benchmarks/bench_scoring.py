@@ -178,12 +178,12 @@ def test_bench_train_peak_memory(folder: Path, leads: int) -> None:
     per_lead = (result["peak_mib"] - result["imported_mib"]) / leads
     print(f"\ntrain {leads:,} synthetic leads: peak RSS {result['peak_mib']:,.0f} MiB "
           f"({result['peak_mib'] * 1024 / leads:.2f} KiB per lead; {per_lead * 2**20:,.0f} bytes per lead above "
-          f"the {result['imported_mib']:,.0f} MiB imported; target < 2,048 MiB at 1,000,000), "
+          f"the {result['imported_mib']:,.0f} MiB imported; target < 2 GB = 1,907 MiB at 1,000,000), "
           f"{result['seconds']:.1f} s wall, {result['cpu_seconds']:.1f} s CPU, load {load[0]:.2f}; selected "
           f"{result['selected']}: AUC {m['roc_auc']:.4f} (best possible {result['best_auc']:.4f}), "
           f"Brier {m['brier']:.4f}")
     record_ratio(what=f"train {leads:,} leads, peak RSS", value=result["peak_mib"], peer="the 2 GB budget",
-                 peer_value=2048.0, unit="MiB", higher_is_better=False, target=">= 1x at 1M")
+                 peer_value=2e9 / 2**20, unit="MiB", higher_is_better=False, target=">= 1x at 1M")
 
 
 @pytest.mark.bench
