@@ -438,3 +438,20 @@ def test_the_sample_keeps_its_size_when_rescores_interleave_with_first_scores(st
         assert len(sample) == 1000 and sample["lead_id"].is_unique
         assert sample["web_visits"].diff().dropna().between(1, 5).all()  # minutes 0-2,999: every 3rd or so, no runs
         assert (sample["web_visits"] < 10_000).all()  # first scores' features only (minute i), never a rescore's
+
+
+def test_a_truncate_of_the_log_or_the_outcomes_leaves_no_stale_summary(store: Store) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite has no TRUNCATE: its DELETE runs the row triggers (tested above)")
+    # a and b scored, a converted. TRUNCATE outcomes: a's flag goes; TRUNCATE predictions: the summary empties.
+    # Neither fires a row or delete trigger: before, first_scores kept both.
+    with store.begin() as conn:
+        conn.execute(predictions.insert(), [_row("a", 1, 0.1), _row("b", 2, 0.2)])
+        conn.execute(outcomes.insert(), [_outcome("a", True)])
+    assert _flags(store) == [("1", "a", True), ("1", "b", False)]
+    with store.begin() as conn:
+        conn.execute(sa.text("TRUNCATE outcomes"))
+    assert _flags(store) == [("1", "a", False), ("1", "b", False)]
+    with store.begin() as conn:
+        conn.execute(sa.text("TRUNCATE predictions"))
+    assert _summary(store) == _recomputed(store) == []

@@ -112,6 +112,25 @@ $$
 CREATE TRIGGER tr_outcomes_first_scores AFTER INSERT OR UPDATE OR DELETE ON outcomes
 FOR EACH ROW EXECUTE FUNCTION first_scores_outcome()
 """,
+    # TRUNCATE fires no row or delete trigger: an operator's TRUNCATE of either table would leave first_scores
+    # saying what the tables no longer hold. (SQLite has no TRUNCATE: its DELETE runs the row triggers.)
+    f"""
+CREATE FUNCTION first_scores_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK});
+    IF TG_TABLE_NAME = 'predictions' THEN
+        DELETE FROM first_scores;
+    ELSE
+        UPDATE first_scores SET converted = FALSE WHERE converted;
+    END IF;
+    RETURN NULL;
+END
+$$
+""",
+    *[f"""
+CREATE TRIGGER tr_{table}_first_scores_truncate AFTER TRUNCATE ON {table}
+FOR EACH STATEMENT EXECUTE FUNCTION first_scores_truncated()
+""" for table in ("predictions", "outcomes")],
 ]
 
 EVENTS = ("insert", "update", "delete")
@@ -131,11 +150,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the outcome triggers and first_scores.converted; the log's trigger goes back to 0007's."""
+    """Drop the outcome and truncate triggers and first_scores.converted; the log's trigger goes back to 0007's."""
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
         op.execute("DROP TRIGGER IF EXISTS tr_outcomes_first_scores ON outcomes")
         op.execute("DROP FUNCTION IF EXISTS first_scores_outcome()")
+        for table in ("predictions", "outcomes"):
+            op.execute(f"DROP TRIGGER IF EXISTS tr_{table}_first_scores_truncate ON {table}")
+        op.execute("DROP FUNCTION IF EXISTS first_scores_truncated()")
     else:
         for event in EVENTS:
             op.execute(f"DROP TRIGGER IF EXISTS tr_outcomes_first_scores_{event}")
