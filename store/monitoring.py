@@ -256,15 +256,13 @@ def logged_scores(store: Store, *, model_name: str | None, model_version: str | 
                 ids = columns[0]
                 sample = _feature_sample(conn, np.sort(ids[sampled(ids, len(ids), feature_rows)]).tolist())
     except BaseException:
-        if isinstance(sample, Future):
-            sample.cancel()
+        _settle(sample)
         raise
     finally:
         if pool is not None:
             pool.shutdown(wait=False)
     if not total:
-        if isinstance(sample, Future):
-            sample.cancel()
+        _settle(sample)
         return Logged(scores=pd.DataFrame(columns=["scored_at", "probability", "converted"]),
                       sample=pd.DataFrame(), rows=0)
     if not isinstance(sample, Future):
@@ -275,6 +273,13 @@ def logged_scores(store: Store, *, model_name: str | None, model_version: str | 
     y = np.where(converted, 1.0, np.where(age_days > maturity_days, 0.0, np.nan))
     scores = pd.DataFrame({"scored_at": _times(seconds), "probability": probability, "converted": y})
     return Logged(scores=scores, sample=sample, rows=total)
+
+
+def _settle(sample: pd.DataFrame | Future[pd.DataFrame]) -> None:
+    """Cancel a sample not yet started, else wait until it is done: its connection is back in the pool before the
+    caller goes on (a caller that closes the store next would leave it open), its outcome unused."""
+    if isinstance(sample, Future) and not sample.cancel():
+        sample.exception()
 
 
 SAMPLE_MODULUS = 2_147_483_647  # 2^31 - 1, prime
