@@ -25,7 +25,8 @@ from store.core import Store
 from store.outcomes import chunks
 from store.schema import first_scores, outcomes, predictions
 
-FEATURE_SAMPLE_ROWS = 25_000  # PSI over 10 bins: sampling error about 9 / 25,000 = 0.0004 (api's default too)
+# PSI over 10 bins: sampling error about 9 / 25,000 = 0.0004; api.settings' monitoring_sample_rows has the same default
+FEATURE_SAMPLE_ROWS = 25_000
 FEATURE_CHUNK = 30_000  # ids per IN (...) query on SQLite (its limit is 32,766 bound values since 3.32)
 
 
@@ -36,7 +37,7 @@ class Logged:
     `scores` columns, in time order: scored_at (UTC, naive), probability, converted (1, 0, or NaN while the
     outcome has not matured). `features` holds the logged feature values of a sample of the logged rows, with
     `as_of` and the time scored; `rows` counts every logged row (rescored leads included). The sample may still
-    be on its way (`pending`): `features` waits for it, so work on the scores can go first.
+    be on its way (`sample` a Future): `features` waits for it, so work on the scores can go first.
     """
 
     scores: pd.DataFrame
@@ -295,15 +296,19 @@ def sample_threshold(population: int, wanted: int) -> int:
     return SAMPLE_MODULUS if wanted >= population else math.ceil(SAMPLE_MODULUS * wanted / population)
 
 
-def sampled(ids: np.ndarray, population: int, wanted: int) -> np.ndarray:
-    """Return which prediction ids are in the feature sample: ((id mod M) x A) mod M < threshold (M = 2^31 - 1).
+def sample_hash(ids: Any) -> Any:
+    """Return ((id mod M) x A) mod M (M = 2^31 - 1) of an int64 array or of a SQL integer column alike.
 
-    The same rule as the SQL of `_summary_sample`. A multiplicative hash, not every k-th id: rows of one kind that
-    arrive on a period (a rescore after each first score) are still sampled at the same rate as the rest.
-    Products stay below 2^62: no overflow in int64 or in PostgreSQL's bigint.
+    A multiplicative hash, not every k-th id: rows of one kind that arrive on a period (a rescore after each first
+    score) are still sampled at the same rate as the rest. Products stay below 2^62: no overflow in int64 or in
+    PostgreSQL's bigint.
     """
-    values = (np.asarray(ids, dtype=np.int64) % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER % SAMPLE_MODULUS
-    return values < sample_threshold(population, wanted)
+    return (ids % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER % SAMPLE_MODULUS
+
+
+def sampled(ids: np.ndarray, population: int, wanted: int) -> np.ndarray:
+    """Return which prediction ids are in the feature sample: their hash below the threshold."""
+    return np.asarray(sample_hash(np.asarray(ids, dtype=np.int64))) < sample_threshold(population, wanted)
 
 
 def _summary_sample(store: Store, model_name: str | None, model_version: str | None,
@@ -315,7 +320,7 @@ def _summary_sample(store: Store, model_name: str | None, model_version: str | N
         population = int(conn.execute(sa.select(sa.func.count()).select_from(f).where(*where)).scalar_one())
         if not population:
             return pd.DataFrame()
-        hashed = (f.c.prediction_id % SAMPLE_MODULUS) * SAMPLE_MULTIPLIER % SAMPLE_MODULUS
+        hashed = sample_hash(f.c.prediction_id)
         ids = conn.execute(sa.select(f.c.prediction_id).where(*where, hashed < sample_threshold(population, wanted))
                            .order_by(f.c.prediction_id)).scalars().all()
         # The ids first, then their rows by primary key: joined in one query, the planner (which cannot know the
