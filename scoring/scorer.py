@@ -131,7 +131,16 @@ def describe(f: FeatureSpec, value: Any) -> str:
     return (f.reason or "{label}: {value}").format(label=f.label, value=shown)
 
 
-Words = Callable[[int, np.ndarray], np.ndarray]
+# words(j, rows) -> (distinct words, each lead's index into them) for field j's value of those leads: the words
+# are made once per distinct value, and Arrow assembles the reason strings from them without a Python string
+# per lead.
+Words = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def lead_words(words: Words, j: int, rows: np.ndarray) -> np.ndarray:
+    """Return field j's words for each of the leads `rows` (an object array)."""
+    distinct, index = words(j, rows)
+    return np.asarray(distinct[index])
 
 
 class Scorer(Protocol):
@@ -182,7 +191,7 @@ def _top_reasons(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[Fe
     if callable(texts):
         for j in np.unique(jj).tolist():
             at = np.flatnonzero(jj == j)
-            words[at] = texts(j, ii[at])
+            words[at] = lead_words(texts, j, ii[at])
     else:
         words[:] = texts[ii, jj]
     made = _make_reasons(jj.tolist(), words.tolist(), np.concatenate(pts).tolist(), fields, cache)
@@ -220,7 +229,7 @@ def _top_reasons_few(contrib: np.ndarray, texts: np.ndarray | Words, fields: lis
                 continue
             jj = [j for j, _ in chosen]
             rows = np.asarray([i])
-            words = [texts(j, rows)[0] if callable(texts) else texts[i, j] for j in jj]
+            words = [lead_words(texts, j, rows)[0] if callable(texts) else texts[i, j] for j in jj]
             into.append(_make_reasons(jj, words, [p for _, p in chosen], fields, cache))
     return out
 
@@ -262,11 +271,16 @@ def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[pd.api
         keep = sign * pts >= 1
         ii, rr = np.nonzero(keep)  # lead by lead, best first
         jj = order[ii, rr]
-        texts = np.empty(ii.size, dtype=object)
+        # Each field's distinct words once, end to end in one Arrow array; every reason takes its own.
+        distinct, index, size = [], np.empty(ii.size, dtype=np.int64), 0
         for j in np.unique(jj).tolist():
             at = np.flatnonzero(jj == j)
-            texts[at] = words(j, ii[at])
-        pieces = pc.binary_join_element_wise(pa.array(texts, type=pa.string()),
+            table, codes = words(j, ii[at])
+            index[at] = codes + size
+            distinct.append(table)
+            size += len(table)
+        dictionary = pa.array(np.concatenate(distinct) if distinct else [], type=pa.string())
+        pieces = pc.binary_join_element_wise(dictionary.take(pa.array(index)),
                                              POINT_TEXT.take(pa.array(pts[ii, rr] + 100)), "")
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(keep.sum(axis=1), out=offsets[1:])
@@ -365,19 +379,19 @@ class ModelScorer:
         """Return words(j, rows): the words for field j's value of those leads, described once per value."""
         fields = self.fields
 
-        def words(j: int, rows: np.ndarray) -> np.ndarray:
+        def words(j: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f = fields[j]
             if f.kind == "categorical":
                 codes, uniques = pd.factorize(features[f.column].iloc[rows], use_na_sentinel=True)
                 table = np.asarray([self._describe(j, f, u) for u in uniques] + [self._describe(j, f, None)],
                                    dtype=object)
-                return np.asarray(table[codes])
+                return table, np.where(codes < 0, len(uniques), codes)  # a missing value: the last words
             values = np.asarray(base[f.column][rows], dtype=np.float64)
             if f.kind == "timestamp":
                 values = np.rint(values)
             uniq, inverse = np.unique(values, return_inverse=True)
             table = np.asarray([self._describe(j, f, None if u != u else u) for u in uniq.tolist()], dtype=object)
-            return np.asarray(table[inverse.ravel()])
+            return table, inverse.ravel()
 
         return words
 
@@ -477,7 +491,7 @@ class ModelScorer:
         """Return words(j, rows) for records typed by `prepare_records` (categories as given, stripped)."""
         fields = self.fields
 
-        def words(j: int, rows: np.ndarray) -> np.ndarray:
+        def words(j: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f = fields[j]
             out = np.empty(rows.size, dtype=object)
             for k, i in enumerate(rows.tolist()):
@@ -487,7 +501,7 @@ class ModelScorer:
                     raw = float(base[f.column][i])
                     value = None if math.isnan(raw) else (float(round(raw)) if f.kind == "timestamp" else raw)
                 out[k] = self._describe(j, f, value)
-            return out
+            return out, np.arange(rows.size)
 
         return words
 
@@ -523,12 +537,12 @@ class RulesScorer:
             return total / 100.0, None, None
         rules = self.rules.rules
 
-        def words(k: int, rows: np.ndarray) -> np.ndarray:
+        def words(k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             rule = rules[k]
             codes, uniques = pd.factorize(features[rule.column].iloc[rows], use_na_sentinel=True)
             table = np.asarray([_rule_text(rule.reason, u) for u in uniques] + [_rule_text(rule.reason, None)],
                                dtype=object)
-            return np.asarray(table[codes])
+            return table, np.where(codes < 0, len(uniques), codes)
 
         text = words
         return total / 100.0, each / 100.0, text
@@ -565,7 +579,7 @@ class RulesScorer:
         p, each, words = self._score(features, reasons)
         pos = neg = None
         if each is not None:
-            texts = np.column_stack([words(k, np.arange(len(p))) for k in range(len(self.rules.rules))])
+            texts = np.column_stack([lead_words(words, k, np.arange(len(p))) for k in range(len(self.rules.rules))])
             pos, neg = _top_reasons(each, texts, self._fields(), top)
         return _lead_scores(ids, p, pos, neg, self.spec)
 

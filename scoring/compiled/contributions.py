@@ -216,7 +216,7 @@ class Contributions:
                 reads = np.isin(tables.splits.column, position[cols])
                 if reads.any():
                     splits = tables.splits.subset(reads)
-                    keep = ~np.add.reduceat(splits.weight, splits.starts)
+                    keep = ~np.add.reduceat(splits.weight, splits.starts).astype(splits.weight.dtype)
             part = FieldPart(linear, splits, keep, columns=cols)
             if all(column_fields[k] == {name} for k in cols):
                 # Its columns are computed from this field alone: with the field neutral they are the same
@@ -389,9 +389,10 @@ def _delta_tables(tables: LeafTables, splits: Splits, keep: np.ndarray, bits: np
     to its entry: tree i of the splits reads `table[code - offset[t] + i * stride]`.
     """
     stride = tables.table.size // tables.offset.size
-    code = np.arange(stride, dtype=np.int64)
+    code = np.arange(stride, dtype=tables.offset.dtype)
     offsets = tables.offset[splits.trees]
     new = (code[None, :] & keep[:, None]) | bits.reshape(-1, 1)
     table = tables.table[offsets[:, None] + code[None, :]] - tables.table[offsets[:, None] + new]
-    shift = np.arange(splits.trees.size, dtype=np.int64) * stride - offsets
+    # In the codes' own type: tree i's entries end before the forest's own table does, so nothing overflows.
+    shift = np.arange(splits.trees.size, dtype=offsets.dtype) * stride - offsets
     return table.ravel(), shift

@@ -24,6 +24,15 @@ BIN_ROWS = 256  # from this many rows on, leaf codes are read from column bins (
 BIN_BLOCK = 2_048  # rows per pass of the column bins: their (rows, trees) temporaries stay in the CPU cache
 
 
+def code_dtype(entries: int) -> type[np.signedinteger[Any]]:
+    """Return the narrowest signed integer holding every offset code of leaf tables with `entries` in all.
+
+    Codes are gathered, masked and combined per lead and tree when reasons are computed: int16 moves a
+    quarter of int64's bytes (LUT_LIMIT keeps any forest within int32).
+    """
+    return np.int16 if entries <= np.iinfo(np.int16).max else np.int32
+
+
 class Splits:
     """Split nodes of the trees, one entry each, in tree order: what each reads and where a row goes.
 
@@ -87,6 +96,7 @@ class ColumnBins:
 
     def __init__(self, splits: Splits, n_columns: int, categorical: np.ndarray, cat_table: np.ndarray) -> None:
         self.trees = splits.trees
+        self.dtype = splits.weight.dtype
         tree_index = np.searchsorted(self.trees, splits.tree)
         self.columns: list[tuple[int, np.ndarray | None, np.ndarray]] = []
         for c in range(n_columns):
@@ -101,14 +111,14 @@ class ColumnBins:
                 rank = np.searchsorted(thresholds, splits.threshold[on])
                 left = np.column_stack([np.arange(thresholds.size + 1)[None, :] <= rank[:, None],
                                         splits.missing_left[on]])
-            table = np.zeros((left.shape[1], self.trees.size), dtype=np.int64)
+            table = np.zeros((left.shape[1], self.trees.size), dtype=splits.weight.dtype)
             for k, s in enumerate(on.tolist()):
                 table[:, tree_index[s]] += left[k] * splits.weight[s]
             self.columns.append((c, thresholds, table))
 
     def bits(self, XT: np.ndarray) -> np.ndarray:
         """Return (rows, trees): each row's code bits from these splits, for rows given transposed (`XT[c]`)."""
-        out = np.zeros((XT.shape[1], self.trees.size), dtype=np.int64)
+        out = np.zeros((XT.shape[1], self.trees.size), dtype=self.dtype)
         for c, thresholds, table in self.columns:
             values = XT[c]
             nan = np.isnan(values)
@@ -309,9 +319,10 @@ class CompiledTrees:
         code = np.tile(code, n_trees)
         for _ in range(self.depth):
             node = np.where((code >> bit_of[node]) & 1 == 1, self.left_nav[node], self.right_nav[node])
+        dtype = code_dtype(n_trees * stride)
         splits = Splits(self.feature[split_nodes], self.threshold[split_nodes], self.missing_left[split_nodes],
-                        self.cat_row[split_nodes], (1 << bit).astype(np.int64), tree)
-        return LeafTables(splits, self.value[node], np.arange(n_trees, dtype=np.int64) * stride)
+                        self.cat_row[split_nodes], (1 << bit).astype(dtype), tree)
+        return LeafTables(splits, self.value[node], np.arange(n_trees, dtype=dtype) * stride)
 
     def column_bins(self) -> ColumnBins:
         """Return all splits as `ColumnBins` over the prepared columns (built at first use; needs leaf tables)."""
@@ -337,7 +348,7 @@ class CompiledTrees:
         n = XT.shape[1]
         if splits.trees.size == len(self.roots) and n < BIN_ROWS:
             return splits.codes(XT, self.cat_table)
-        codes = np.zeros((len(self.roots), n), dtype=np.int64)
+        codes = np.zeros((len(self.roots), n), dtype=splits.weight.dtype)
         if not splits.trees.size:
             return codes
         if n < BIN_ROWS:

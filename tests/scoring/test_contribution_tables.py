@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from scoring.compiled.contributions import _delta_tables
-from scoring.compiled.trees import ColumnBins, LeafTables, Splits
+from scoring.compiled.trees import ColumnBins, LeafTables, Splits, code_dtype
 
 NAN = float("nan")
 
@@ -61,3 +61,9 @@ def test_delta_tables_hold_each_trees_change_when_a_field_goes_neutral() -> None
     # with the field neutral: 0.1 + 0.5 = 0.6; change -0.9 = table[1 + 0] + table[4 + 0].
     coded = np.array([1, 4])
     assert np.isclose(table[coded + shift].sum(), -0.9)
+
+
+def test_codes_take_the_narrowest_integer_their_tables_need() -> None:
+    # int16 holds offsets codes up to 32,767: 60 trees of 2**9 entries (30,720) fit; 64 trees (32,768) do not.
+    assert code_dtype(60 * 2**9) is np.int16
+    assert code_dtype(64 * 2**9) is np.int32

@@ -158,9 +158,9 @@ def test_top_reasons_for_all_leads_at_once_match_lead_by_lead(top: int) -> None:
     assert _top_reasons(contrib, texts, fields, top) == expected
     asked: list[int] = []
 
-    def words(j: int, rows: np.ndarray) -> np.ndarray:
+    def words(j: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         asked.append(j)
-        return np.asarray(texts[rows, j])
+        return np.asarray(texts[rows, j]), np.arange(rows.size)
 
     cache: dict[tuple[int, object, int], Reason] = {}
     first = _top_reasons(contrib, words, fields, top, cache)
