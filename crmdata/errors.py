@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -35,6 +36,10 @@ class DataValidationError(LeadcastError):
         self.source = source
         super().__init__(self.summary())
 
+    def __reduce__(self) -> tuple[Callable[[list[Problem], str], DataValidationError], tuple[list[Problem], str]]:
+        """Pickle by problems and source, so the error crosses from a scoring process whole."""
+        return _data_validation_error, (self.problems, self.source)
+
     def summary(self, limit: int = 50) -> str:
         """Return one line per problem, or the first `limit` and a count per kind when there are more."""
         lines = [f"{self.source}: {len(self.problems)} problem(s) found"]
@@ -44,3 +49,8 @@ class DataValidationError(LeadcastError):
             lines.append(f"... and {len(self.problems) - limit} more; by field and kind:")
             lines += [f"  {field} [{code}]: {n}" for (field, code), n in counts.most_common()]
         return "\n".join(lines)
+
+
+def _data_validation_error(problems: list[Problem], source: str) -> DataValidationError:
+    """Rebuild a pickled DataValidationError."""
+    return DataValidationError(problems, source=source)

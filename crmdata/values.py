@@ -371,29 +371,62 @@ def parse_series(series: pd.Series, rule: Rule, *, limit: int = MAX_PROBLEMS) ->
             return _vector_numbers(series, flags, rule, limit, is_bool=True)
     if kind == "datetime" and pd.api.types.is_datetime64_any_dtype(series.dtype):
         return _vector_dates(series, rule, limit)
-    parse = reader(rule)
+    text = _text_codes(series, rule, limit)
+    if text is not None:
+        codes, table, refused = text
+        return _typed(table[codes], kind), refused
+    # Mixed values from JSON (numbers, true/false, text, lists): one at a time, never hashed (True == 1).
     raw = series.to_numpy(dtype=object)
-    if isinstance(series.dtype, pd.StringDtype) or _hashable_text(raw):
-        # Text columns (CSV exports): read each distinct value once.
-        codes, uniques = pd.factorize(series, use_na_sentinel=True)
-        distinct = uniques.tolist()
-        plain = _plain_texts(distinct, _compiled(rule)) if kind == "string" else None
-        table: list[Any]
-        table, bad = (list[Any](plain), {}) if plain is not None else _read_each(distinct, parse)
-        table.append(None)
-        parsed = np.asarray(table, dtype=object)[codes]
-        if bad:
-            failed = np.zeros(len(table), dtype=bool)
-            failed[list(bad)] = True
-            for i in np.flatnonzero(failed[codes])[:limit]:
-                refused.append(_refusal(int(i), bad[int(codes[i])], raw[i]))
-    else:
-        # Mixed values from JSON (numbers, true/false, text, lists): one at a time, never hashed (True == 1).
-        table_list, bad = _read_each(raw.tolist(), parse)
-        parsed = np.asarray([*table_list, None], dtype=object)[:n]
-        for i in sorted(bad)[:limit]:
-            refused.append(_refusal(i, bad[i], raw[i]))
+    table_list, bad = _read_each(raw.tolist(), reader(rule))
+    parsed = np.asarray([*table_list, None], dtype=object)[:n]
+    for i in sorted(bad)[:limit]:
+        refused.append(_refusal(i, bad[i], raw[i]))
     return _typed(parsed, kind), refused
+
+
+def parse_categories(series: pd.Series, rule: Rule, *,
+                     limit: int = MAX_PROBLEMS) -> tuple[np.ndarray, list[Any], list[Refused]]:
+    """Read a text column by its rule as categories: each value's code (-1 if missing), the distinct values
+    as `parse_series` reads them (in order of first appearance), and the refused values.
+
+    The same values as factorizing `parse_series`'s output, without hashing a Python string per row: a text
+    column is factorized once, its distinct values read, and equal readings (" a" and "a") merged.
+    """
+    text = _text_codes(series, rule, limit) if rule.kind == "string" else None
+    if text is None:
+        values, refused = parse_series(series, rule, limit=limit)
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        return np.asarray(codes), list(uniques), refused
+    codes, table, refused = text
+    merged, distinct = pd.factorize(table, use_na_sentinel=True)  # the table's last entry, None: missing
+    return np.asarray(merged[codes]), list(distinct), refused
+
+
+def _text_codes(series: pd.Series, rule: Rule, limit: int,
+                ) -> tuple[np.ndarray, np.ndarray, list[Refused]] | None:
+    """Read a text column once per distinct value: (each row's index into the table, the table of read values
+    ending in None for missing, refused); None if the column holds other than text and missing values."""
+    raw: np.ndarray | None = None
+    if not isinstance(series.dtype, pd.StringDtype):
+        raw = series.to_numpy(dtype=object)
+        if not _hashable_text(raw):
+            return None
+    # Text columns (CSV exports): read each distinct value once.
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    codes = np.where(codes < 0, len(uniques), codes)
+    distinct = uniques.tolist()
+    plain = _plain_texts(distinct, _compiled(rule)) if rule.kind == "string" else None
+    table: list[Any]
+    table, bad = (list[Any](plain), {}) if plain is not None else _read_each(distinct, reader(rule))
+    table.append(None)
+    refused: list[Refused] = []
+    if bad:
+        raw = series.to_numpy(dtype=object) if raw is None else raw
+        failed = np.zeros(len(table), dtype=bool)
+        failed[list(bad)] = True
+        for i in np.flatnonzero(failed[codes])[:limit]:
+            refused.append(_refusal(int(i), bad[int(codes[i])], raw[i]))
+    return codes, np.asarray(table, dtype=object), refused
 
 
 def _json_flags(series: pd.Series) -> np.ndarray | None:

@@ -33,3 +33,21 @@ def release_freed_memory() -> int:
     # array is freed), and the matrices allocated afterwards are mmapped apart, so those pages sat in RSS
     # at the peak: about 200 MiB after typing a million leads.
     return int(libc.malloc_trim(0))
+
+
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory(*, up_to: int) -> bool:
+    """Keep freed blocks of up to `up_to` bytes in the C heap for reuse; return whether glibc took it.
+
+    For a process that allocates and frees the same large temporaries over and over (a scoring worker):
+    by default each array over the mmap threshold is mapped apart and unmapped when freed, so every chunk
+    pays its pages again as page faults (1.9 us a lead of system time with reasons, 0.8 us with this).
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, up_to)) and bool(libc.mallopt(M_TRIM_THRESHOLD, up_to))

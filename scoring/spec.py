@@ -24,6 +24,7 @@ from crmdata.values import (
     Refused,
     Rule,
     ValueProblem,
+    parse_categories,
     parse_series,
     reader,
     shown,
@@ -192,6 +193,14 @@ class ModelSpec:
     def feature_columns(self) -> tuple[str, ...]:
         """Return the feature column names in spec order."""
         return tuple(f.column for f in self.features)
+
+    @property
+    def scored_columns(self) -> tuple[str, ...]:
+        """Return every column `prepare` may read to score a lead (the target aside): id, features, times, order,
+        protected columns; a file's other columns need not be read at all."""
+        named = [self.id_column, *self.feature_columns, self.created_at_column, self.as_of_column, "as_of",
+                 self.order_column, *self.protected]
+        return tuple(dict.fromkeys(c for c in named if c))
 
     def feature(self, column: str) -> FeatureSpec:
         """Return the feature spec of `column`."""
@@ -504,13 +513,14 @@ def _problems(refused: list[Refused], table: str, name: str) -> list[Problem]:
 
 def _parse(series: pd.Series, kind: FeatureKind, rule: Rule, table: str, name: str,
            problems: list[Problem]) -> pd.Series:
-    values, refused = parse_series(series, rule, limit=MAX_PROBLEMS)
-    problems += _problems(refused, table, name)
     if kind == "categorical":
         # Keep a Categorical: a million leads have a few categories.
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        codes, uniques, refused = parse_categories(series, rule, limit=MAX_PROBLEMS)
+        problems += _problems(refused, table, name)
         categorical = pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
         return pd.Series(categorical, index=series.index)
+    values, refused = parse_series(series, rule, limit=MAX_PROBLEMS)
+    problems += _problems(refused, table, name)
     return pd.Series(values, index=series.index, name=series.name, copy=False)
 
 

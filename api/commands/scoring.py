@@ -123,6 +123,9 @@ PATH = click.Path(path_type=Path)
                    "training reference (rules: now).")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Leads per scorer call (with --engine spark: per Arrow batch).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Chunks scored at once, each in a process of its own (local engine); default: every core the "
+                   "command may use. With --log, threads of this process.")
 @click.option("--log", "log_scores", is_flag=True,
               help="Record every score in the store's prediction log, as the API does (local engine).")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
@@ -133,7 +136,7 @@ PATH = click.Path(path_type=Path)
 @click.pass_context
 def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_path: Path | None,
           rules_path: Path | None, no_reasons: bool, as_of: str | None, chunk_rows: int, engine: str,
-          master: str | None, log_scores: bool) -> None:
+          master: str | None, log_scores: bool, workers: int | None) -> None:
     """Score a file of leads: probability, score 0-100, grade A-D, reasons, model version."""
     from api.serving import model_source
     from scoring.artifacts import spec_model_name
@@ -146,6 +149,8 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
         raise click.UsageError(f"--data {data} is a folder; the local engine reads one CSV or Parquet file")
     if engine == "spark" and not (data.is_dir() or data.suffix.lower() in (".parquet", ".pq")):
         raise click.UsageError(f"--data {data}: the Spark engine reads Parquet (a .parquet file or a folder)")
+    if engine == "spark" and workers is not None:
+        raise click.UsageError("--workers is for the local engine; Spark's workers come from --master")
     if engine == "spark" and log_scores:
         raise click.UsageError("--log records scores from the local engine only: drop --engine spark or --log")
     settings = settings_of(ctx)
@@ -167,7 +172,7 @@ def score(ctx: click.Context, data: Path, out: Path, model: str | None, spec_pat
             on_chunk = stack.enter_context(_batch_log(settings, scorer, name=name)) if log_scores else None
             with click.progressbar(length=total, label=f"scoring {total:,} leads", file=sys.stderr) as bar:
                 summary = score_file(data, out, scorer=scorer, reasons=not no_reasons, chunk_rows=chunk_rows,
-                                     progress=bar.update, as_of=as_of,
+                                     progress=bar.update, as_of=as_of, workers=workers,
                                      on_chunk=None if on_chunk is None else lambda raw, s: on_chunk(raw, s, as_of))
         rows, grades, where, unseen = summary.rows, summary.grades, summary.out, summary.unseen
     counts = ", ".join(f"{g} {n:,}" for g, n in grades.items())

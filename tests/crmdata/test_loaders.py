@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -224,3 +225,12 @@ def test_write_table_leaves_no_partial_file_on_failure(tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017 - pyarrow's own error type
         write_table(bad, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_validation_error_pickles_whole() -> None:
+    # A scoring process raises it; the parent must get every problem and the source, not a message string.
+    error = DataValidationError([Problem("leads.csv", "web_visits", "is not a number", row=651, value="many")],
+                                source="leads.csv")
+    again = pickle.loads(pickle.dumps(error))
+    assert isinstance(again, DataValidationError)
+    assert again.problems == error.problems and again.source == "leads.csv" and str(again) == str(error)

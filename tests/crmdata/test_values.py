@@ -18,6 +18,7 @@ from crmdata.values import (
     TRUE_VALUES,
     Rule,
     ValueProblem,
+    parse_categories,
     parse_series,
     parse_value,
 )
@@ -165,3 +166,27 @@ def test_offsets_are_converted_to_utc_and_numbers_in_text_fields_are_written_onc
         deep = [deep]
     _, refused = parse_series(pd.Series([deep, 1.0], dtype=object), Rule("float"))
     assert [(r.position, r.value) for r in refused] == [(0, "[...]")]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.one_of(texts, st.lists(values, min_size=1, max_size=6)),
+       rule=st.sampled_from([r for r in RULES if r.kind == "string"]))
+def test_categories_are_the_factorized_values_parse_series_reads(batch: list[Any], rule: Rule) -> None:
+    # parse_categories reads a text column once per distinct value and merges equal readings; it must give
+    # what factorizing parse_series's values gives, with the same refusals, for every way a column arrives.
+    for series in columns_of(batch):
+        values_read, refused = parse_series(series, rule)
+        codes, uniques = pd.factorize(values_read, use_na_sentinel=True)
+        got_codes, got_uniques, got_refused = parse_categories(series, rule)
+        assert got_codes.tolist() == codes.tolist(), (batch, series.dtype)
+        assert got_uniques == list(uniques)
+        assert got_refused == refused
+
+
+def test_categories_merge_equal_readings_in_order_of_first_appearance() -> None:
+    # " b" and "b" read as "b"; "Select" is missing; "a\x00b" is refused (a NUL) and so missing too.
+    column = pd.Series([" b", "a", "Select", "b", None, "a\x00b", "a "], dtype="string")
+    codes, uniques, refused = parse_categories(column, Rule("string", missing_values=("Select",)))
+    assert uniques == ["b", "a"]
+    assert codes.tolist() == [0, 1, -1, 0, -1, -1, 1]
+    assert [(r.position, r.code) for r in refused] == [(5, "nul_character")]

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -25,3 +28,29 @@ def test_freed_heap_pages_are_handed_back() -> None:
     assert release_freed_memory() == 1
     assert before - _rss_mib() > 0.75 * 160
     assert pin.sum() == 1 << 19
+
+
+KEPT = """
+import sys
+import numpy as np
+from scoring.memory import keep_freed_memory
+def rss_mib():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 2**20
+if sys.argv[1] == "keep":
+    assert keep_freed_memory(up_to=1 << 30)
+before = rss_mib()
+block = np.ones(8 << 20)  # 8 Mi float64 = 64 MiB, every page touched
+del block
+print(rss_mib() - before)
+"""
+
+
+@pytest.mark.skipif(_libc() is None, reason="glibc's mallopt is not available here")
+def test_a_freed_block_is_kept_for_reuse_only_when_asked() -> None:
+    # By default glibc maps a 64 MiB array apart and unmaps it when freed: RSS is back where it was, and the
+    # next chunk's array faults all its pages in again. Kept, the freed 64 MiB stay in the heap for reuse.
+    kept = {mode: float(subprocess.run([sys.executable, "-c", KEPT, mode], capture_output=True, text=True,
+                                       check=True).stdout) for mode in ("default", "keep")}
+    assert kept["default"] < 8
+    assert kept["keep"] > 0.9 * 64
