@@ -23,6 +23,7 @@ from forecasting.forecast import (
     plan,
 )
 from forecasting.periods import Horizon, as_day, parse_horizon, periods
+from parallel import process_pool
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,53 @@ def _accuracy(rows: list[BacktestRow]) -> tuple[MethodAccuracy, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class _Replay:
+    """What every replayed date reads: the whole export and how to forecast from it."""
+
+    opportunities: pd.DataFrame
+    stages: StageConfig
+    history: pd.DataFrame | None
+    horizon: Horizon
+    n_sims: int
+    creation_window_days: int
+    model_options: dict[str, Any] | None
+
+
+def _replay(inputs: _Replay, date: pd.Timestamp, rng: np.random.Generator) -> BacktestRow:
+    """Forecast the horizon after `date` with only what was known then; score it against what was won."""
+    t = as_day(date)
+    hz = inputs.horizon
+    spans = periods(as_of=t, horizon=hz)
+    end = spans[-1].end
+    p = plan(inputs.opportunities, stages=inputs.stages, as_of=t, horizon=hz, history=inputs.history,
+             creation_window_days=inputs.creation_window_days, model_options=inputs.model_options)
+    sim = monte_carlo(p, n_sims=inputs.n_sims, rng=rng)
+    total = sim.revenue.sum(axis=1)
+    quantiles = np.percentile(total, QUANTILES)
+    q10, q90 = quantiles[0], quantiles[2]
+    method_inputs = MethodInputs(plan=p, opportunities=inputs.opportunities, horizon=hz, draws=total,
+                                 quantiles=quantiles)
+    forecasts = {m.name: m.total(method_inputs) for m in forecast_methods()}
+    actual = float(metrics.won_revenue(inputs.opportunities, start=t, end=end))  # type: ignore[arg-type]
+    label = spans[0].label if len(spans) == 1 else f"{spans[0].start:%Y-%m-%d}..{end:%Y-%m-%d}"
+    return BacktestRow(as_of=t, label=label, actual=actual, forecasts=forecasts, p10=float(q10), p90=float(q90))
+
+
+_WORKER_INPUTS: _Replay | None = None
+
+
+def _start_worker(inputs: _Replay) -> None:
+    global _WORKER_INPUTS
+    _WORKER_INPUTS = inputs
+
+
+def _replay_in_worker(date: pd.Timestamp, rng: np.random.Generator) -> BacktestRow:
+    if _WORKER_INPUTS is None:
+        raise RuntimeError("the backtest process was started without its inputs")
+    return _replay(_WORKER_INPUTS, date, rng)
+
+
 def backtest(
     opportunities: pd.DataFrame,
     *,
@@ -160,33 +208,34 @@ def backtest(
     creation_window_days: int = 182,
     model_options: dict[str, Any] | None = None,
     progress: Callable[[pd.Timestamp], None] | None = None,
+    workers: int = 1,
 ) -> BacktestResult:
     """Forecast the won revenue of the horizon after each date with only what was known then, and score it.
 
     The actual is the won revenue ($) closed in [date, end of horizon) in the full data, including deals created
     after the date. Every method of `forecasting.forecast.METHODS` is scored (P10-P90 coverage for the one
-    marked `coverage`, Monte Carlo P50).
+    marked `coverage`, Monte Carlo P50). Each date simulates from its own stream, spawned from `rng`, so the
+    result is the same whether `workers` processes replay the dates at once or this one does them in turn.
     """
     if not dates:
         raise ForecastInputError("backtest needs at least one as-of date")
+    if workers < 1:
+        raise ForecastInputError(f"backtest workers must be at least 1, got {workers}")
     hz = parse_horizon(horizon) if isinstance(horizon, str) else horizon
+    inputs = _Replay(opportunities, stages, history, hz, n_sims, creation_window_days, model_options)
+    streams = rng.spawn(len(dates))
     rows = []
-    for date in dates:
-        t = as_day(date)
-        spans = periods(as_of=t, horizon=hz)
-        end = spans[-1].end
-        p = plan(opportunities, stages=stages, as_of=t, horizon=hz, history=history,
-                 creation_window_days=creation_window_days, model_options=model_options)
-        sim = monte_carlo(p, n_sims=n_sims, rng=rng)
-        total = sim.revenue.sum(axis=1)
-        quantiles = np.percentile(total, QUANTILES)
-        q10, q90 = quantiles[0], quantiles[2]
-        inputs = MethodInputs(plan=p, opportunities=opportunities, horizon=hz, draws=total, quantiles=quantiles)
-        forecasts = {m.name: m.total(inputs) for m in forecast_methods()}
-        actual = float(metrics.won_revenue(opportunities, start=t, end=end))  # type: ignore[arg-type]
-        label = spans[0].label if len(spans) == 1 else f"{spans[0].start:%Y-%m-%d}..{end:%Y-%m-%d}"
-        rows.append(BacktestRow(as_of=t, label=label, actual=actual, forecasts=forecasts, p10=float(q10),
-                                p90=float(q90)))
-        if progress is not None:
-            progress(t)
+    if workers == 1 or len(dates) == 1:
+        for date, stream in zip(dates, streams, strict=True):
+            rows.append(_replay(inputs, date, stream))
+            if progress is not None:
+                progress(rows[-1].as_of)
+    else:
+        # Forked workers share the export as it is in memory; a fork server's get it pickled once each.
+        with process_pool(workers=min(workers, len(dates)), initializer=_start_worker, initargs=(inputs,),
+                          preload=[__name__]) as pool:
+            for row in pool.map(_replay_in_worker, dates, streams):
+                rows.append(row)
+                if progress is not None:
+                    progress(row.as_of)
     return BacktestResult(horizon=str(hz), rows=tuple(rows), accuracy=_accuracy(rows))

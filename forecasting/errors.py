@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from crmdata.errors import LeadcastError
 
 
@@ -11,3 +14,7 @@ class ForecastInputError(LeadcastError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with its field, so the error crosses from a backtest process whole."""
+        return functools.partial(ForecastInputError, field=self.field), (str(self),)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import functools
-import multiprocessing as mp
-import os
 import signal
-import sys
-import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from crmdata.errors import DataValidationError, LeadcastError, Problem
 from crmdata.files import atomic_write
 from crmdata.loaders import csv_separator
+from parallel import default_workers, process_pool
 from scoring.memory import keep_freed_memory
 from scoring.scorer import REASONS_COLUMN, Scorer
 from scoring.spec import prepare
@@ -180,41 +177,6 @@ def _score_in_worker(job: _Job) -> _Scored:
     return _score_chunk(_WORKER_SCORER, job)
 
 
-def default_workers() -> int:
-    """Return the number of cores this process may run on: the default number of scoring processes."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _process_pool(scorer: Scorer, workers: int) -> ProcessPoolExecutor:
-    """Start `workers` scoring processes, each holding the scorer.
-
-    Forked while this is the process's only Python thread (instant, and the loaded model is shared): on 3.11,
-    Linux's default. Otherwise from a fork server, since forking beside other threads can copy a held lock;
-    its first start imports the scorer's modules once (about 2 s here). Started before any reader thread.
-    """
-    methods = mp.get_all_start_methods()
-    context: mp.context.BaseContext
-    if "fork" in methods and threading.active_count() == 1 and sys.version_info < (3, 12):
-        context = mp.get_context("fork")
-    else:
-        context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if context.get_start_method() == "forkserver":
-            context.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(scorer,))
-    try:
-        # With fork, the first submission forks every worker: now, while no reader or writer thread runs.
-        for ready in [pool.submit(os.getpid) for _ in range(workers)]:
-            ready.result()
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    return pool
-
-
 def score_file(
     src: Path,
     dst: Path,
@@ -254,7 +216,8 @@ def score_file(
         # contending for the GIL (27.3 s of CPU against 22.0 s in one thread for 1M leads with reasons).
         # Results are taken in file order, so the output, the callbacks and the first error are those of a
         # one-chunk-at-a-time pass; memory stays at a few chunks.
-        scoring: Executor = (_process_pool(scorer, workers) if in_processes
+        scoring: Executor = (process_pool(workers=workers, initializer=_start_worker, initargs=(scorer,),
+                                          preload=[__name__]) if in_processes
                              else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadcast-score"))
         score: Callable[[_Job], _Scored] = (_score_in_worker if in_processes
                                             else functools.partial(_score_chunk, scorer))

@@ -22,6 +22,7 @@ from forecasting.snapshot import last_known_date, require_history, snapshot
 from forecasting.stage_model import fit_stage_model
 from forecasting.stuck import find_stuck, stuck_thresholds
 from forecasting.summary import pipeline_metrics
+from parallel import default_workers
 
 
 def _money(x: float | None) -> str:
@@ -246,11 +247,11 @@ def forecast_command(ctx: click.Context, opportunities: Path | None, mapping: Pa
 
 
 def _run_backtest(pipeline: Pipeline, *, dates: list[pd.Timestamp], horizon: str, sims: int,
-                  seed: int) -> BacktestResult:
+                  seed: int, workers: int | None = None) -> BacktestResult:
     with click.progressbar(length=len(dates), label="replaying history", file=sys.stderr) as bar:
         return backtest(pipeline.opportunities, stages=pipeline.stages, history=pipeline.history, dates=dates,
                         horizon=horizon, rng=np.random.default_rng(seed), n_sims=sims,
-                        progress=lambda _t: bar.update(1))
+                        progress=lambda _t: bar.update(1), workers=workers or default_workers())
 
 
 @click.command("backtest")
@@ -264,14 +265,17 @@ def _run_backtest(pipeline: Pipeline, *, dates: list[pd.Timestamp], horizon: str
 @click.option("--json", "json_path", type=FILE, default=None, help="Write rows and accuracy as JSON.")
 @click.option("--markdown", "markdown_path", type=FILE, default=None,
               help="Write the tables as Markdown, with the command that produced them.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="As-of dates replayed at once, each in a process of its own; default: every core the command "
+                   "may use.")
 def backtest_command(opportunities: Path, mapping: Path | None, history: Path | None, start: str, end: str,
                      every: str, horizon: str, seed: int, sims: int, json_path: Path | None,
-                     markdown_path: Path | None) -> None:
+                     markdown_path: Path | None, workers: int | None) -> None:
     """Replay history as of each date with only what was known then; report each method's accuracy."""
     parse_horizon(horizon)
     pipeline = _load(opportunities, mapping, history)
     dates = as_of_dates(start=start, end=end, every=every)
-    bt = _run_backtest(pipeline, dates=dates, horizon=horizon, sims=sims, seed=seed)
+    bt = _run_backtest(pipeline, dates=dates, horizon=horizon, sims=sims, seed=seed, workers=workers)
     # Every declared method but the Monte Carlo mean, which the P10/P90 columns beside its P50 already frame.
     methods = [m.name for m in forecast_methods() if m.name != "monte_carlo_mean"]
     rows = [[r.label, _money(r.actual), _money(r.p10), _money(r.p90), "yes" if r.inside else "no",

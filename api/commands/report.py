@@ -16,6 +16,7 @@ from api.commands.forecasting import check_source
 from crmdata.loaders import load_pipeline, read_raw
 from forecasting.errors import ForecastInputError
 from forecasting.periods import as_day, parse_horizon
+from parallel import default_workers
 
 if TYPE_CHECKING:
     from scoring.scorer import Scorer
@@ -73,6 +74,9 @@ def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.D
               help="Replay the forecast as of the first of each of this many months before --as-of.")
 @click.option("--backtest-sims", type=click.IntRange(min=100), default=1_000, show_default=True,
               help="Simulations per replayed month.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Past months replayed at once, each in a process of its own; default: every core the command "
+                   "may use.")
 @click.option("--health/--no-health", "health", default=None,
               help="Add (or leave out) the lead model's Model health section: drift and calibration on its logged "
                    "scores, as `leadcast monitor` reports them. Default: added when the store holds logged scores "
@@ -82,8 +86,8 @@ def score_open_leads(path: Path, *, scorer: Scorer, as_of: pd.Timestamp) -> pd.D
 @click.pass_context
 def report_command(ctx: click.Context, opportunities: Path | None, mapping: Path | None, history: Path | None,
                    from_store: bool, leads: Path | None, as_of: str, horizon: str, target: float | None, seed: int,
-                   sims: int | None, backtest_months: int, backtest_sims: int, health: bool | None,
-                   out: Path) -> None:
+                   sims: int | None, backtest_months: int, backtest_sims: int, workers: int | None,
+                   health: bool | None, out: Path) -> None:
     """Write the leadership report: forecast with P10/P50/P90 and its measured accuracy, pipeline health, reps
     and products (report.html, one self-contained page, and report.xlsx)."""
     settings = settings_of(ctx)
@@ -136,7 +140,7 @@ def report_command(ctx: click.Context, opportunities: Path | None, mapping: Path
                               backtest_sims=backtest_sims,
                               source="the store" if opportunities is None else opportunities.name,
                               generated_at=stamp, progress=lambda _step: bar.update(1), live=live,
-                              extra_sections=extra)
+                              extra_sections=extra, workers=workers or default_workers())
     html_path, xlsx_path = write_report(report, out)
     for sentence in report.summary:
         click.echo(f"- {sentence}")

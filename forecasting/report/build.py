@@ -182,9 +182,11 @@ def build_report(
     progress: Progress | None = None,
     live: pd.DataFrame | None = None,
     extra_sections: Sequence[ExtraSection] = (),
+    workers: int = 1,
 ) -> Report:
     """Forecast the horizon after `as_of` with only what was known then, measure the same method's accuracy on
     the months before, gather the pipeline's health, and write it all as one HTML page and one workbook.
+    `workers` processes replay the past months at once (the numbers are the same for any count).
 
     The forecast draws from `rng` first, so `forecast(..., rng=np.random.default_rng(seed), n_sims=n_sims)`
     gives the report's numbers; the backtest (`backtest_sims` simulations per replayed month) draws after it.
@@ -210,7 +212,8 @@ def build_report(
     step("forecast")
     dates = data.backtest_dates(opps, as_of=t, horizon=hz, months=backtest_months) if backtest_months else []
     if dates:
-        bt = backtest(opps, stages=stages, history=history, dates=dates, horizon=hz, rng=rng, n_sims=backtest_sims)
+        bt = backtest(opps, stages=stages, history=history, dates=dates, horizon=hz, rng=rng, n_sims=backtest_sims,
+                      workers=workers)
         result = result.with_backtest(bt.to_dict())
     f: dict[str, Any] = json_ready(result.to_dict())
     step("backtest")

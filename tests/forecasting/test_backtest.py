@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from crmdata.loaders import load_pipeline
+from crmdata.synthetic import generate_opportunities
 from forecasting.backtest import MethodAccuracy, as_of_dates, backtest, baselines
 from forecasting.errors import ForecastInputError
 from forecasting.periods import parse_horizon
@@ -65,3 +66,31 @@ def test_accuracy_without_a_positive_actual_is_null_in_json() -> None:
     acc = MethodAccuracy(method="monte_carlo_p50", mape=float("nan"), bias=float("nan"), coverage=0.5, n=0)
     assert acc.to_dict()["mape"] is None and acc.to_dict()["bias"] is None
     assert json.loads(json.dumps(acc.to_dict(), allow_nan=False))["coverage"] == 0.5
+
+
+def test_processes_replay_the_same_numbers_as_one_process() -> None:
+    # Each date draws from its own stream spawned from the seed, so two workers (two dates each) must give the
+    # rows and accuracy of one process doing the four dates in turn, float for float.
+    data = generate_opportunities(n=1500, seed=3)
+    dates = [pd.Timestamp("2026-03-01"), pd.Timestamp("2026-04-01"), pd.Timestamp("2026-05-01"),
+             pd.Timestamp("2026-06-01")]
+    seen: list[pd.Timestamp] = []
+    runs = {workers: backtest(data.opportunities, stages=data.stages, history=data.history, dates=dates,
+                              horizon="1M", rng=np.random.default_rng(9), n_sims=300, workers=workers,
+                              progress=seen.append if workers == 2 else None) for workers in (1, 2)}
+    assert runs[2].rows == runs[1].rows and runs[2].accuracy == runs[1].accuracy
+    assert seen == dates  # progress in date order
+    assert len({r.p10 for r in runs[1].rows}) == 4
+
+
+def test_a_date_a_worker_cannot_replay_fails_with_its_own_error() -> None:
+    data = generate_opportunities(n=600, seed=4)
+    first = data.opportunities["created_at"].min()
+    too_early = (first - pd.Timedelta(days=40)).normalize()
+    with pytest.raises(ForecastInputError, match="no opportunity was created before the as-of date"):
+        backtest(data.opportunities, stages=data.stages, history=data.history,
+                 dates=[pd.Timestamp("2026-05-01"), too_early], horizon="1M", rng=np.random.default_rng(0),
+                 n_sims=200, workers=2)
+    with pytest.raises(ForecastInputError, match="workers must be at least 1"):
+        backtest(data.opportunities, stages=data.stages, dates=[too_early], horizon="1M",
+                 rng=np.random.default_rng(0), workers=0)

@@ -1,0 +1,46 @@
+"""How worker processes start: forked only when no other thread could hold a lock, else from a fork server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+from parallel import _context, default_workers, process_pool
+
+
+def _pid_of_parent(_: int) -> int:
+    return os.getppid()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork and the fork server are Linux's start methods")
+def test_beside_another_thread_workers_come_from_a_fork_server() -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert _context(["parallel"]).get_start_method() == "forkserver"
+        with process_pool(workers=2, initializer=int) as pool:
+            parents = set(pool.map(_pid_of_parent, range(4)))
+    finally:
+        stop.set()
+        other.join()
+    # Both workers are children of the fork server, not of this process.
+    assert parents and os.getpid() not in parents
+
+
+@pytest.mark.skipif(sys.platform != "linux" or sys.version_info >= (3, 12), reason="fork is used on 3.11 Linux")
+def test_with_this_thread_alone_workers_are_forked_from_it() -> None:
+    if threading.active_count() > 1:
+        pytest.skip(f"another test left {threading.active_count() - 1} thread(s) running in this process")
+    assert _context([]).get_start_method() == "fork"
+    with process_pool(workers=2, initializer=int) as pool:
+        assert set(pool.map(_pid_of_parent, range(4))) == {os.getpid()}
+
+
+def test_a_pool_needs_a_worker() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        process_pool(workers=0, initializer=int)
+    assert default_workers() >= 1
