@@ -39,6 +39,7 @@ from scoring.spec import load_spec, prepare, prepare_records
 from scoring.tracking import track
 from scoring.training import train
 from tests.api.servers import JsonClient, ServerProcess, free_port, leadcast_server, mlflow_server
+from tests.benchmarks.conftest import record_ratio
 
 MODEL_NAME = "leadcast-lead-scoring"
 CLIENTS = 4
@@ -120,6 +121,10 @@ class Load:
     @property
     def rate(self) -> float:
         return len(self.latencies) / self.seconds
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.percentile(self.latencies, 50) * 1e3)
 
     def line(self, what: str, *, per_request: int = 1) -> str:
         ms = np.percentile(self.latencies, [50, 99]) * 1e3
@@ -224,6 +229,7 @@ def test_bench_single_lead_leadcast_vs_mlflow(store: Store, records: list[dict[s
 
     split = [json.dumps(mlflow_split(r)).encode() for r in records]
     best = ("", 0.0)
+    theirs_p50: dict[str, float] = {}
     for workers, threads in ((1, None), (1, "1"), (2, "1")):
         label = f"mlflow models serve -w {workers}" + (f", OMP_NUM_THREADS={threads}" if threads else "")
         port = free_port()
@@ -242,11 +248,18 @@ def test_bench_single_lead_leadcast_vs_mlflow(store: Store, records: list[dict[s
             assert status == 200, answer
             theirs = drive(port, "/invocations", split)
         print(theirs.line(f"  {label} (no reasons)"))
+        theirs_p50[label] = theirs.p50_ms
         if theirs.errors == 0 and theirs.rate > best[1]:
             best = (label, theirs.rate)
     if best[1]:
         ratio = results["leadcast"] / best[1]
         print(f"  leadcast / best mlflow ({best[0]}): {ratio:.1f}x the requests per second [target >= 5x]")
+        record_ratio(what="one lead with reasons over HTTP, 4 clients", value=results["leadcast"],
+                     peer=f"{best[0]} (no reasons)", peer_value=best[1], unit="req/s", higher_is_better=True,
+                     target=">= 5x")
+        record_ratio(what="one lead with reasons over HTTP, 4 clients, p50", value=mine.p50_ms,
+                     peer=f"{best[0]} (no reasons), p50", peer_value=theirs_p50[best[0]], unit="ms",
+                     higher_is_better=False)
 
 
 @pytest.mark.bench

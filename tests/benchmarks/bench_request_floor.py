@@ -18,6 +18,7 @@ import pytest
 
 from tests.api.conftest import lead_records, sample_leads, trained_dir  # noqa: F401
 from tests.benchmarks.bench_edge import REQUESTS, WARMUP, hello_p50, summary, timed
+from tests.benchmarks.conftest import record_ratio
 from tests.reliability.edge_support import serve
 
 pytestmark = pytest.mark.bench
@@ -42,4 +43,7 @@ def test_single_lead_against_the_hello_world_floor(tmp_path_factory: pytest.Temp
     for path, ms in p50.items():
         print(f"{path}: {ms / floor:.2f}x the hello-world floor ({floor:.2f} ms, the mean of {before:.2f} and "
               f"{after:.2f}) [target <= 2x with reasons]")
+        record_ratio(what=f"POST {path}, one lead, 1 client, p50", value=ms,
+                     peer="Flask hello-world, same gunicorn config, p50", peer_value=floor, unit="ms",
+                     higher_is_better=False, target=">= 0.5x (within 2x)" if "reasons=false" not in path else "")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
