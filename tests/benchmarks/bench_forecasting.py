@@ -8,14 +8,13 @@ deals resampled to 50,000. Each mode runs in a child process so its peak memory 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
 import numpy as np
 import pytest
 
-from tests.benchmarks.conftest import PYTHON, run_measured
+from tests.benchmarks.conftest import PYTHON, peak_rss_mib, run_measured
 
 DEALS = 50_000
 SIMS = 10_000
@@ -47,7 +46,7 @@ def measure(mode: str) -> dict[str, object]:
     return {
         "mode": mode, "seconds": seconds, "plan_seconds": plan_seconds, "exact_deals": sim.exact_deals,
         "normal_deals": sim.normal_deals, "max_skew": sim.normal_max_skew,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mib": peak_rss_mib(),
         "total_q": np.percentile(total, [10, 50, 90]).tolist(),
         "month1_q": np.percentile(sim.revenue[:, 0], [10, 50, 90]).tolist(),
         "mean": float(total.mean()), "expected": float(values @ probs.sum(axis=1)),
@@ -83,7 +82,7 @@ def measure_plan() -> dict[str, object]:
     start = time.perf_counter()
     p = plan(data.opportunities, stages=data.stages, history=data.history, as_of=data.as_of, horizon="12M")
     return {"seconds": time.perf_counter() - start, "open_deals": len(p.values),
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_mib": peak_rss_mib()}
 
 
 @pytest.mark.bench

@@ -22,6 +22,7 @@ from tests.benchmarks.conftest import PYTHON, record_ratio, run_measured
 
 TRAIN = """
 import json, resource, sys, time
+from tests.benchmarks.conftest import peak_rss_mib
 from pathlib import Path
 from crmdata.loaders import read_raw
 from scoring.spec import load_spec
@@ -31,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 import pandas as pd
 src, models = Path(sys.argv[1]), Path(sys.argv[2])
 spec = load_spec()
-imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+imported = peak_rss_mib()
 raw = read_raw(src)
 start, cpu = time.perf_counter(), time.process_time()
 result = train(raw, spec=spec)
@@ -41,12 +42,13 @@ save_trained(result.trained, models_dir=models, name="bench", aliases=["champion
 truth = pd.read_parquet(sys.argv[3]).set_index("lead_id")["true_probability"]
 best = roc_auc_score(result.holdout_y, truth.loc[result.holdout_ids.to_numpy()].to_numpy())
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "selected": result.trained.card["selected"],
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "imported_mib": imported,
+                  "peak_mib": peak_rss_mib(), "imported_mib": imported,
                   "metrics": result.trained.card["metrics"]["selected"], "best_auc": best}))
 """
 
 SCORE = """
 import json, resource, sys, time
+from tests.benchmarks.conftest import peak_rss_mib
 from pathlib import Path
 from scoring.batch import score_file
 from scoring.scorer import load_scorer
@@ -55,7 +57,7 @@ scorer = load_scorer(models_dir=models)
 start, cpu = time.perf_counter(), time.process_time()
 summary = score_file(src, out, scorer=scorer, reasons=reasons)
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = peak_rss_mib()
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": summary.rows, "peak_mib": peak}))
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.benchmarks.conftest import RatioRow, ratio_table
+from tests.benchmarks.conftest import PYTHON, RatioRow, peak_rss_mib, ratio_table, run_measured
 
 
 def test_ratios_read_better_above_one_for_rates_and_for_times() -> None:
@@ -20,3 +20,13 @@ def test_ratios_read_better_above_one_for_rates_and_for_times() -> None:
     assert lines[3].split() == ["batch", "150,000", "leads/s", "pipeline", "75,000", "leads/s", "2.00x", ">=",
                                 "200,000"]
     assert lines[4].split() == ["one", "lead", "1", "ms", "pipeline", "4.5", "ms", "4.50x"]
+
+
+def test_a_child_reports_its_own_peak_not_the_sessions() -> None:
+    # This process holds 200 MiB more than it needs; a child that holds about 20 MiB must not report the sum.
+    held = bytearray(200 * 2**20)
+    held[::4096] = b"\x01" * len(held[::4096])
+    _, peak_mib, out = run_measured([PYTHON, "-c", "print('ok')"])
+    assert out.strip() == "ok"
+    assert peak_mib < 100 < len(held) / 2**20
+    assert peak_rss_mib() > 200
