@@ -23,7 +23,7 @@ from forecasting.forecast import (
     plan,
 )
 from forecasting.periods import Horizon, as_day, parse_horizon, periods
-from parallel import process_pool
+from parallel import process_pool, worker_state
 
 
 @dataclass(frozen=True)
@@ -182,18 +182,8 @@ def _replay(inputs: _Replay, date: pd.Timestamp, rng: np.random.Generator) -> Ba
     return BacktestRow(as_of=t, label=label, actual=actual, forecasts=forecasts, p10=float(q10), p90=float(q90))
 
 
-_WORKER_INPUTS: _Replay | None = None
-
-
-def _start_worker(inputs: _Replay) -> None:
-    global _WORKER_INPUTS
-    _WORKER_INPUTS = inputs
-
-
 def _replay_in_worker(date: pd.Timestamp, rng: np.random.Generator) -> BacktestRow:
-    if _WORKER_INPUTS is None:
-        raise RuntimeError("the backtest process was started without its inputs")
-    return _replay(_WORKER_INPUTS, date, rng)
+    return _replay(worker_state(), date, rng)
 
 
 def backtest(
@@ -231,9 +221,7 @@ def backtest(
             if progress is not None:
                 progress(rows[-1].as_of)
     else:
-        # Forked workers share the export as it is in memory; a fork server's get it pickled once each.
-        with process_pool(workers=min(workers, len(dates)), initializer=_start_worker, initargs=(inputs,),
-                          preload=[__name__]) as pool:
+        with process_pool(workers=min(workers, len(dates)), state=inputs, preload=[__name__]) as pool:
             for row in pool.map(_replay_in_worker, dates, streams):
                 rows.append(row)
                 if progress is not None:

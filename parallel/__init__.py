@@ -38,17 +38,36 @@ def _context(preload: Sequence[str]) -> BaseContext:
     return context
 
 
-def process_pool(*, workers: int, initializer: Callable[..., object], initargs: tuple[Any, ...] = (),
-                 preload: Sequence[str] = ()) -> ProcessPoolExecutor:
-    """Start `workers` processes, each set up by `initializer(*initargs)`, and return them as an executor.
+_STATE: Any = None
+_HAS_STATE = False
 
-    Every worker is started before this returns: with fork, before the caller starts any reader or writer
-    thread of its own. `preload`: modules a fork server imports once for all its workers.
+
+def _install(state: Any, setup: Callable[[], object] | None) -> None:
+    global _STATE, _HAS_STATE
+    if setup is not None:
+        setup()
+    _STATE, _HAS_STATE = state, True
+
+
+def worker_state() -> Any:
+    """Return, in a worker of `process_pool`, the `state` its pool was started with."""
+    if not _HAS_STATE:
+        raise RuntimeError("not in a worker process of parallel.process_pool, or started without its state")
+    return _STATE
+
+
+def process_pool(*, workers: int, state: Any = None, setup: Callable[[], object] | None = None,
+                 preload: Sequence[str] = ()) -> ProcessPoolExecutor:
+    """Start `workers` processes, each running `setup()` and then holding `state` (`worker_state()`).
+
+    Forked workers share `state` as it is in memory; a fork server's get it pickled once each. Every worker
+    is started before this returns: with fork, before the caller starts any reader or writer thread of its
+    own. `preload`: modules a fork server imports once for all its workers.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(preload), initializer=initializer,
-                               initargs=initargs)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(preload), initializer=_install,
+                               initargs=(state, setup))
     try:
         # With fork, the first submission forks every worker at once: now.
         for ready in [pool.submit(os.getpid) for _ in range(workers)]:

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from crmdata.errors import DataValidationError, LeadcastError, Problem
 from crmdata.files import atomic_write
 from crmdata.loaders import csv_separator
-from parallel import default_workers, process_pool
+from parallel import default_workers, process_pool, worker_state
 from scoring.memory import keep_freed_memory
 from scoring.scorer import REASONS_COLUMN, Scorer
 from scoring.spec import prepare
@@ -156,25 +156,18 @@ def _score_chunk(scorer: Scorer, job: _Job) -> _Scored:
                    csv=csv, raw=chunk if job.structured else None, out=out if job.structured else None)
 
 
-_WORKER_SCORER: Scorer | None = None
-
-
-def _start_worker(scorer: Scorer) -> None:
-    """Set up a scoring process: its scorer, one BLAS thread, and Ctrl-C left to the parent."""
-    global _WORKER_SCORER
+def _setup_worker() -> None:
+    """Set up a scoring process: one BLAS thread, freed blocks kept for reuse, and Ctrl-C left to the parent."""
     # The parent sees Ctrl-C too; it stops the pool and removes the temporary file, so a worker must not die
     # of it first (that would break the pool and hide the interrupt behind a BrokenProcessPool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1, user_api="blas")
     keep_freed_memory(up_to=WORKER_HEAP_KEEP)
-    _WORKER_SCORER = scorer
 
 
 def _score_in_worker(job: _Job) -> _Scored:
-    """Score one chunk with the process's scorer (set by `_start_worker`)."""
-    if _WORKER_SCORER is None:
-        raise RuntimeError("the scoring process was started without its scorer")
-    return _score_chunk(_WORKER_SCORER, job)
+    """Score one chunk with the scorer this process was started with."""
+    return _score_chunk(worker_state(), job)
 
 
 def score_file(
@@ -216,7 +209,7 @@ def score_file(
         # contending for the GIL (27.3 s of CPU against 22.0 s in one thread for 1M leads with reasons).
         # Results are taken in file order, so the output, the callbacks and the first error are those of a
         # one-chunk-at-a-time pass; memory stays at a few chunks.
-        scoring: Executor = (process_pool(workers=workers, initializer=_start_worker, initargs=(scorer,),
+        scoring: Executor = (process_pool(workers=workers, state=scorer, setup=_setup_worker,
                                           preload=[__name__]) if in_processes
                              else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadcast-score"))
         score: Callable[[_Job], _Scored] = (_score_in_worker if in_processes

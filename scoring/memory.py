@@ -1,4 +1,4 @@
-"""Hand freed memory back to the system between the large steps of training."""
+"""The C heap's freed memory: handed back between the large steps of training, kept in a scoring worker."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from parallel import _context, default_workers, process_pool
+from parallel import _context, default_workers, process_pool, worker_state
 
 
 def _pid_of_parent(_: int) -> int:
@@ -23,7 +23,7 @@ def test_beside_another_thread_workers_come_from_a_fork_server() -> None:
     other.start()
     try:
         assert _context(["parallel"]).get_start_method() == "forkserver"
-        with process_pool(workers=2, initializer=int) as pool:
+        with process_pool(workers=2) as pool:
             parents = set(pool.map(_pid_of_parent, range(4)))
     finally:
         stop.set()
@@ -36,7 +36,7 @@ FORKED = """
 import os
 from parallel import _context, process_pool
 assert _context([]).get_start_method() == "fork"
-with process_pool(workers=2, initializer=int) as pool:
+with process_pool(workers=2) as pool:
     parents = {pool.submit(os.getppid).result() for _ in range(4)}
 print(parents == {os.getpid()})
 """
@@ -51,5 +51,16 @@ def test_with_this_thread_alone_workers_are_forked_from_it() -> None:
 
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        process_pool(workers=0, initializer=int)
+        process_pool(workers=0)
     assert default_workers() >= 1
+
+
+def _state_twice(_: int) -> int:
+    return int(worker_state()) * 2
+
+
+def test_each_worker_holds_the_state_its_pool_was_started_with() -> None:
+    with process_pool(workers=2, state=21) as pool:
+        assert list(pool.map(_state_twice, range(3))) == [42, 42, 42]
+    with pytest.raises(RuntimeError, match="not in a worker process"):
+        worker_state()
