@@ -18,7 +18,7 @@ from crmdata.errors import DataValidationError, LeadcastError, Problem
 from crmdata.files import atomic_write
 from crmdata.loaders import csv_separator
 from parallel import default_workers, process_pool, worker_state
-from scoring.memory import keep_freed_memory
+from scoring.memory import keep_freed_memory, small_pages
 from scoring.scorer import REASONS_COLUMN, Scorer
 from scoring.spec import prepare
 
@@ -157,12 +157,14 @@ def _score_chunk(scorer: Scorer, job: _Job) -> _Scored:
 
 
 def _setup_worker() -> None:
-    """Set up a scoring process: one BLAS thread, freed blocks kept for reuse, and Ctrl-C left to the parent."""
+    """Set up a scoring process: one BLAS thread, small pages, freed blocks kept for reuse, Ctrl-C left to the
+    parent."""
     # The parent sees Ctrl-C too; it stops the pool and removes the temporary file, so a worker must not die
     # of it first (that would break the pool and hide the interrupt behind a BrokenProcessPool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1, user_api="blas")
     keep_freed_memory(up_to=WORKER_HEAP_KEEP)
+    small_pages()
 
 
 def _score_in_worker(job: _Job) -> _Scored:

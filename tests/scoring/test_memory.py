@@ -54,3 +54,36 @@ def test_a_freed_block_is_kept_for_reuse_only_when_asked() -> None:
                                        check=True).stdout) for mode in ("default", "keep")}
     assert kept["default"] < 8
     assert kept["keep"] > 0.9 * 64
+
+
+HUGE = """
+import sys
+import numpy as np
+if sys.argv[1] == "small":
+    from scoring.batch import _setup_worker
+    _setup_worker()  # what every scoring process runs first
+block = np.ones(8 << 20)  # 64 MiB: numpy advises huge pages from 4 MiB on
+start = block.ctypes.data + (32 << 20)  # the middle: numpy advises the 2 MiB-aligned part
+flags = ""
+with open("/proc/self/smaps") as handle:
+    inside = False
+    for line in handle:
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            low, high = (int(x, 16) for x in head.split("-"))
+            inside = low <= start < high
+        elif inside and head == "VmFlags:":
+            flags = line
+print("hg" in flags.split())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmFlags are Linux's")
+def test_a_scoring_process_asks_for_small_pages() -> None:
+    # Huge-page faults on fresh memory cost a first chunk of 100,000 leads 1.4-1.7 s of kernel time here;
+    # a scoring process's large arrays must not carry the hugepage advice ("hg" in the mapping's VmFlags).
+    advised = {mode: subprocess.run([sys.executable, "-c", HUGE, mode], capture_output=True, text=True,
+                                    check=True).stdout.strip() for mode in ("default", "small")}
+    if advised["default"] != "True":
+        pytest.skip("numpy does not advise huge pages on this kernel")
+    assert advised["small"] == "False"
