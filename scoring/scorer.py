@@ -251,6 +251,7 @@ def _make_reasons(jj: list[int], words: list[Any], pts: list[int], fields: list[
 
 
 POINT_TEXT = pa.array([f": {v:+d}" for v in range(-100, 101)], type=pa.string())
+POINT_TEXT_SIZE = len(POINT_TEXT)
 
 
 def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[pd.api.extensions.ExtensionArray,
@@ -258,8 +259,9 @@ def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[pd.api
     """Return, per lead, its top positive and negative reasons as "words: +n; words: +m" strings.
 
     `words(j, rows)` returns the words for field j's value of the given leads; it is asked only for the
-    reasons shown. The pieces ("words: +n") and each lead's "; "-joined list are assembled by Arrow's string
-    kernels in one pass over all leads: a Python string operation per lead and rank cost about 10 us a lead.
+    reasons shown. Each distinct piece ("words: +n") is built once, and each lead's "; "-joined list is
+    assembled by Arrow's string kernels in one pass over all leads: a Python string operation per lead and
+    rank cost about 10 us a lead, a piece built per reason 1.7 us.
     """
     n = contrib.shape[0]
     points = np.clip(np.rint(contrib * 100), -100, 100).astype(np.int64)
@@ -271,17 +273,24 @@ def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[pd.api
         keep = sign * pts >= 1
         ii, rr = np.nonzero(keep)  # lead by lead, best first
         jj = order[ii, rr]
-        # Each field's distinct words once, end to end in one Arrow array; every reason takes its own.
+        # Each field's distinct words once, end to end in one Arrow array (the reasons grouped by field with
+        # one stable sort, not a scan of all of them per field).
         distinct, index, size = [], np.empty(ii.size, dtype=np.int64), 0
-        for j in np.unique(jj).tolist():
-            at = np.flatnonzero(jj == j)
+        by_field = np.argsort(jj, kind="stable")
+        fields_shown, starts = np.unique(jj[by_field], return_index=True)
+        for j, a, b in zip(fields_shown.tolist(), starts.tolist(), [*starts[1:].tolist(), ii.size], strict=True):
+            at = by_field[a:b]
             table, codes = words(j, ii[at])
             index[at] = codes + size
             distinct.append(table)
             size += len(table)
         dictionary = pa.array(np.concatenate(distinct) if distinct else [], type=pa.string())
-        pieces = pc.binary_join_element_wise(dictionary.take(pa.array(index)),
-                                             POINT_TEXT.take(pa.array(pts[ii, rr] + 100)), "")
+        # Each distinct (words, points) piece once; every reason takes its own.
+        piece_codes, piece_keys = pd.factorize(index * POINT_TEXT_SIZE + (pts[ii, rr] + 100))
+        piece_keys = np.asarray(piece_keys, dtype=np.int64)
+        table = pc.binary_join_element_wise(dictionary.take(pa.array(piece_keys // POINT_TEXT_SIZE)),
+                                            POINT_TEXT.take(pa.array(piece_keys % POINT_TEXT_SIZE)), "")
+        pieces = table.take(pa.array(piece_codes))
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(keep.sum(axis=1), out=offsets[1:])
         joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), pieces), "; ")

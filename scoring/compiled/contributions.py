@@ -70,11 +70,12 @@ class Contributions:
         """Return probabilities and contributions: a few leads in a single pass through the model (each
         lead and its substitutions stacked), more from leaf codes (see `_contributions_by_split`)."""
         n = len(next(iter(base.values())))
-        subs = self._substitutions(base)
-        total = n + sum(rows.size for _, rows in subs)
-        if total > SMALL_BATCH:
+        # Past SMALL_BATCH leads the substitutions are listed block by block, where they are used: listing
+        # them for a whole chunk first held (fields, leads) temporaries that were then thrown away.
+        subs = self._substitutions(base) if n <= SMALL_BATCH else []
+        if n > SMALL_BATCH or n + sum(rows.size for _, rows in subs) > SMALL_BATCH:
             if self._by_split():
-                return self._split_blocks(base, None, subs)
+                return self._split_blocks(base, None)
             p = self.proba(base)
             return p, self.contributions(base, p)
         stacked = self._stack(base, subs, include_base=True)
@@ -136,11 +137,13 @@ class Contributions:
         if p is None:
             p = self.proba(base)
         out = np.zeros((n, len(self.fields)))
+        if self._by_split() and n > SPLIT_BLOCK:
+            return self._split_blocks(base, p)[1]
         subs = self._substitutions(base)
         if not subs:
             return out
-        if self._by_split() and (n > SPLIT_BLOCK or sum(rows.size for _, rows in subs) > SMALL_BATCH):
-            return self._split_blocks(base, p, subs)[1]
+        if self._by_split() and sum(rows.size for _, rows in subs) > SMALL_BATCH:
+            return self._split_blocks(base, p)[1]
         if n > REASON_BLOCK:
             for start in range(0, n, REASON_BLOCK):
                 block = slice(start, start + REASON_BLOCK)
@@ -281,12 +284,11 @@ class Contributions:
     def _by_split(self) -> bool:
         return self.trees is None or self.trees.leaf_tables() is not None
 
-    def _split_blocks(self, base: Base, p: np.ndarray | None, subs: list[tuple[int, np.ndarray]],
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _split_blocks(self, base: Base, p: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Run `_contributions_by_split` on SPLIT_BLOCK leads at a time; return probabilities, contributions."""
         n = len(next(iter(base.values())))
         if n <= SPLIT_BLOCK:
-            return self._contributions_by_split(base, p, subs, np.zeros((n, len(self.fields))))
+            return self._contributions_by_split(base, p, self._substitutions(base), np.zeros((n, len(self.fields))))
         probabilities, out = np.empty(n), np.empty((n, len(self.fields)))
         for start in range(0, n, SPLIT_BLOCK):
             block = slice(start, start + SPLIT_BLOCK)
@@ -360,7 +362,8 @@ class Contributions:
     def _local_delta(self, part: FieldPart, base: Base, shares: np.ndarray | None, old_leaves: np.ndarray | None,
                      j: int, rows: np.ndarray, coded_t: np.ndarray) -> np.ndarray:
         """Return logit(x) - logit(x with field j neutral) for a `local` field: only its columns derived again."""
-        sub = {name: base[name][rows] for name in part.reads}
+        every = rows.size == len(base[self.fields[j]])
+        sub = {name: base[name] if every else base[name][rows] for name in part.reads}
         sub[self.fields[j]] = np.full(rows.size, self.neutral[self.fields[j]])
         XT = self.features.derive_columns(sub, part.columns)
         if part.blank.size:
