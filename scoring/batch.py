@@ -18,7 +18,7 @@ from crmdata.errors import DataValidationError, LeadcastError, Problem
 from crmdata.files import atomic_write
 from crmdata.loaders import csv_separator
 from parallel import default_workers, process_pool, worker_state
-from scoring.memory import keep_freed_memory, small_pages
+from scoring.memory import keep_freed_memory, small_pages, system_arrow_pool, use_system_arrow_pool
 from scoring.scorer import REASONS_COLUMN, Scorer
 from scoring.spec import prepare
 
@@ -157,14 +157,15 @@ def _score_chunk(scorer: Scorer, job: _Job) -> _Scored:
 
 
 def _setup_worker() -> None:
-    """Set up a scoring process: one BLAS thread, small pages, freed blocks kept for reuse, Ctrl-C left to the
-    parent."""
+    """Set up a scoring process: one BLAS thread, small pages, freed blocks (Arrow's too) kept for reuse, Ctrl-C
+    left to the parent."""
     # The parent sees Ctrl-C too; it stops the pool and removes the temporary file, so a worker must not die
     # of it first (that would break the pool and hide the interrupt behind a BrokenProcessPool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1, user_api="blas")
     keep_freed_memory(up_to=WORKER_HEAP_KEEP)
     small_pages()
+    use_system_arrow_pool()
 
 
 def _score_in_worker(job: _Job) -> _Scored:
@@ -279,7 +280,8 @@ def score_file(
 
     # One BLAS thread: the scoring workers already take a core each, and the reasons' small matrix products
     # (a block of 2,048 leads) spent more CPU spinning BLAS threads than computing (45 vs 22 us a lead).
-    with threadpool_limits(limits=1, user_api="blas"):
+    # And Arrow's buffers from the C heap, which keeps freed chunks for the next (`use_system_arrow_pool`).
+    with threadpool_limits(limits=1, user_api="blas"), system_arrow_pool():
         atomic_write(dst, write)
     return BatchSummary(rows=rows, grades=grades, model_kind=scorer.kind, model_version=scorer.version, out=dst,
                         unseen=dict(sorted(unseen.items(), key=lambda kv: -kv[1])))
