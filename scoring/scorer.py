@@ -278,7 +278,8 @@ def _reason_strings(contrib: np.ndarray, words: Words, top: int) -> tuple[pd.api
         distinct, index, size = [], np.empty(ii.size, dtype=np.int64), 0
         by_field = np.argsort(jj, kind="stable")
         fields_shown, starts = np.unique(jj[by_field], return_index=True)
-        for j, a, b in zip(fields_shown.tolist(), starts.tolist(), [*starts[1:].tolist(), ii.size], strict=True):
+        bounds = [*starts.tolist(), ii.size]
+        for j, a, b in zip(fields_shown.tolist(), bounds[:-1], bounds[1:], strict=True):
             at = by_field[a:b]
             table, codes = words(j, ii[at])
             index[at] = codes + size

@@ -172,6 +172,21 @@ def test_top_reasons_for_all_leads_at_once_match_lead_by_lead(top: int) -> None:
     assert shown and all(a is b for a, b in shown)  # equal reasons are one shared (immutable) object
 
 
+def test_reason_strings_of_leads_with_no_negative_reason_at_all() -> None:
+    from scoring.scorer import _reason_strings
+
+    # Lead 0: +0.20 is 20 points, -0.001 rounds to 0 points; lead 1: +0.05 is 5 points. No negative reason in
+    # the whole chunk, so the negative side has no field to word (it raised a ValueError from zip).
+    contrib = np.array([[0.2, -0.001], [0.05, 0.0]])
+
+    def words(j: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray([f"field {j}"], dtype=object), np.zeros(rows.size, dtype=np.int64)
+
+    positive, negative = _reason_strings(contrib, words, 5)
+    assert list(positive) == ["field 0: +20", "field 0: +5"]
+    assert list(negative) == ["", ""]
+
+
 def test_many_records_get_their_top_contributions_in_words(scorer: ModelScorer, leads: pd.DataFrame) -> None:
     from scoring.scorer import FAST_RECORDS, records_frame
 
