@@ -58,10 +58,11 @@ def keep_freed_memory(*, up_to: int) -> bool:
 def small_pages() -> bool:
     """Stop numpy asking for transparent huge pages for its large arrays; return whether it had been asking.
 
-    numpy advises MADV_HUGEPAGE on every array of 4 MiB or more. Where the kernel's THP defrag is "madvise"
-    (Debian's default), a fault on such an array first compacts memory to find a free 2 MiB page: on this
-    project's 2-core machine a scoring worker's first chunk of 100,000 leads spent 1.4-1.7 s in the kernel
-    against 0.3 s with small pages, and the later chunks, which reuse the kept heap, ran as fast either way.
+    numpy advises MADV_HUGEPAGE on every array of 4 MiB or more, so with THP set to "madvise" each fault
+    on one maps a whole 2 MiB page. On this project's 2-core machine (a VM; no compaction stalls counted)
+    those faults on fresh memory were slow: a scoring worker's first chunk of 100,000 leads spent 1.4-1.7 s
+    in the kernel against 0.3 s with small pages, and the later chunks, which reuse the kept heap, ran as
+    fast either way.
     A no-op where numpy has no such switch (not Linux, or a numpy without it).
     """
     import importlib

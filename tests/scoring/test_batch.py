@@ -103,11 +103,7 @@ class _SaysItsAllocator:
         self.spec, self.kind, self.version = inner.spec, inner.kind, inner.version
 
     def score_frame(self, features: pd.DataFrame, ids: pd.Series, **kwargs: Any) -> pd.DataFrame:
-        import numpy as np
-
-        advice = np._core.multiarray._set_madvise_hugepage(False)
-        np._core.multiarray._set_madvise_hugepage(advice)
-        said = f"{pa.default_memory_pool().backend_name} huge={advice}"
+        said = f"{pa.default_memory_pool().backend_name} huge={_huge_advice()}"
         return self.inner.score_frame(features, ids, **kwargs).assign(model_version=said)
 
 
@@ -135,6 +131,7 @@ def test_batch_scoring_allocates_from_the_c_heap_and_puts_arrow_back(tmp_path: P
 
 
 def _huge_advice() -> bool:
+    """Return whether numpy advises huge pages in this process (read by setting it, then put back)."""
     import numpy as np
 
     advice = np._core.multiarray._set_madvise_hugepage(False)
