@@ -441,9 +441,10 @@ class Inputs:
         found = self._memo.get(key)
         if found is None:
             counts = _columns([self.base[c] for c in members])
-            # log1p(clip(nan_to_num(counts), 0, None)): missing -> 0, +inf -> the largest float, below 0 -> 0.
-            counts = np.minimum(np.maximum(np.where(np.isnan(counts), 0.0, counts), 0.0), _LARGEST)
-            found = self._memo[key] = (np.log1p(counts) / self.fitted[group]).mean(axis=1)
+            # log1p(clip(nan_to_num(counts), 0, None)): missing -> 0 (fmax skips a NaN), +inf -> the largest
+            # float, below 0 -> 0. The mean as sum / count, as np.mean computes it, without its Python layer.
+            counts = np.minimum(np.fmax(counts, 0.0), _LARGEST)
+            found = self._memo[key] = (np.log1p(counts) / self.fitted[group]).sum(axis=1) / len(members)
         return found
 
 
@@ -522,10 +523,11 @@ def _bant_columns(spec: ModelSpec) -> list[Column]:
 
 
 def _bant(column: Column, inputs: Inputs) -> np.ndarray:
-    base = inputs.base
-    known = [np.where(np.isnan(base[c]), 0.0, base[c] > 0 if kind in ("numeric", "boolean") else 1.0)
-             for c, kind in zip(column.reads, column.option, strict=True)]
-    return np.asarray(np.mean(known, axis=0))
+    # (fields, leads) at once: a number or flag is known when positive, a category when present.
+    values = np.array([inputs.base[c] for c in column.reads], dtype=np.float64, ndmin=2)
+    counted = np.asarray([kind in ("numeric", "boolean") for kind in column.option])[:, None]
+    known = np.where(np.isnan(values), 0.0, np.where(counted, values > 0, 1.0))
+    return np.asarray(known.sum(axis=0) / len(column.reads))
 
 
 def _spec_derived_columns(spec: ModelSpec) -> list[Column]:
@@ -540,9 +542,9 @@ def _spec_derived(column: Column, inputs: Inputs) -> np.ndarray:
         if column.option[0] == "difference":
             out = np.asarray(num - den)  # missing when either side is
         else:
-            out = np.full(num.shape, np.nan)
-            ok = den > 0
-            out[ok] = num[ok] / den[ok]
+            out = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+    if not np.isinf(out).any():
+        return out
     overflowed = np.isinf(out) & np.isfinite(num) & np.isfinite(den)
     if overflowed.any():
         out = np.where(overflowed, np.copysign(np.finfo(np.float64).max, out), out)

@@ -78,14 +78,12 @@ class Contributions:
                 return self._split_blocks(base, None)
             p = self.proba(base)
             return p, self.contributions(base, p)
-        stacked = self._stack(base, subs, include_base=True)
-        p_all = self.proba(stacked)
+        p_all = self.proba(self._stack(base, subs, include_base=True))
         p = p_all[:n]
         out = np.zeros((n, len(self.fields)))
-        start = n
-        for j, rows in subs:
-            out[rows, j] = p[rows] - p_all[start:start + rows.size]
-            start += rows.size
+        if subs:  # the substituted rows follow the leads, field by field: one scatter for them all
+            rows_all, which = _sub_index(subs)
+            out[rows_all, which] = p[rows_all] - p_all[n:]
         return p, out
 
     def _substitutions(self, base: Base) -> list[tuple[int, np.ndarray]]:
@@ -151,11 +149,8 @@ class Contributions:
             return out
         if sum(rows.size for _, rows in subs) > SMALL_BATCH:
             return self._contributions_by_field(base, p, subs, out)
-        p_sub = self.proba(self._stack(base, subs, include_base=False))
-        start = 0
-        for j, rows in subs:
-            out[rows, j] = p[rows] - p_sub[start:start + rows.size]
-            start += rows.size
+        rows_all, which = _sub_index(subs)
+        out[rows_all, which] = p[rows_all] - self.proba(self._stack(base, subs, include_base=False))
         return out
 
     def _affected(self) -> list[tuple[list[int], np.ndarray]]:
@@ -328,7 +323,7 @@ class Contributions:
             return p, out
         parts = self._field_parts()
         ends = np.cumsum([rows.size for _, rows in subs])
-        rows_all = np.concatenate([rows for _, rows in subs])
+        rows_all, which = _sub_index(subs)
         new_logit = logit[rows_all]
         # Every field's linear share of every lead at once (one product per kind of term), for the old side.
         shares = self.linear.group_shares(X, self._groups()) if self.linear is not None else None
@@ -341,7 +336,6 @@ class Contributions:
                 new_logit[at] -= self._fixed_delta(parts[j], shares, j, rows, coded)
             else:
                 new_logit[at] -= self._local_delta(parts[j], base, shares, old_leaves, j, rows, coded_t)
-        which = np.repeat([j for j, _ in subs], [rows.size for _, rows in subs])
         out[rows_all, which] = p[rows_all] - self.calibrator(new_logit)
         return p, out
 
@@ -382,6 +376,12 @@ class Contributions:
             new_codes = (old & part.keep) | bins.bits(XT)
             delta += (1 - self.weight) * (old_leaves[rows, j] - tables.table[new_codes].sum(axis=1))
         return delta
+
+
+def _sub_index(subs: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Return the lead and the field of each substituted row, in the order `_stack` lists them."""
+    return (np.concatenate([rows for _, rows in subs]),
+            np.repeat([j for j, _ in subs], [rows.size for _, rows in subs]))
 
 
 def _delta_tables(tables: LeafTables, splits: Splits, keep: np.ndarray, bits: np.ndarray,

@@ -14,7 +14,7 @@ import numpy as np
 import sklearn
 from sklearn.pipeline import Pipeline
 
-from scoring.compiled.contributions import REASON_BLOCK, Contributions
+from scoring.compiled.contributions import REASON_BLOCK, Contributions, _sub_index
 from scoring.compiled.linear import SMALL_BATCH, CompiledLinear
 from scoring.compiled.trees import CompiledTrees
 from scoring.features import Base, LeadFeatures
@@ -107,11 +107,8 @@ class PipelineModel(CompiledModel):
             subs = self._substitutions(part)
             if not subs:
                 continue
-            p_sub = self.proba(self._stack(part, subs, include_base=False))
-            at = 0
-            for j, rows in subs:
-                out[start + rows, j] = p[start + rows] - p_sub[at:at + rows.size]
-                at += rows.size
+            rows_all, which = _sub_index(subs)
+            out[start + rows_all, which] = p[start + rows_all] - self.proba(self._stack(part, subs, include_base=False))
         return out
 
 
