@@ -79,8 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         method = request.method if request.method in METHODS else "other"
-        rt.metrics.requests.labels(endpoint=endpoint, method=method, status=str(response.status_code)).inc()
-        rt.metrics.latency.labels(endpoint=endpoint).observe(elapsed)
+        rt.metrics.observe_request(endpoint=endpoint, method=method, status=response.status_code, seconds=elapsed)
         # Never the key, the body or a lead's fields: only what identifies the call.
         log.info("%s %s %s %.1fms key=%s", method, endpoint, response.status_code, elapsed * 1000,
                  g.get("api_key_name", "-"))

@@ -27,6 +27,10 @@ class Metrics:
                            ["model_name", "model_version", "model_kind"], registry=self.registry,
                            multiprocess_mode="liveall")
         self._served: dict[str, tuple[str, str, str]] = {}  # per model name: one champion each
+        # Each request's series, looked up once per label set: `labels()` checks and converts its arguments
+        # under a lock on every call. The sets are bounded (routes, not paths; grades; model versions).
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._score_series: dict[tuple[str, str, str], Any] = {}
         # Model health (issue 13), as of the last health report the service computed (GET /v1/models/monitoring or
         # the background refresh), one series per model name: two names each have a version 1.
         self.feature_psi = Gauge("leadcast_feature_psi", "PSI of each input field against the training profile.",
@@ -38,6 +42,27 @@ class Metrics:
                               ["model_name", "model_version"], registry=self.registry, multiprocess_mode="mostrecent")
         self.alerts = Gauge("leadcast_monitoring_alerts", "Model health alerts raised by the last health report.",
                             ["model_name", "model_version"], registry=self.registry, multiprocess_mode="mostrecent")
+
+    def observe_request(self, *, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count one request by endpoint (its route), method and status, and observe its latency."""
+        key = (endpoint, method, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.requests.labels(endpoint=endpoint, method=method, status=str(status)),
+                self.latency.labels(endpoint=endpoint))
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def count_scores(self, grades: Mapping[str, int], *, version: str, kind: str) -> None:
+        """Add the leads scored per grade by the model `version` of `kind`."""
+        for grade, count in grades.items():
+            key = (grade, version, kind)
+            series = self._score_series.get(key)
+            if series is None:
+                series = self._score_series[key] = self.scores.labels(grade=grade, model_version=version,
+                                                                      model_kind=kind)
+            series.inc(count)
 
     def set_model(self, *, name: str, version: str, kind: str) -> None:
         """Mark the model now being served for its name (1) and the one it replaced under that name (0)."""

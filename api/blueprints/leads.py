@@ -12,6 +12,7 @@ from api.blueprints.models import current_model, requested_model
 from api.errors import ApiError
 from api.history import annotate_scores, ask_previous_score
 from api.http import Runtime, json_body, refuse_unknown_query, requires, runtime
+from api.jsonio import json_response
 from api.predictions import log_scores
 from api.schemas import ScoreRequest
 from api.scoring_io import score_payload
@@ -65,10 +66,9 @@ def score() -> Response:
                                                     as_of=as_of) and context is not None:
         # the next trend of these leads by this model name needs no query
         context.logged(model_name=result["model"]["name"], lead_ids=lead_ids, scores=result["scores"])
-    for grade, count in Counter(item["grade"] for item in result["scores"]).items():
-        rt.metrics.scores.labels(grade=grade, model_version=result["model"]["version"],
-                                 model_kind=result["model"]["kind"]).inc(count)
-    return jsonify(result)
+    rt.metrics.count_scores(Counter(item["grade"] for item in result["scores"]),
+                            version=result["model"]["version"], kind=result["model"]["kind"])
+    return json_response(result)
 
 
 MAX_PAGE = 500

@@ -41,6 +41,21 @@ def test_metrics_count_requests_latency_and_grades(service: Service, sample_lead
                 f'{float(count)}') in text
 
 
+def test_metrics_keep_counting_a_label_set_after_its_first_request(service: Service,
+                                                                  sample_leads: pd.DataFrame) -> None:
+    # Each label set's series is looked up once and kept: the second and third requests must still count.
+    records = lead_records(sample_leads, 2)
+    grades = [s["grade"] for s in service.post("/v1/leads/score", {"leads": records}).json["scores"]]
+    for _ in range(2):
+        service.post("/v1/leads/score", {"leads": records})
+    text = service.client.get("/metrics").get_data(as_text=True)
+    assert 'leadcast_requests_total{endpoint="/v1/leads/score",method="POST",status="200"} 3.0' in text
+    assert 'leadcast_request_seconds_count{endpoint="/v1/leads/score"} 3.0' in text
+    for grade in set(grades):  # 3 requests x the leads of that grade in each
+        assert (f'leadcast_scores_total{{grade="{grade}",model_kind="trained",model_version="1"}} '
+                f'{3.0 * grades.count(grade)}') in text
+
+
 def test_logs_name_the_key_but_never_hold_it_or_lead_fields(
     service: Service, caplog: pytest.LogCaptureFixture
 ) -> None:
