@@ -28,9 +28,9 @@ class OrjsonProvider(JSONProvider):
         return json_response(self._prepare_response_obj(args, kwargs))
 
 
-def json_response(obj: Any, status: int = 200) -> Response:
+def json_response(obj: Any) -> Response:
     """Return `obj` as a JSON response, encoded once (a hot path's answer, without Flask's JSON layer)."""
-    return Response(orjson.dumps(obj, option=OPTIONS), status=status, mimetype="application/json")
+    return Response(orjson.dumps(obj, option=OPTIONS), mimetype="application/json")
 
 
 def parse(raw: bytes) -> Any:

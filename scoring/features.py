@@ -543,9 +543,10 @@ def _spec_derived(column: Column, inputs: Inputs) -> np.ndarray:
             out = np.asarray(num - den)  # missing when either side is
         else:
             out = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
-    if not np.isinf(out).any():
+    infinite = np.isinf(out)
+    if not infinite.any():
         return out
-    overflowed = np.isinf(out) & np.isfinite(num) & np.isfinite(den)
+    overflowed = infinite & np.isfinite(num) & np.isfinite(den)
     if overflowed.any():
         out = np.where(overflowed, np.copysign(np.finfo(np.float64).max, out), out)
     return out
