@@ -15,6 +15,7 @@ import sklearn
 from sklearn.pipeline import Pipeline
 
 from scoring.compiled.contributions import REASON_BLOCK, Contributions, _sub_index
+from scoring.compiled.kernel import RowKernel, checked_kernel
 from scoring.compiled.linear import SMALL_BATCH, CompiledLinear
 from scoring.compiled.trees import CompiledTrees
 from scoring.features import Base, LeadFeatures
@@ -44,6 +45,7 @@ class CompiledModel(Contributions):
         self.all_trees = np.arange(len(self.trees.predictors)) if self.trees is not None else np.empty(0, np.int64)
         self.fields = [f.column for f in self.features.spec.features]
         self.neutral = dict(self.features.neutral_)
+        self.kernel: RowKernel | None = None  # set by compile_pipeline once checked against this numpy path
 
     def logit(self, X: np.ndarray) -> np.ndarray:
         """Return the blended, uncalibrated log-odds of model-matrix rows."""
@@ -61,7 +63,9 @@ class CompiledModel(Contributions):
         return out
 
     def proba_matrix(self, X: np.ndarray) -> np.ndarray:
-        """Return calibrated probabilities of model-matrix rows."""
+        """Return calibrated probabilities of model-matrix rows (in one compiled call when numba is there)."""
+        if self.kernel is not None:
+            return self.kernel.proba(self.model._blank(X))
         return self.calibrator(self.logit(X))
 
     def proba(self, base: Base) -> np.ndarray:
@@ -86,6 +90,7 @@ class PipelineModel(CompiledModel):
         self.all_trees = np.empty(0, np.int64)
         self.fields = [f.column for f in self.features.spec.features]
         self.neutral = dict(self.features.neutral_)
+        self.kernel = None
 
     def logit(self, X: np.ndarray) -> np.ndarray:
         """Return the pipeline model's log-odds of model-matrix rows."""
@@ -153,4 +158,5 @@ def compile_pipeline(pipeline: Pipeline) -> CompiledModel:
         log.warning("pipeline.predict_proba scores the model's probe rows differently than at training (up to "
                     "%.3g, scikit-learn %s now): check the versions the model card lists",
                     float(np.max(np.abs(stored - expected))), sklearn.__version__)
+    compiled.kernel = checked_kernel(compiled, np.asarray(probe, dtype=np.float64))
     return compiled
