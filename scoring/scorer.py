@@ -171,7 +171,7 @@ def _top_reasons(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[Fe
     a `cache`, equal reasons (same field, words and points) share one immutable Reason object.
     """
     if contrib.shape[0] <= FEW_LEADS:
-        return _top_reasons_few(contrib, texts, fields, top, cache)
+        return _top_reasons_few(contrib, _word_of(texts), fields, top, cache)
     points = np.rint(contrib * 100).astype(np.int64)
     k = min(top, contrib.shape[1])
     leads, cols, pts, counts = [], [], [], []
@@ -204,14 +204,21 @@ def _top_reasons(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[Fe
     return out[0], out[1]
 
 
-def _top_reasons_few(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[FeatureSpec], top: int,
+def _word_of(texts: np.ndarray | Words) -> Callable[[int, int], Any]:
+    """Return word(i, j), lead i's words for field j, from an (n, fields) array or `words(j, rows)`."""
+    if callable(texts):
+        return lambda i, j: lead_words(texts, j, np.asarray([i]))[0]
+    return lambda i, j: texts[i, j]
+
+
+def _top_reasons_few(contrib: np.ndarray, word: Callable[[int, int], Any], fields: list[FeatureSpec], top: int,
                      cache: dict[tuple[int, Any, int], Reason] | None,
                      ) -> tuple[list[list[Reason]], list[list[Reason]]]:
     """`_top_reasons` for a few leads in plain Python: the same reasons, in the same order.
 
     A request of one lead spends more time in numpy's per-call overhead (argsort, take_along_axis, nonzero on
     a 1 x fields array) than in the work itself. Python's sort is stable as the stable argsort is, and
-    round() rounds half to even as np.rint does.
+    round() rounds half to even as np.rint does. `word(i, j)` gives lead i's words for field j.
     """
     k = min(top, contrib.shape[1])
     out: tuple[list[list[Reason]], list[list[Reason]]] = ([], [])
@@ -228,8 +235,7 @@ def _top_reasons_few(contrib: np.ndarray, texts: np.ndarray | Words, fields: lis
                 into.append([])
                 continue
             jj = [j for j, _ in chosen]
-            rows = np.asarray([i])
-            words = [lead_words(texts, j, rows)[0] if callable(texts) else texts[i, j] for j in jj]
+            words = [word(i, j) for j in jj]
             into.append(_make_reasons(jj, words, [p for _, p in chosen], fields, cache))
     return out
 
@@ -330,7 +336,12 @@ def unseen_categories(features: LeadFeatures, base: Mapping[str, np.ndarray]) ->
     for j, column in enumerate(cats):
         if column in features.absent_fields_ or column not in base:
             continue
-        rows = np.flatnonzero(base[column] == len(features.grouper_.lookup_[j]))
+        codes, other = base[column], len(features.grouper_.lookup_[j])
+        if codes.size == 1:  # one lead (an API request): a float comparison, not a numpy call
+            if float(codes[0]) == other:
+                out[column] = np.zeros(1, dtype=np.int64)
+            continue
+        rows = np.flatnonzero(codes == other)
         if rows.size:
             out[column] = rows
     return out
@@ -462,7 +473,12 @@ class ModelScorer:
             p = self.compiled.proba(base)
         else:
             p, contrib = self.compiled.proba_and_contributions(base)
-            pos, neg = _top_reasons(contrib, self._record_words(base, columns), self.fields, top, self._reason_cache)
+            if len(rows) <= FEW_LEADS:
+                pos, neg = _top_reasons_few(contrib, self._record_word(base, columns), self.fields, top,
+                                            self._reason_cache)
+            else:
+                pos, neg = _top_reasons(contrib, self._record_words(base, columns), self.fields, top,
+                                        self._reason_cache)
         return self._warn_unseen(_lead_scores(ids, p, pos, neg, self.spec), base, columns)
 
     def _score_base(self, base: dict[str, np.ndarray], reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -497,20 +513,30 @@ class ModelScorer:
                 counts[key] = counts.get(key, 0) + int(n)
         return counts
 
-    def _record_words(self, base: Mapping[str, np.ndarray], columns: Mapping[str, np.ndarray]) -> Words:
-        """Return words(j, rows) for records typed by `prepare_records` (categories as given, stripped)."""
+    def _record_word(self, base: Mapping[str, np.ndarray], columns: Mapping[str, np.ndarray],
+                     ) -> Callable[[int, int], str]:
+        """Return word(i, j): record i's words for field j, for records typed by `prepare_records`."""
         fields = self.fields
 
-        def words(j: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def word(i: int, j: int) -> str:
             f = fields[j]
+            if f.kind == "categorical":
+                value: Any = columns[f.column][i]  # as given, stripped
+            else:
+                raw = float(base[f.column][i])
+                value = None if math.isnan(raw) else (float(round(raw)) if f.kind == "timestamp" else raw)
+            return self._describe(j, f, value)
+
+        return word
+
+    def _record_words(self, base: Mapping[str, np.ndarray], columns: Mapping[str, np.ndarray]) -> Words:
+        """Return words(j, rows) for records typed by `prepare_records` (categories as given, stripped)."""
+        word = self._record_word(base, columns)
+
+        def words(j: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             out = np.empty(rows.size, dtype=object)
             for k, i in enumerate(rows.tolist()):
-                if f.kind == "categorical":
-                    value: Any = columns[f.column][i]
-                else:
-                    raw = float(base[f.column][i])
-                    value = None if math.isnan(raw) else (float(round(raw)) if f.kind == "timestamp" else raw)
-                out[k] = self._describe(j, f, value)
+                out[k] = word(i, j)
             return out, np.arange(rows.size)
 
         return words

@@ -70,6 +70,8 @@ class Contributions:
         """Return probabilities and contributions: a few leads in a single pass through the model (each
         lead and its substitutions stacked), more from leaf codes (see `_contributions_by_split`)."""
         n = len(next(iter(base.values())))
+        if n == 1 and self.fields:
+            return self._one_lead(base)
         # Past SMALL_BATCH leads the substitutions are listed block by block, where they are used: listing
         # them for a whole chunk first held (fields, leads) temporaries that were then thrown away.
         subs = self._substitutions(base) if n <= SMALL_BATCH else []
@@ -95,15 +97,8 @@ class Contributions:
         if not self.fields:
             return []
         if len(next(iter(base.values()))) == 1:
-            # One lead (an API request): comparing 28 Python floats beats stacking them into an array.
             only = np.zeros(1, dtype=np.int64)
-            typical_values = neutral.tolist()
-            out = []
-            for j, name in enumerate(self.fields):
-                value, typical = float(base[name][0]), typical_values[j]
-                if value != typical and not (value != value and typical != typical):
-                    out.append((j, only))
-            return out
+            return [(j, only) for j in self._differing(base)]
         # One row per field, so that nonzero lists the leads field by field, in order.
         values = np.stack([np.asarray(base[name], dtype=np.float64) for name in self.fields])
         typical = neutral[:, None]
@@ -114,6 +109,40 @@ class Contributions:
         starts = np.flatnonzero(np.diff(field, prepend=-1))
         bounds = [*starts.tolist(), rows.size]
         return [(j, rows[a:b]) for j, a, b in zip(field[starts].tolist(), bounds[:-1], bounds[1:], strict=True)]
+
+    def _differing(self, base: Base) -> list[int]:
+        """Return the fields of one lead whose value is not the field's neutral value, in field order."""
+        # One lead (an API request): comparing 28 Python floats beats stacking them into an array.
+        typical_values = getattr(self, "_neutral_list", None)
+        if typical_values is None:
+            typical_values = self._neutral_list = [float(self.neutral[name]) for name in self.fields]
+        out = []
+        for j, name in enumerate(self.fields):
+            value, typical = float(base[name][0]), typical_values[j]
+            if value != typical and not (value != value and typical != typical):
+                out.append(j)
+        return out
+
+    def _one_lead(self, base: Base) -> tuple[np.ndarray, np.ndarray]:
+        """Return `proba_and_contributions` of one lead: it and its substitutions as rows of one array.
+
+        The same rows as `_stack` lists (the lead, then one per differing field with that field neutral),
+        built with one copy and one scatter instead of a gather and a write per field.
+        """
+        differing = self._differing(base)
+        names = list(base)
+        where = getattr(self, "_base_columns", None)
+        if where is None or where[0] != names:
+            where = self._base_columns = (names, np.asarray([names.index(f) for f in self.fields], np.int64),
+                                          np.asarray([self.neutral[f] for f in self.fields], np.float64))
+        rows = np.empty((len(differing) + 1, len(names)), order="F")  # a column per field, each contiguous
+        rows[:] = [float(base[name][0]) for name in names]
+        which = np.asarray(differing, dtype=np.int64)
+        rows[np.arange(1, which.size + 1), where[1][which]] = where[2][which]
+        p_all = self.proba({name: rows[:, c] for c, name in enumerate(names)})
+        out = np.zeros((1, len(self.fields)))
+        out[0, which] = p_all[0] - p_all[1:]
+        return p_all[:1], out
 
     def _stack(self, base: Base, subs: list[tuple[int, np.ndarray]], *, include_base: bool) -> Base:
         parts = ([np.arange(len(next(iter(base.values()))))] if include_base else []) + [r for _, r in subs]

@@ -162,3 +162,26 @@ def test_one_lead_lists_the_same_substitutions_as_a_batch(trained: TrainingResul
         got = model._substitutions(rows(base, slice(i, i + 1)))
         assert [j for j, _ in got] == expected
         assert all(r.tolist() == [0] for _, r in got)
+
+
+@pytest.mark.parametrize("with_kernel", [False, True], ids=["numpy", "kernel"])
+def test_one_lead_scores_as_the_stacked_pass_does_bit_for_bit(trained: TrainingResult, base: Base,
+                                                            with_kernel: bool) -> None:
+    from scoring.compiled.kernel import RowKernel
+
+    model = variant(trained)
+    if with_kernel:
+        if not RowKernel.available():
+            pytest.skip("numba is not installed")
+        model.kernel = RowKernel.of(model)
+    for i in (0, 12, 25, 699, *range(100, 140)):  # a new industry, missing web_visits, no last activity, plain
+        lead = rows(base, slice(i, i + 1))
+        p, contrib = model.proba_and_contributions(lead)  # one lead: `_one_lead`
+        subs = model._substitutions(lead)
+        p_all = model.proba(model._stack(lead, subs, include_base=True))
+        expected = np.zeros((1, len(model.fields)))
+        for k, (j, _) in enumerate(subs):
+            expected[0, j] = p_all[0] - p_all[1 + k]
+        assert np.array_equal(p, p_all[:1])
+        assert np.array_equal(contrib, expected)
+        assert np.count_nonzero(contrib) <= len(subs)
