@@ -12,6 +12,8 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,9 @@ def summary(ms: np.ndarray) -> str:
     return f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms"
 
 
-def hello_p50(tmp: Path) -> float:
-    """Return the p50 of GET /hello under leadcast's gunicorn config (its hooks replaced by no-ops)."""
+@contextmanager
+def hello_client(tmp: Path) -> Iterator[JsonClient]:
+    """Serve GET /hello under leadcast's gunicorn config (its hooks replaced by no-ops); yield a client of it."""
     (tmp / "hello_app.py").write_text(HELLO)
     conf = tmp / "hello_conf.py"
     conf.write_text(f"exec(open({str(REPO / 'api' / 'gunicorn_conf.py')!r}).read())\n"
@@ -65,8 +68,14 @@ def hello_p50(tmp: Path) -> float:
     with ServerProcess(args, port=port, env=env, log=tmp / "hello.log", name="hello", cwd=tmp) as server:
         server.wait_ready("/hello")
         with JsonClient(port) as client:
-            timed(client, "GET", "/hello", None, WARMUP)
-            ms = timed(client, "GET", "/hello", None, REQUESTS)
+            yield client
+
+
+def hello_p50(tmp: Path) -> float:
+    """Return the p50 of GET /hello under leadcast's gunicorn config."""
+    with hello_client(tmp) as client:
+        timed(client, "GET", "/hello", None, WARMUP)
+        ms = timed(client, "GET", "/hello", None, REQUESTS)
     print(f"\nFlask hello-world, same gunicorn config: {summary(ms)}")
     return float(np.percentile(ms, 50))
 
