@@ -713,7 +713,7 @@ class LeadFeatures(TransformerMixin, BaseEstimator):
                 cat_index += 1
             elif f.kind == "timestamp":
                 days = to_days(_get(cols, f.column, n, "time"))
-                out[f.column] = np.clip(ref - days, 0.0, None)
+                out[f.column] = np.maximum(ref - days, 0.0)  # np.clip(x, 0, None), without its Python layer
             else:
                 out[f.column] = np.asarray(_get(cols, f.column, n, np.float64), dtype=np.float64)
         for name in getattr(self, "absent_fields_", ()):

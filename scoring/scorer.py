@@ -545,9 +545,14 @@ class ModelScorer:
 def _lead_scores(ids: pd.Series | list[str], p: np.ndarray, pos: list[list[Reason]] | None,
                  neg: list[list[Reason]] | None, spec: ModelSpec) -> list[LeadScore]:
     id_list = ids.tolist() if isinstance(ids, pd.Series) else ids
-    scores = np.clip(np.rint(p * 100), 0, 100).astype(np.int64).tolist()
-    grades = spec.grades.grade(p).tolist()
     probabilities = np.asarray(p, dtype=np.float64).tolist()
+    if len(probabilities) <= FEW_LEADS and all(0.0 <= v <= 1.0 for v in probabilities):
+        # A request of a lead or a few: round() halves to even as np.rint does, and p * 100 needs no clip.
+        scores = [round(v * 100) for v in probabilities]
+        grades = [spec.grades.letter(v) for v in probabilities]
+    else:
+        scores = np.clip(np.rint(p * 100), 0, 100).astype(np.int64).tolist()
+        grades = spec.grades.grade(p).tolist()
     if pos is None or neg is None:
         return [LeadScore(id=str(id_list[i]), probability=probabilities[i], score=scores[i], grade=grades[i])
                 for i in range(len(probabilities))]

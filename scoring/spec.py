@@ -107,11 +107,18 @@ class Grades:
 
     def grade(self, probability: np.ndarray) -> np.ndarray:
         """Return the grade letter (A-D) of each probability."""
+        if probability.ndim == 1 and probability.size <= 4:  # an API request: four comparisons, no numpy calls
+            return np.asarray([self.letter(v) for v in probability.tolist()], dtype="<U1")
         out = np.full(probability.shape, "D", dtype="<U1")
         out[probability >= self.c] = "C"
         out[probability >= self.b] = "B"
         out[probability >= self.a] = "A"
         return out
+
+    def letter(self, probability: float) -> str:
+        """Return the grade letter of one probability, as `grade` does (A over B over C; NaN is D)."""
+        return ("A" if probability >= self.a else "B" if probability >= self.b else "C" if probability >= self.c
+                else "D")
 
 
 def resolve_grades(grades: Grades, probability: np.ndarray, *, base_rate: float) -> tuple[Grades, list[str]]:

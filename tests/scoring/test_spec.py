@@ -79,6 +79,11 @@ def test_grades_cut_offs() -> None:
     grades = Grades(a=0.6, b=0.35, c=0.15)
     got = grades.grade(np.array([0.0, 0.149, 0.15, 0.349, 0.35, 0.599, 0.6, 1.0]))
     assert got.tolist() == ["D", "D", "C", "C", "B", "B", "A", "A"]
+    # A request's few probabilities take the plain-Python path: the same letters, and NaN is D as in numpy.
+    few = np.array([0.149, 0.15, 0.6, np.nan])
+    assert grades.grade(few).tolist() == ["D", "C", "A", "D"]
+    assert grades.grade(np.concatenate([few, few])).tolist() == ["D", "C", "A", "D"] * 2
+    assert [grades.letter(v) for v in (0.0, 0.35, 0.599, 1.0)] == ["D", "B", "B", "A"]
 
 
 def raw_frame() -> pd.DataFrame:
