@@ -163,15 +163,16 @@ class Scorer(Protocol):
 
 
 def _top_reasons(contrib: np.ndarray, texts: np.ndarray | Words, fields: list[FeatureSpec], top: int,
-                 cache: dict[tuple[int, Any, int], Reason] | None = None,
-                 ) -> tuple[list[list[Reason]], list[list[Reason]]]:
+                 cache: dict[tuple[int, Any, int], Reason] | None = None, *,
+                 word: Callable[[int, int], Any] | None = None) -> tuple[list[list[Reason]], list[list[Reason]]]:
     """Pick each lead's `top` positive and negative contributions (at least 1 point) and word them.
 
     `texts` is an (n, fields) array of words, or `words(j, rows)` (asked only for the reasons shown). With
-    a `cache`, equal reasons (same field, words and points) share one immutable Reason object.
+    a `cache`, equal reasons (same field, words and points) share one immutable Reason object. `word(i, j)`,
+    lead i's words for field j, is what a few leads are worded with (default: read from `texts`).
     """
     if contrib.shape[0] <= FEW_LEADS:
-        return _top_reasons_few(contrib, _word_of(texts), fields, top, cache)
+        return _top_reasons_few(contrib, word or _word_of(texts), fields, top, cache)
     points = np.rint(contrib * 100).astype(np.int64)
     k = min(top, contrib.shape[1])
     leads, cols, pts, counts = [], [], [], []
@@ -473,12 +474,8 @@ class ModelScorer:
             p = self.compiled.proba(base)
         else:
             p, contrib = self.compiled.proba_and_contributions(base)
-            if len(rows) <= FEW_LEADS:
-                pos, neg = _top_reasons_few(contrib, self._record_word(base, columns), self.fields, top,
-                                            self._reason_cache)
-            else:
-                pos, neg = _top_reasons(contrib, self._record_words(base, columns), self.fields, top,
-                                        self._reason_cache)
+            pos, neg = _top_reasons(contrib, self._record_words(base, columns), self.fields, top, self._reason_cache,
+                                    word=self._record_word(base, columns))
         return self._warn_unseen(_lead_scores(ids, p, pos, neg, self.spec), base, columns)
 
     def _score_base(self, base: dict[str, np.ndarray], reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -90,10 +90,7 @@ class Contributions:
 
     def _substitutions(self, base: Base) -> list[tuple[int, np.ndarray]]:
         """Return, per field, the leads whose value differs from the field's neutral value (if any)."""
-        neutral = getattr(self, "_neutral_vector", None)
-        if neutral is None:
-            neutral = np.asarray([self.neutral[name] for name in self.fields], dtype=np.float64)
-            self._neutral_vector = neutral
+        neutral = self._neutral_values()[0]
         if not self.fields:
             return []
         if len(next(iter(base.values()))) == 1:
@@ -110,12 +107,18 @@ class Contributions:
         bounds = [*starts.tolist(), rows.size]
         return [(j, rows[a:b]) for j, a, b in zip(field[starts].tolist(), bounds[:-1], bounds[1:], strict=True)]
 
+    def _neutral_values(self) -> tuple[np.ndarray, list[float]]:
+        """Return each field's neutral value as an array and as Python floats (built at first use)."""
+        cached: tuple[np.ndarray, list[float]] | None = getattr(self, "_neutral_cache", None)
+        if cached is None:
+            vector = np.asarray([self.neutral[name] for name in self.fields], dtype=np.float64)
+            cached = self._neutral_cache = (vector, vector.tolist())
+        return cached
+
     def _differing(self, base: Base) -> list[int]:
         """Return the fields of one lead whose value is not the field's neutral value, in field order."""
         # One lead (an API request): comparing 28 Python floats beats stacking them into an array.
-        typical_values = getattr(self, "_neutral_list", None)
-        if typical_values is None:
-            typical_values = self._neutral_list = [float(self.neutral[name]) for name in self.fields]
+        typical_values = self._neutral_values()[1]
         out = []
         for j, name in enumerate(self.fields):
             value, typical = float(base[name][0]), typical_values[j]
@@ -131,14 +134,13 @@ class Contributions:
         """
         differing = self._differing(base)
         names = list(base)
-        where = getattr(self, "_base_columns", None)
+        where = getattr(self, "_base_columns", None)  # (the base's names, each field's column among them)
         if where is None or where[0] != names:
-            where = self._base_columns = (names, np.asarray([names.index(f) for f in self.fields], np.int64),
-                                          np.asarray([self.neutral[f] for f in self.fields], np.float64))
+            where = self._base_columns = (names, np.asarray([names.index(f) for f in self.fields], np.int64))
         rows = np.empty((len(differing) + 1, len(names)), order="F")  # a column per field, each contiguous
         rows[:] = [float(base[name][0]) for name in names]
         which = np.asarray(differing, dtype=np.int64)
-        rows[np.arange(1, which.size + 1), where[1][which]] = where[2][which]
+        rows[np.arange(1, which.size + 1), where[1][which]] = self._neutral_values()[0][which]
         p_all = self.proba({name: rows[:, c] for c, name in enumerate(names)})
         out = np.zeros((1, len(self.fields)))
         out[0, which] = p_all[0] - p_all[1:]

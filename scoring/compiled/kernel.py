@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -162,7 +162,8 @@ class RowKernel:
 
     def __init__(self, arrays: _Arrays) -> None:
         self.arrays = arrays
-        self.args = astuple(arrays)
+        # Not dataclasses.astuple: it deep-copies every array.
+        self.args = tuple(getattr(arrays, f.name) for f in fields(arrays))
 
     @classmethod
     def of(cls, model: CompiledModel) -> RowKernel:
@@ -211,8 +212,9 @@ class RowKernel:
         return _compiled() is not None
 
 
-def checked_kernel(model: CompiledModel, probe: np.ndarray) -> RowKernel | None:
-    """Return the kernel of `model` when it reproduces `model.proba_matrix` on the probe rows, else None.
+def checked_kernel(model: CompiledModel, probe: np.ndarray, expected: np.ndarray) -> RowKernel | None:
+    """Return the kernel of `model` when it reproduces `expected`, the numpy path's probabilities of the probe
+    rows, else None.
 
     The first call compiles (or loads the cached machine code); any failure, or a probability further than
     KERNEL_TOLERANCE from numpy's, is logged and leaves the numpy path serving.
@@ -227,7 +229,6 @@ def checked_kernel(model: CompiledModel, probe: np.ndarray) -> RowKernel | None:
         log.warning("the compiled row kernel could not be built (%s: %s); scoring with numpy instead",
                     type(exc).__name__, exc)
         return None
-    expected = model.calibrator(model.logit(probe))
     worst = float(np.max(np.abs(got - expected), initial=0.0))
     if not np.isfinite(worst) or worst > KERNEL_TOLERANCE:
         log.warning("the compiled row kernel differs from numpy by up to %.3g on the probe rows; scoring with "

@@ -158,5 +158,5 @@ def compile_pipeline(pipeline: Pipeline) -> CompiledModel:
         log.warning("pipeline.predict_proba scores the model's probe rows differently than at training (up to "
                     "%.3g, scikit-learn %s now): check the versions the model card lists",
                     float(np.max(np.abs(stored - expected))), sklearn.__version__)
-    compiled.kernel = checked_kernel(compiled, np.asarray(probe, dtype=np.float64))
+    compiled.kernel = checked_kernel(compiled, np.asarray(probe, dtype=np.float64), got)  # numpy's, from above
     return compiled
