@@ -266,6 +266,10 @@ class ModelHolder:
         """Return the model to score with, first following a reload another worker announced."""
         return self.refresh()
 
+    def serving(self) -> Served | None:
+        """Return the model served right now, without following or retrying anything."""
+        return self._current
+
     def unavailable_reason(self) -> str:
         """Return why no model is served, in words safe to show any caller."""
         return self.last_error or "no model is loaded yet"

@@ -129,7 +129,9 @@ def reload() -> Response:
     answers: list[dict[str, Any]] = []
     failed: list[tuple[str, str]] = []
     for each in targets:
-        previous = each.current()
+        # What was served when the call came: a back-off retry inside `current` would load the new champion
+        # first and report it as its own predecessor.
+        previous = each.serving()
         try:
             served = each.reload()
         except ModelLoadFailed as exc:

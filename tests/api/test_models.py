@@ -202,6 +202,25 @@ def test_a_worker_that_cannot_follow_a_reload_serves_503_not_its_older_model_and
     assert second.post("/v1/leads/score", lead).json["model"]["version"] == "3"
 
 
+def test_a_reload_with_no_model_served_reports_no_previous_model_after_the_back_off(
+    make_service: Callable[..., Service], sample_leads: pd.DataFrame
+) -> None:
+    # The second worker serves nothing (it could not follow to a broken v2); the champion is then fixed as v3
+    # and its back-off has run out when the reload arrives: v3 is loaded by the reload, not found as "previous".
+    first, second = make_service(), make_service()
+    models = first.settings.resolved_models_dir
+    promote_copy(models, "2")
+    assert first.post("/v1/models/reload", None).json["model"]["version"] == "2"
+    flip_byte(champion_file(models))
+    lead = {"lead": lead_records(sample_leads, 1)[0]}
+    assert second.post("/v1/leads/score", lead).status_code == 503
+    promote_copy_of(first, "3")
+    holder: ModelHolder = second.app.extensions["leadcast"].models
+    holder._retry_at = 0.0  # the back-off is over
+    reloaded = second.post("/v1/models/reload", None)
+    assert (reloaded.status_code, reloaded.json["model"]["version"], reloaded.json["previous"]) == (200, "3", None)
+
+
 def promote_copy_of(service: Service, version: str) -> None:
     """Promote a new copy of the model a service serves (its champion file may be broken)."""
     holder: ModelHolder = service.app.extensions["leadcast"].models
